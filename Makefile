@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Each is fast once set up: the virtual environment and the data are made once.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+STAMPS := data/stamps/.complete
+
+.PHONY: demo test lab data bench lint clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+# The embedded default dataset (Debian's tuxpaint-stamps-default). `apt-get download` needs the
+# package lists once; as root we refresh them ourselves, otherwise the error says what to run.
+$(STAMPS): $(INSTALLED)
+	$(PY) -m tlcourse.datasets stamps || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && $(PY) -m tlcourse.datasets stamps; }
+
+data: $(STAMPS)
+
+demo: $(INSTALLED) $(STAMPS)
+	$(PY) -m tlcourse.demo
+
+test: $(INSTALLED) $(STAMPS)
+	$(VENV)/bin/ruff check tlcourse tests bench retrain.py label_image.py
+	TLCOURSE_SMALL=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+
+lab: $(INSTALLED) $(STAMPS)
+	$(VENV)/bin/jupyter lab notebooks
+
+bench: $(INSTALLED) $(STAMPS)
+	$(PY) bench/caching.py
+
+clean:
+	rm -rf $(VENV) data models runs

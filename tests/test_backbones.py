@@ -1,0 +1,141 @@
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from keras.src.legacy.saving import legacy_h5_format
+
+import tlcourse as tlc
+from tlcourse import backbones, torch_weights
+from tlcourse.download import DownloadError
+from tlcourse.images import load_image
+
+CAT_CLASSES = set(range(281, 286))
+COFFEE_CLASSES = {967, 968}  # espresso, cup
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_lite_models_recognise_real_photos(name, photo):
+    backbone = backbones.load_backbone(name)
+    cat = {index for index, _, _ in backbone.imagenet_top_k(load_image(photo("chelsea.png")), 5)}
+    coffee = {index for index, _, _ in backbone.imagenet_top_k(load_image(photo("coffee.png")), 5)}
+    assert cat & CAT_CLASSES, cat
+    assert coffee & COFFEE_CLASSES, coffee
+
+
+def test_bottleneck_shape_and_determinism(lite0, photo):
+    image = load_image(photo("chelsea.png"))
+    first, second = lite0.bottlenecks(image), lite0.bottlenecks(image)
+    assert first.shape == (1280,)
+    np.testing.assert_array_equal(first, second)
+    assert np.abs(first).sum() > 0
+
+
+def test_raw_image_model_matches_pipeline_preprocessing(lite0, photo):
+    """The exported model (preprocessing inside) and the cache path see the image identically."""
+    image = load_image(photo("coffee.png"))
+    inside = lite0.model(image[None]).numpy()[0]
+    np.testing.assert_allclose(inside, lite0.bottlenecks(image), atol=1e-4)
+
+
+def test_converted_weights_are_cached_and_a_damaged_copy_is_redone(tmp_path, photo):
+    first = backbones.load_backbone("efficientnet_lite0", tmp_path)
+    (cached,) = (tmp_path / "efficientnet_lite0").glob("*.weights.h5")
+    cached.write_bytes(b"damaged")
+    second = backbones.load_backbone("efficientnet_lite0", tmp_path)
+    image = load_image(photo("chelsea.png"))
+    np.testing.assert_allclose(first.bottlenecks(image), second.bottlenecks(image), atol=1e-5)
+    assert cached.stat().st_size > 1_000_000
+    assert first.fingerprint == second.fingerprint
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def test_loader_refuses_a_pickle_that_names_another_global(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tampered = tmp_path / "tampered.pth"
+    parts = [torch_weights.MAGIC_NUMBER, torch_weights.PROTOCOL_VERSION, {"little_endian": True}, _RunsCode()]
+    tampered.write_bytes(b"".join(pickle.dumps(part, protocol=2) for part in parts))
+    with pytest.raises(torch_weights.UnsafeWeightsError, match="system"):
+        torch_weights.load_state_dict(tampered)
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+def test_loader_refuses_a_tampered_real_weights_file(tmp_path):
+    real = tlc.backbones.WEIGHT_PACKAGES["efficientnet_lite0"]
+    module = __import__(real[0])
+    data = open(getattr(module, real[1]).get_model_file_path(), "rb").read()
+    # Swap the allowed collections.OrderedDict global for builtins.eval (same length keeps offsets).
+    assert b"collections\nOrderedDict" in data
+    tampered = tmp_path / "lite0.pth"
+    tampered.write_bytes(data.replace(b"collections\nOrderedDict", b"builtins\neval\n\n\n\n\n\n\n\n\n\n\n\n\n\n", 1))
+    with pytest.raises(torch_weights.UnsafeWeightsError, match="builtins.eval"):
+        torch_weights.load_state_dict(tampered)
+
+
+@pytest.fixture(scope="module")
+def inception_weights_file(tmp_path_factory):
+    """A legacy-format notop weights file for Inception-v3, random weights (this is about the download path)."""
+    model = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(299, 299, 3), pooling="avg")
+    path = tmp_path_factory.mktemp("weights") / backbones.INCEPTION_FILES["notop"][0]
+    with h5py.File(path, "w") as file:
+        legacy_h5_format.save_weights_to_hdf5_group(file, model)
+    return path
+
+
+def test_inception_v3_downloads_checks_hash_and_loads(inception_weights_file, http_server, tmp_path, photo):
+    served, url = http_server
+    (served / inception_weights_file.name).write_bytes(inception_weights_file.read_bytes())
+    digest = hashlib.sha256(inception_weights_file.read_bytes()).hexdigest()
+    model_dir = tmp_path / "inception"
+    options = dict(base_url=url, expected_hash=digest)
+    assert backbones.default_backbone_name(model_dir, **options) == "inception_v3"
+    backbone = backbones.load_backbone("inception_v3", model_dir, **options)
+    image = load_image(photo("chelsea.png"))
+    vector = backbone.bottlenecks(image)
+    assert vector.shape == (2048,) and backbone.bottleneck_size == 2048
+    np.testing.assert_array_equal(vector, backbone.bottlenecks(image))
+    assert sorted(p.name for p in model_dir.iterdir()) == [inception_weights_file.name]
+
+
+def test_inception_v3_wrong_hash_leaves_model_dir_as_it_was(inception_weights_file, http_server, tmp_path):
+    served, url = http_server
+    (served / inception_weights_file.name).write_bytes(inception_weights_file.read_bytes())
+    model_dir = tmp_path / "inception"
+    model_dir.mkdir()
+    (model_dir / "notes.txt").write_text("mine")
+    with pytest.raises(DownloadError, match="expected"):
+        backbones.load_backbone("inception_v3", model_dir, base_url=url, expected_hash="0" * 64)
+    assert sorted(p.name for p in model_dir.iterdir()) == ["notes.txt"]
+
+
+def test_default_falls_back_to_the_embedded_backbone_when_offline(tmp_path, http_server, capsys):
+    _, url = http_server  # serves an empty folder: the weights are not there
+    model_dir = tmp_path / "models"
+    assert backbones.default_backbone_name(model_dir, announce=True, base_url=url) == "efficientnet_lite0"
+    assert "using the embedded efficientnet_lite0" in capsys.readouterr().out
+    assert not model_dir.exists() or list(model_dir.iterdir()) == []
+
+
+def test_unknown_backbone_names_the_choices():
+    with pytest.raises(ValueError, match="efficientnet_lite0"):
+        backbones.load_backbone("resnet9000")
+
+
+def test_command_line_prints_imagenet_top5(photo):
+    result = subprocess.run(
+        [sys.executable, "-m", "tlcourse.backbones", str(photo("chelsea.png")), "--architecture", "efficientnet_lite0"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert len(lines) == 5
+    assert {int(line[0]) for line in lines} & CAT_CLASSES

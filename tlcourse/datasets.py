@@ -1,0 +1,220 @@
+"""Datasets the course ships or fetches, each materialised as an ordinary folder-per-label directory.
+
+The rest of the course treats them exactly like a learner's own photos.
+
+- ``stamps``: five photo classes of Debian's ``tuxpaint-stamps-default`` (GPL-2): birds, fruit,
+  flowers, vegetables, bovines; cut-outs composited onto a white background. Offline default.
+- ``clipart``: leaf folders of Debian's ``openclipart-png`` (public domain) with at least N images:
+  the many-classes lesson.
+- ``fashion_mnist``: Debian's ``dataset-fashion-mnist`` (MIT) written out as PNGs: volume.
+- ``flowers``: the tutorial's flower_photos, downloaded when online.
+
+Debian data is read where the package is installed, or fetched with ``apt-get download`` and
+unpacked into the project's data folder without root. Shell: ``python -m tlcourse.datasets NAME``.
+Taught in ``notebooks/01_prepare_dataset.ipynb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from tlcourse import config
+from tlcourse.download import download
+from tlcourse.images import load_image
+
+COMPLETE = ".complete"  # written last: a folder without it is an interrupted build and is redone
+STAMPS_PACKAGE = "tuxpaint-stamps-default"
+STAMPS_ROOT = "usr/share/tuxpaint/stamps"
+STAMPS_CLASSES = {  # label -> folder under the stamps root (its photos only, no sub-folders)
+    "birds": "animals/birds",
+    "fruit": "food/fruit",
+    "flowers": "plants/flowers",
+    "vegetables": "food/vegetables",
+    "bovines": "animals/mammals/bovines",
+}
+CLIPART_PACKAGE = "openclipart-png"
+CLIPART_ROOT = "usr/share/openclipart/png"
+FASHION_PACKAGE = "dataset-fashion-mnist"
+FASHION_ROOT = "usr/share/datasets/fashion-mnist"
+FASHION_CLASSES = [
+    "t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"
+]
+FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
+LICENSES = {
+    "stamps": "GPL-2.0 (Debian tuxpaint-stamps-default)",
+    "clipart": "public domain (Debian openclipart-png)",
+    "fashion_mnist": "MIT (Debian dataset-fashion-mnist)",
+    "flowers": "CC-BY 2.0 (TensorFlow example images)",
+}
+
+
+def debian_package_root(package: str, inner: str, data_dir: Path | None = None) -> Path:
+    """The folder ``/<inner>`` of an installed Debian package, or of a copy unpacked into the data folder."""
+    installed = Path("/") / inner
+    if installed.is_dir() and any(installed.iterdir()):
+        return installed
+    unpacked = Path(data_dir or config.data_dir()) / "debian" / package
+    if not (unpacked / COMPLETE).is_file():
+        _unpack_debian_package(package, unpacked)
+    return unpacked / inner
+
+
+def _unpack_debian_package(package: str, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=f".{package}.") as work:
+        print(f"Fetching the Debian package {package} (apt-get download) ...", flush=True)
+        fetched = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True, text=True)
+        debs = list(Path(work).glob("*.deb"))
+        if fetched.returncode != 0 or not debs:
+            raise RuntimeError(
+                f"could not fetch the Debian package {package}: {fetched.stderr.strip() or 'no .deb'}\n"
+                f"Run 'sudo apt-get update' once and try again, or install it: sudo apt-get install {package}"
+            )
+        tree = Path(work) / "tree"
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tree)], check=True)
+        (tree / COMPLETE).write_text(debs[0].name + "\n")
+        shutil.rmtree(destination, ignore_errors=True)
+        os.replace(tree, destination)
+
+
+def _build_folder(destination: Path, write) -> Path:
+    """Run ``write(folder)`` into a temporary folder, then move it into place: all or nothing."""
+    if (destination / COMPLETE).is_file():
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}."))
+    try:
+        write(work)
+        (work / COMPLETE).write_text("")
+        shutil.rmtree(destination, ignore_errors=True)
+        os.replace(work, destination)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return destination
+
+
+def _save_jpeg_on_white(source: Path, target: Path) -> None:
+    Image.fromarray(load_image(source)).save(target, "JPEG", quality=92)
+
+
+def stamps(data_dir: str | Path | None = None) -> Path:
+    """The ``stamps`` dataset folder (five labels of real photos), built on first use."""
+    data_dir = Path(data_dir or config.data_dir())
+    source = debian_package_root(STAMPS_PACKAGE, STAMPS_ROOT, data_dir)
+
+    def write(folder: Path) -> None:
+        for label, sub_folder in STAMPS_CLASSES.items():
+            (folder / label).mkdir()
+            for png in sorted((source / sub_folder).glob("*.png")):
+                _save_jpeg_on_white(png, folder / label / f"{png.stem}.jpg")
+
+    return _build_folder(data_dir / "stamps", write)
+
+
+def clipart_classes(min_images: int = 20, data_dir: str | Path | None = None) -> dict[str, Path]:
+    """Label -> leaf folder of ``openclipart-png`` holding at least ``min_images`` PNGs."""
+    source = debian_package_root(CLIPART_PACKAGE, CLIPART_ROOT, data_dir)
+    classes = {}
+    for folder in sorted(p for p in source.rglob("*") if p.is_dir()):
+        pngs = list(folder.glob("*.png"))
+        if len(pngs) >= min_images and not any(p.is_dir() for p in folder.iterdir()):
+            classes[folder.relative_to(source).as_posix().replace("/", "_")] = folder
+    return classes
+
+
+def clipart(min_images: int = 20, data_dir: str | Path | None = None) -> Path:
+    """The ``clipart`` dataset: one label per leaf folder of clip art with at least ``min_images`` images."""
+    data_dir = Path(data_dir or config.data_dir())
+    classes = clipart_classes(min_images, data_dir)
+
+    def write(folder: Path) -> None:
+        for label, source in tqdm(classes.items(), desc="clipart", unit="label"):
+            (folder / label).mkdir()
+            for png in sorted(source.glob("*.png")):
+                try:
+                    _save_jpeg_on_white(png, folder / label / f"{png.stem}.jpg")
+                except ValueError as error:
+                    print(f"{png}: skipped ({error})", file=sys.stderr)
+
+    return _build_folder(data_dir / f"clipart_min{min_images}", write)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as file:
+        data = file.read()
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def fashion_mnist(per_class: int | None = None, data_dir: str | Path | None = None) -> Path:
+    """Fashion-MNIST (train and test pooled) as PNGs, ``per_class`` images a label (all 7,000 by default)."""
+    data_dir = Path(data_dir or config.data_dir())
+    source = debian_package_root(FASHION_PACKAGE, FASHION_ROOT, data_dir)
+
+    def write(folder: Path) -> None:
+        for label in FASHION_CLASSES:
+            (folder / label).mkdir()
+        written = dict.fromkeys(range(len(FASHION_CLASSES)), 0)
+        for part in ("train", "t10k"):
+            images = _read_idx(source / f"{part}-images-idx3-ubyte.gz")
+            labels = _read_idx(source / f"{part}-labels-idx1-ubyte.gz")
+            for index, (image, label) in enumerate(tqdm(list(zip(images, labels)), desc=f"fashion-mnist {part}")):
+                if per_class is not None and written[label] >= per_class:
+                    continue
+                Image.fromarray(image, "L").save(folder / FASHION_CLASSES[label] / f"{part}_{index:05d}.png")
+                written[label] += 1
+
+    suffix = "" if per_class is None else f"_{per_class}"
+    return _build_folder(data_dir / f"fashion_mnist{suffix}", write)
+
+
+def flowers(data_dir: str | Path | None = None, url: str = FLOWERS_URL, expected_hash: str | None = None) -> Path:
+    """The tutorial's flower_photos (3,670 JPEGs, 5 labels), downloaded once into the data folder."""
+    data_dir = Path(data_dir or config.data_dir())
+    archive = download(url, data_dir / "downloads" / Path(url).name, expected_hash)
+
+    def write(folder: Path) -> None:
+        with tarfile.open(archive) as tar:
+            tar.extractall(folder, filter="data")  # refuses absolute paths, '..' and links out
+        inner = [p for p in folder.iterdir() if p.is_dir()]
+        if len(inner) == 1:  # the archive holds one top folder: flower_photos/<label>/...
+            for item in inner[0].iterdir():
+                os.replace(item, folder / item.name)
+            inner[0].rmdir()
+
+    return _build_folder(data_dir / "flowers", write)
+
+
+DATASETS = {"stamps": stamps, "clipart": clipart, "fashion_mnist": fashion_mnist, "flowers": flowers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tlcourse.datasets", description="Prepare a course dataset.")
+    parser.add_argument("name", choices=sorted(DATASETS))
+    args = parser.parse_args(argv)
+    try:
+        folder = DATASETS[args.name]()
+    except (RuntimeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    labels = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    images = sum(1 for p in folder.rglob("*") if p.is_file() and p.name != COMPLETE)
+    print(f"{args.name}: {images} images in {len(labels)} labels at {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
