@@ -133,7 +133,9 @@ def test_unknown_backbone_names_the_choices():
 def test_command_line_prints_imagenet_top5(photo):
     result = subprocess.run(
         [sys.executable, "-m", "tlcourse.backbones", str(photo("chelsea.png")), "--architecture", "efficientnet_lite0"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     lines = [line.split() for line in result.stdout.splitlines()[1:]]

@@ -70,15 +70,21 @@ class BackboneSpec:
 # predictions of the original checkpoints. Inception-v3: 299 px, scaled to [-1, 1].
 REGISTRY = {
     "efficientnet_lite0": BackboneSpec(
-        "efficientnet_lite0", 1280, Preprocessing(224, 224 / 256, "bicubic", 127.0, 128.0),
+        "efficientnet_lite0",
+        1280,
+        Preprocessing(224, 224 / 256, "bicubic", 127.0, 128.0),
         "EfficientNet-Lite0, ImageNet top-1 about 75%, 4.7 M parameters; ships with the course (offline).",
     ),
     "efficientnet_lite2": BackboneSpec(
-        "efficientnet_lite2", 1280, Preprocessing(260, 224 / 256, "bicubic", 127.0, 128.0),
+        "efficientnet_lite2",
+        1280,
+        Preprocessing(260, 224 / 256, "bicubic", 127.0, 128.0),
         "EfficientNet-Lite2, ImageNet top-1 about 78%, 6.1 M parameters; ships with the course (offline).",
     ),
     "inception_v3": BackboneSpec(
-        "inception_v3", 2048, Preprocessing(299, 0.875, "bilinear", 127.5, 127.5),
+        "inception_v3",
+        2048,
+        Preprocessing(299, 0.875, "bilinear", 127.5, 127.5),
         "Inception-v3, the tutorial's model, 23.8 M parameters; weights are downloaded (online).",
     ),
 }
@@ -255,7 +261,9 @@ def _load_inception_v3(spec: BackboneSpec, model_dir: Path, **fetch_options) -> 
             include_top=False, weights=str(weights), input_shape=(size, size, 3), pooling="avg"
         )
     except Exception as error:
-        raise RuntimeError(f"{weights}: could not load Inception-v3 weights ({error}). Delete it to download again.")
+        raise RuntimeError(
+            f"{weights}: could not load Inception-v3 weights ({error}). Delete the file to download it again."
+        ) from error
     classifier = None
     top_weights = inception_weights_path(model_dir, top=True)
     if top_weights.is_file():

@@ -168,7 +168,7 @@ def cache_bottlenecks(
         with tqdm(total=len(todo), unit="img", desc=f"caching {backbone.name}", disable=not progress) as bar:
             for indices, images in dataset:
                 vectors = features(images).numpy()
-                for index, vector in zip(indices.numpy(), vectors):
+                for index, vector in zip(indices.numpy(), vectors, strict=True):
                     store.write(todo[index].sha256, vector)
                 report.computed += len(vectors)
                 bar.update(len(vectors))

@@ -79,10 +79,14 @@ class Dataset:
         lines = [f"{'label':<{width}}  {'train':>6}  {'valid':>6}  {'test':>6}  {'total':>6}"]
         totals = dict.fromkeys(SPLITS, 0)
         for label, row in self.counts().items():
-            lines.append(f"{label:<{width}}  " + "  ".join(f"{row[s]:>6}" for s in SPLITS) + f"  {sum(row.values()):>6}")
+            lines.append(
+                f"{label:<{width}}  " + "  ".join(f"{row[s]:>6}" for s in SPLITS) + f"  {sum(row.values()):>6}"
+            )
             for split in SPLITS:
                 totals[split] += row[split]
-        lines.append(f"{'total':<{width}}  " + "  ".join(f"{totals[s]:>6}" for s in SPLITS) + f"  {len(self.images):>6}")
+        lines.append(
+            f"{'total':<{width}}  " + "  ".join(f"{totals[s]:>6}" for s in SPLITS) + f"  {len(self.images):>6}"
+        )
         if self.skipped:
             lines.append(f"\n{len(self.skipped)} file(s) skipped:")
             lines += [f"  {item.path}: {item.reason}" for item in self.skipped]
@@ -141,7 +145,8 @@ def check_image_file(path: Path) -> str | None:
                 if image.format not in ACCEPTED_FORMATS:
                     return f"{image.format} images are not supported; convert it to JPEG or PNG"
                 if image.width * image.height > MAX_PIXELS:
-                    return f"{image.width}x{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit (possible decompression bomb)"
+                    pixels = f"{image.width}x{image.height} pixels"
+                    return f"{pixels} is over the {MAX_PIXELS:,}-pixel limit (possible decompression bomb)"
     except Image.DecompressionBombError:
         return "refused as a possible decompression bomb (too many pixels)"
     except Image.UnidentifiedImageError:
@@ -161,14 +166,14 @@ def _content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def scan_dataset(
-    root: str | Path, validation_percentage: float = 10.0, testing_percentage: float = 10.0
-) -> Dataset:
+def scan_dataset(root: str | Path, validation_percentage: float = 10.0, testing_percentage: float = 10.0) -> Dataset:
     """Scan ``root`` (one sub-folder per label) into a ``Dataset``; see the module docstring."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder. Point --image_dir at a folder with one sub-folder per label.")
-    if not (0 <= validation_percentage and 0 <= testing_percentage and validation_percentage + testing_percentage < 100):
+    if not (
+        0 <= validation_percentage and 0 <= testing_percentage and validation_percentage + testing_percentage < 100
+    ):
         raise ValueError("validation and testing percentages must be >= 0 and add up to less than 100")
     root = root.resolve()
     label_folders = sorted((p for p in root.iterdir() if p.is_dir() and not _is_ignored(p.name)), key=lambda p: p.name)
@@ -261,7 +266,9 @@ def _fill_empty_splits(records, validation_percentage, testing_percentage, notes
                     chosen = train[0]
                     items = [r if r is not chosen else dataclasses.replace(r, split=split) for r in items]
                     present.add(split)
-                    notes.append(f"label {label!r}: no image fell in the {split} split by hash; borrowed {chosen.relative}")
+                    notes.append(
+                        f"label {label!r}: no image fell in the {split} split by hash; borrowed {chosen.relative}"
+                    )
         elif any(pct > 0 for pct in (validation_percentage, testing_percentage)):
             notes.append(f"label {label!r} has only {len(items)} image(s): its validation or test split stays empty")
         result += items
@@ -273,4 +280,3 @@ def _hash_position(relative: str) -> float:
     hash_name = re.sub(r"_nohash_.*$", "", relative)
     digest = int(hashlib.sha1(hash_name.encode("utf-8")).hexdigest(), 16)
     return (digest % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
-

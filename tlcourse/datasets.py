@@ -49,7 +49,16 @@ CLIPART_ROOT = "usr/share/openclipart/png"
 FASHION_PACKAGE = "dataset-fashion-mnist"
 FASHION_ROOT = "usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = [
-    "t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"
+    "t-shirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
 ]
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 LICENSES = {
@@ -171,7 +180,9 @@ def fashion_mnist(per_class: int | None = None, data_dir: str | Path | None = No
         for part in ("train", "t10k"):
             images = _read_idx(source / f"{part}-images-idx3-ubyte.gz")
             labels = _read_idx(source / f"{part}-labels-idx1-ubyte.gz")
-            for index, (image, label) in enumerate(tqdm(list(zip(images, labels)), desc=f"fashion-mnist {part}")):
+            for index, (image, label) in enumerate(
+                tqdm(list(zip(images, labels, strict=True)), desc=f"fashion-mnist {part}")
+            ):
                 if per_class is not None and written[label] >= per_class:
                     continue
                 Image.fromarray(image, "L").save(folder / FASHION_CLASSES[label] / f"{part}_{index:05d}.png")

@@ -139,6 +139,8 @@ def load_pytorch_weights(model: keras.Model, weights_path: str) -> None:
         layer.set_weights(list(values.values()))
         used.update(values)
     # The classifier is skipped when the model has no top; batch counters are PyTorch-only.
-    unused = [k for k in tensors if k not in used and not k.endswith("num_batches_tracked") and not k.startswith("_fc.")]
+    unused = [
+        k for k in tensors if k not in used and not k.endswith("num_batches_tracked") and not k.startswith("_fc.")
+    ]
     if unused:
         raise ValueError(f"{weights_path}: {len(unused)} tensors were not used, e.g. {unused[:3]}; wrong model?")

@@ -31,9 +31,7 @@ def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image
         values = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode != "F" and values.max() > 255 else max(float(values.max()), 1.0)
         image = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), "L")
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    )
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, background + (255,))

@@ -1,0 +1,82 @@
+import zlib
+
+import numpy as np
+import pytest
+
+from tests.images_factory import jpeg, write
+from tlcourse.bottlenecks import BottleneckStore, cache_bottlenecks, load_bottlenecks, store_for
+from tlcourse.data import scan_dataset
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    root = tmp_path / "images"
+    for label in ("a", "b"):
+        for i in range(6):
+            write(root / label / f"{i}.jpg", jpeg(seed=zlib.crc32(f"{label}{i}".encode()), width=64, height=48))
+    return scan_dataset(root)
+
+
+def test_cold_then_warm_run(small_dataset, lite0, tmp_path):
+    cache = tmp_path / "bottlenecks"
+    cold = cache_bottlenecks(small_dataset.images, lite0, cache, batch_size=4, progress=False)
+    assert (cold.hits, cold.computed, cold.failures) == (0, 12, [])
+    warm = cache_bottlenecks(small_dataset.images, lite0, cache, progress=False)
+    assert (warm.hits, warm.computed) == (12, 0)
+    vectors, kept = load_bottlenecks(small_dataset.images, lite0, cache)
+    assert vectors.shape == (12, 1280) and len(kept) == 12
+    fresh = lite0.bottlenecks(np.asarray(__import__("tlcourse").images.load_image(kept[3].path)))
+    np.testing.assert_allclose(vectors[3], fresh, atol=1e-4)
+
+
+def test_damaged_and_truncated_entries_are_recomputed(small_dataset, lite0, tmp_path):
+    cache = tmp_path / "bottlenecks"
+    cache_bottlenecks(small_dataset.images, lite0, cache, progress=False)
+    store = store_for(lite0, cache)
+    first, second = small_dataset.images[:2]
+    good = store.read(first.sha256).copy()
+    path = store.path(first.sha256)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in the values: the CRC catches it
+    path.write_bytes(bytes(data))
+    store.path(second.sha256).write_bytes(b"\0" * 100)  # a file of NUL bytes
+    assert store.read(first.sha256) is None and store.read(second.sha256) is None
+    report = cache_bottlenecks(small_dataset.images, lite0, cache, progress=False)
+    assert report.computed == 2
+    np.testing.assert_allclose(store.read(first.sha256), good, atol=1e-5)
+
+
+def test_key_follows_content_and_backbone(small_dataset, lite0, tmp_path):
+    cache = tmp_path / "bottlenecks"
+    cache_bottlenecks(small_dataset.images, lite0, cache, progress=False)
+    edited = small_dataset.images[0].path
+    edited.write_bytes(jpeg(seed=12345, width=64, height=48))
+    rescanned = scan_dataset(small_dataset.root)
+    report = cache_bottlenecks(rescanned.images, lite0, cache, progress=False)
+    assert (report.hits, report.computed) == (11, 1)
+    other = BottleneckStore(cache, lite0.name, "another-fingerprint", 1280)
+    assert other.read(rescanned.images[0].sha256) is None
+
+
+def test_an_image_that_fails_to_decode_is_reported_and_the_rest_cached(small_dataset, lite0, tmp_path):
+    broken = small_dataset.images[0].path
+    data = jpeg(seed=1, width=300, height=300)
+    broken.write_bytes(data[: len(data) // 2])  # a valid header, then cut off
+    dataset = scan_dataset(small_dataset.root)  # the header check passes ...
+    assert len(dataset.images) == 12
+    report = cache_bottlenecks(dataset.images, lite0, tmp_path / "c", progress=False)
+    assert report.computed == 11  # ... the decode does not, and says so
+    assert [f.path.name for f in report.failures] == [broken.name]
+    assert "truncated" in report.failures[0].reason
+    vectors, kept = load_bottlenecks(dataset.images, lite0, tmp_path / "c")
+    assert len(kept) == 11 and broken not in [r.path for r in kept]
+
+
+def test_store_write_is_atomic_and_leaves_no_temporaries(tmp_path):
+    store = BottleneckStore(tmp_path, "m", "f", 4)
+    store.write("ab" * 32, np.arange(4, dtype=np.float32))
+    np.testing.assert_array_equal(store.read("ab" * 32), np.arange(4, dtype=np.float32))
+    assert [p.name for p in store.path("ab" * 32).parent.iterdir()] == ["ab" * 32 + ".bn"]
+    with pytest.raises(ValueError):
+        store.write("cd" * 32, np.arange(5, dtype=np.float32))
+    assert store.read("cd" * 32) is None

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.images_factory import encoded, jpeg, rgb, write
+from tlcourse.images import ImageError, load_image
+
+
+def test_formats_are_read_by_content_whatever_the_extension(tmp_path):
+    for fmt in ["PNG", "WEBP", "BMP", "GIF", "JPEG", "TIFF"]:
+        path = write(tmp_path / f"x_{fmt}.jpg", encoded(rgb(seed=1), fmt))
+        image = load_image(path)
+        assert image.shape == (30, 40, 3) and image.dtype == np.uint8, fmt
+
+
+def test_rgba_is_composited_on_white_not_black(tmp_path):
+    transparent = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    image = load_image(write(tmp_path / "a.png", encoded(transparent, "PNG")))
+    assert image.min() == 255  # fully transparent red -> white background
+
+
+def test_palette_greyscale_cmyk_and_16_bit_become_rgb(tmp_path):
+    palette = rgb(colour=(10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
+    grey = Image.new("L", (5, 5), 128)
+    cmyk = Image.new("CMYK", (5, 5), (0, 255, 255, 0))  # red in CMYK
+    sixteen = Image.fromarray(np.full((5, 5), 65535, np.uint16))
+    assert tuple(load_image(write(tmp_path / "p.gif", encoded(palette, "GIF")))[0, 0]) == (10, 200, 30)
+    assert tuple(load_image(write(tmp_path / "g.png", encoded(grey, "PNG")))[0, 0]) == (128, 128, 128)
+    red = load_image(write(tmp_path / "c.jpg", encoded(cmyk, "JPEG")))[2, 2]
+    assert red[0] > 200 and red[1] < 60 and red[2] < 60
+    assert tuple(load_image(write(tmp_path / "s.png", encoded(sixteen, "PNG")))[0, 0]) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    path = write(tmp_path / "r.jpg", encoded(rgb(width=40, height=30, seed=2), "JPEG", exif=exif))
+    assert load_image(path).shape == (40, 30, 3)
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (6, 6), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert tuple(load_image(write(tmp_path / "anim.gif", data))[0, 0]) == (255, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (b"just some text\n", "not an image"),
+        (b"<html><body>404</body></html>", "not an image"),
+        (jpeg(width=200, height=200)[:400], "truncated"),
+    ],
+)
+def test_unusable_files_raise_a_clear_reason(tmp_path, data, reason):
+    with pytest.raises(ImageError, match=reason):
+        load_image(write(tmp_path / "bad.jpg", data))
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    path = write(tmp_path / "big.png", encoded(Image.new("L", (200, 200)), "PNG"))
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(path, max_pixels=10_000)
