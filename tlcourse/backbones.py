@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import importlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlcourse import config, efficientnet_lite
+from tlcourse.atomic import atomic_path
 from tlcourse.download import DownloadError, download, file_hash
 
 # Bump when the conversion or the preprocessing code changes in a way that moves the vectors.
@@ -211,16 +211,6 @@ def available_backbones() -> dict[str, str]:
     return {name: spec.description for name, spec in REGISTRY.items()}
 
 
-def _atomic_save_weights(model: keras.Model, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{os.getpid()}.{path.name}")  # still ends in .weights.h5
-    try:
-        model.save_weights(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path) -> Backbone:
     module_name, class_name = WEIGHT_PACKAGES[spec.name]
     try:
@@ -236,7 +226,8 @@ def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path) -> Backbone:
         full.load_weights(converted)
     except Exception:  # absent or damaged: convert again from the PyTorch file
         efficientnet_lite.load_pytorch_weights(full, str(source))
-        _atomic_save_weights(full, converted)
+        with atomic_path(converted, keep_suffix=True) as temporary:
+            full.save_weights(temporary)
     features = keras.Model(full.input, full.get_layer("bottleneck").output, name=spec.name)
     return Backbone(spec, features, digest, classifier=full)
 

@@ -114,28 +114,32 @@ def _decoder(errors: dict):
     return decode
 
 
-def image_pipeline(paths: list[str], preprocess, batch_size: int, errors: dict, transform=None) -> tf.data.Dataset:
+def image_pipeline(
+    paths: list[bytes], preprocess, batch_size: int, errors: dict, transform=None, seeds: list[int] | None = None
+) -> tf.data.Dataset:
     """(index, preprocessed image) batches for ``paths``, decoded in parallel; failures go to ``errors``.
 
-    ``transform`` (optional) maps a decoded uint8 image and its index to another uint8 image:
-    how cached distortions are made.
+    ``transform`` (optional) maps a decoded uint8 image and the image's seed (from ``seeds``) to
+    another uint8 image: how cached distortions are made.
     """
     decode = _decoder(errors)
 
-    def load(index, path):
+    def load(index, path, seed):
         image, ok = tf.numpy_function(decode, [path], [tf.uint8, tf.bool], stateful=False)
         image.set_shape([None, None, 3])
         ok.set_shape([])
-        return index, image, ok
+        return index, image, ok, seed
 
-    def prepare(index, image, ok):
+    def prepare(index, image, ok, seed):
         if transform is not None:
-            image = transform(image, index)
+            image = transform(image, seed)
         return index, preprocess(image[None])[0]
 
-    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    seeds = [0] * len(paths) if seeds is None else seeds
+    indices = tf.range(len(paths), dtype=tf.int64)
+    dataset = tf.data.Dataset.from_tensor_slices((indices, paths, tf.constant(seeds, tf.int64)))
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.filter(lambda index, image, ok: ok)
+    dataset = dataset.filter(lambda index, image, ok, seed: ok)
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size).prefetch(2)
 
@@ -149,7 +153,10 @@ def cache_bottlenecks(
     variant: str = "plain",
     transform=None,
 ) -> CacheReport:
-    """Make sure every image in ``records`` has a valid cached bottleneck; compute the missing ones."""
+    """Make sure every image in ``records`` has a valid cached bottleneck; compute the missing ones.
+
+    ``variant`` and ``transform`` cache distorted copies instead (see ``tlcourse.train.Distortions``).
+    """
     started = time.perf_counter()
     store = store_for(backbone, bottleneck_dir, variant)
     store.remove_stale_temporaries()
@@ -164,7 +171,8 @@ def cache_bottlenecks(
     if todo:
         features = _features_function(backbone)
         paths = [os.fsencode(record.path) for record in todo]
-        dataset = image_pipeline(paths, backbone.preprocess, batch_size, errors, transform)
+        seeds = [int(record.sha256[:15], 16) for record in todo]  # a distortion follows the content
+        dataset = image_pipeline(paths, backbone.preprocess, batch_size, errors, transform, seeds)
         with tqdm(total=len(todo), unit="img", desc=f"caching {backbone.name}", disable=not progress) as bar:
             for indices, images in dataset:
                 vectors = features(images).numpy()

@@ -111,11 +111,11 @@ def split_for(relative: str, validation_percentage: float, testing_percentage: f
     return "train"
 
 
-def _is_ignored(name: str) -> bool:
+def is_ignored(name: str) -> bool:
     return name.startswith(".") or name.casefold() in DEBRIS
 
 
-def _walk_files(folder: Path):
+def walk_files(folder: Path):
     """Every file below ``folder``, following links to folders once (a link loop is not followed twice)."""
     seen = set()
     for current, dirs, files in os.walk(folder, followlinks=True):
@@ -124,9 +124,9 @@ def _walk_files(folder: Path):
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not _is_ignored(d))
+        dirs[:] = sorted(d for d in dirs if not is_ignored(d))
         for name in sorted(files):
-            if not _is_ignored(name):
+            if not is_ignored(name):
                 yield Path(current) / name
 
 
@@ -176,9 +176,9 @@ def scan_dataset(root: str | Path, validation_percentage: float = 10.0, testing_
     ):
         raise ValueError("validation and testing percentages must be >= 0 and add up to less than 100")
     root = root.resolve()
-    label_folders = sorted((p for p in root.iterdir() if p.is_dir() and not _is_ignored(p.name)), key=lambda p: p.name)
+    label_folders = sorted((p for p in root.iterdir() if p.is_dir() and not is_ignored(p.name)), key=lambda p: p.name)
     skipped, notes = [], []
-    for stray in sorted(p for p in root.iterdir() if p.is_file() and not _is_ignored(p.name)):
+    for stray in sorted(p for p in root.iterdir() if p.is_file() and not is_ignored(p.name)):
         skipped.append(SkippedFile(stray, "not inside a label folder; move it into one"))
 
     by_normal = defaultdict(list)
@@ -191,7 +191,7 @@ def scan_dataset(root: str | Path, validation_percentage: float = 10.0, testing_
 
     candidates = []  # (label, path, relative, sha256)
     for folder in label_folders:
-        for path in _walk_files(folder):
+        for path in walk_files(folder):
             reason = check_image_file(path)
             if reason:
                 skipped.append(SkippedFile(path, reason))

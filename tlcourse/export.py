@@ -1,0 +1,63 @@
+"""Put the backbone and the retrained layer together and write the model files, atomically.
+
+The exported model takes raw RGB images (uint8, ``[batch, height, width, 3]``, any size) and
+returns class probabilities; resizing and normalisation are inside it, so whoever runs it (the
+course's ``label_image.py``, TensorFlow Serving, a phone) preprocesses exactly as training did.
+
+Formats:
+- frozen graph (``.pb``, the tutorial's ``--output_graph``): input tensor ``image:0``,
+  output tensor ``final_result:0`` (or ``--final_tensor_name``). A GraphDef holds no Python code.
+- Keras (``.keras``, next to the graph): safe to load with ``keras.models.load_model`` in its
+  default safe mode; needs ``import tlcourse`` for the preprocessing layer.
+- SavedModel (``--saved_model_dir``): for TensorFlow Serving; signature ``serving_default``.
+
+The writers here write in place; ``tlcourse.retrain.write_outputs`` wraps them so that every
+file lands atomically. Taught in ``notebooks/03_retrain.ipynb``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+INPUT_NAME = "image"
+
+
+def full_model(backbone, head: keras.Model) -> keras.Model:
+    """Raw uint8 images -> class probabilities: preprocessing, the frozen backbone, the new layer."""
+    images = keras.Input((None, None, 3), dtype="uint8", name=INPUT_NAME)
+    features = backbone.features(backbone.preprocessing_layer()(images))
+    return keras.Model(images, head(features), name="retrained")
+
+
+def _serving_function(model: keras.Model, final_tensor_name: str):
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
+    def serve(image):
+        return {final_tensor_name: tf.identity(model(image, training=False), name=final_tensor_name)}
+
+    return serve
+
+
+def write_frozen_graph(model: keras.Model, path: str | Path, final_tensor_name: str = "final_result") -> None:
+    """A frozen GraphDef with every weight as a constant: ``image:0`` in, ``<final_tensor_name>:0`` out."""
+    concrete = _serving_function(model, final_tensor_name).get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete)
+    Path(path).write_bytes(frozen.graph.as_graph_def().SerializeToString())
+
+
+def write_saved_model(model: keras.Model, directory: str | Path, final_tensor_name: str = "final_result") -> None:
+    """A SavedModel whose ``serving_default`` signature takes ``image`` and returns ``final_tensor_name``."""
+    module = tf.Module()
+    module.model = model
+    module.serve = _serving_function(model, final_tensor_name)
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+
+
+def write_tflite(model: keras.Model, path: str | Path, final_tensor_name: str = "final_result") -> None:
+    """Optional TensorFlow Lite export of the same function."""
+    concrete = _serving_function(model, final_tensor_name).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    Path(path).write_bytes(converter.convert())

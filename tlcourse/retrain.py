@@ -1,0 +1,196 @@
+"""The tutorial's ``retrain.py``: every classic flag, safer data handling, better outputs.
+
+    python retrain.py --image_dir=Dataset_Name
+    python retrain.py --bottleneck_dir=bottlenecks --how_many_training_steps=1000 \\
+      --train_batch_size=100 --model_dir=inception --summaries_dir=training_summaries/basic \\
+      --output_graph=retrained_graph.pb --output_labels=retrained_labels.txt --image_dir=Dataset_Name
+
+Steps: scan the image folder, cache the bottlenecks, train the new layer, print the final test
+accuracy, write the model files (all atomically). Also installed as ``tlcourse-retrain``.
+Taught in ``notebooks/03_retrain.ipynb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tlcourse import backbones, bottlenecks, export, train
+from tlcourse.atomic import atomic_directory, atomic_path
+from tlcourse.data import SPLITS, scan_dataset
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retrain.py",
+        description="Retrain the final layer of a pretrained image model on your own labelled photos.",
+        allow_abbrev=False,
+    )
+    add = parser.add_argument
+    add("--image_dir", required=True, help="folder with one sub-folder of images per label")
+    add("--output_graph", default="retrained_graph.pb", help="frozen graph to write (a .keras file goes beside it)")
+    add("--output_labels", default="retrained_labels.txt", help="labels file to write, one per line")
+    add("--summaries_dir", default="retrain_logs", help="TensorBoard summaries ('' to skip)")
+    add("--how_many_training_steps", type=int, default=4000, help="training steps")
+    add("--learning_rate", type=float, default=0.01, help="SGD learning rate")
+    add("--testing_percentage", type=float, default=10, help="percentage of images for the test split")
+    add("--validation_percentage", type=float, default=10, help="percentage of images for validation")
+    add("--eval_step_interval", type=int, default=10, help="evaluate on validation every N steps")
+    add("--train_batch_size", type=int, default=100, help="images per training step")
+    add("--test_batch_size", type=int, default=-1, help="test images to evaluate (-1: all)")
+    add("--validation_batch_size", type=int, default=100, help="validation images per evaluation (-1: all)")
+    add("--print_misclassified_test_images", action="store_true", help="list the test images it got wrong")
+    add("--model_dir", default=None, help="where pretrained weights are downloaded or converted")
+    add("--bottleneck_dir", default="bottlenecks", help="bottleneck cache folder")
+    add("--final_tensor_name", default="final_result", help="name of the output tensor in the graph")
+    add("--flip_left_right", action="store_true", help="randomly mirror training images")
+    add("--random_crop", type=float, default=0, help="random crop margin, in percent")
+    add("--random_scale", type=float, default=0, help="random zoom, in percent")
+    add("--random_brightness", type=float, default=0, help="random brightness change, in percent")
+    add("--architecture", default=None, choices=sorted(backbones.REGISTRY), help="backbone (default: automatic)")
+    add("--saved_model_dir", default="", help="also write a SavedModel folder here")
+    add("--num_distorted_variants", type=int, default=4, help="distorted copies cached per training image")
+    add("--seed", type=int, default=0, help="random seed: the same seed and data give the same model")
+    add("--tflite", default="", help="also write a TensorFlow Lite model here")
+    return parser
+
+
+def _space_after_equals(argv: list[str]) -> str | None:
+    """The corrected command when a flag was typed as ``--flag= value`` (a space after '=')."""
+    for position, word in enumerate(argv[:-1]):
+        if word.startswith("--") and word.endswith("=") and not argv[position + 1].startswith("-"):
+            fixed = argv[:position] + [word + argv[position + 1]] + argv[position + 2 :]
+            return (
+                f"there is a space after '{word}', so the shell passed '{argv[position + 1]}' as a separate word.\n"
+                f"Run instead:\n  python retrain.py {shlex.join(fixed)}"
+            )
+    return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    fix = _space_after_equals(argv)
+    if fix:
+        parser.error(fix)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        known = [option for action in parser._actions for option in action.option_strings]
+        messages = []
+        for word in unknown:
+            flag = word.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, known, n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            messages.append(f"unknown argument {word!r}{hint}")
+        parser.error("; ".join(messages))
+    return args
+
+
+def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
+    """Run the whole flow for parsed ``args``; returns the evaluation report (also written to disk)."""
+    dataset = scan_dataset(args.image_dir, args.validation_percentage, args.testing_percentage)
+    print(dataset.summary(), flush=True)
+    backbone = backbones.load_backbone(args.architecture, args.model_dir)
+    print(f"backbone: {backbone.name} ({backbone.bottleneck_size}-d bottleneck, fingerprint {backbone.fingerprint})")
+
+    report = bottlenecks.cache_bottlenecks(dataset.images, backbone, args.bottleneck_dir, progress=progress)
+    config = train.TrainConfig(
+        how_many_training_steps=args.how_many_training_steps,
+        learning_rate=args.learning_rate,
+        train_batch_size=args.train_batch_size,
+        eval_step_interval=args.eval_step_interval,
+        validation_batch_size=args.validation_batch_size,
+        seed=args.seed,
+        summaries_dir=args.summaries_dir or None,
+        distortions=train.Distortions(
+            args.flip_left_right, args.random_crop, args.random_scale, args.random_brightness
+        ),
+        num_distorted_variants=args.num_distorted_variants,
+        final_tensor_name=args.final_tensor_name,
+    )
+    distorted = None
+    if config.distortions.active and config.num_distorted_variants > 0:
+        train.cache_distorted_variants(dataset, backbone, args.bottleneck_dir, config, progress)
+        distorted = train.gather_distorted(dataset, backbone, args.bottleneck_dir, config)
+
+    splits = {name: train.gather(dataset, name, backbone, args.bottleneck_dir) for name in SPLITS}
+    head, history = train.train_head(
+        splits["train"], splits["validation"], len(dataset.class_names), config, distorted, progress
+    )
+    test = _sample(splits["test"], args.test_batch_size, args.seed)
+    evaluation = train.evaluate(head, test, dataset.class_names)
+    print(f"Final test accuracy = {evaluation.accuracy:.1%} (N={len(test)})")
+    if args.print_misclassified_test_images:
+        for record, true, predicted in evaluation.misclassified():
+            print(f"misclassified: {record.path}  label={true}  predicted={predicted}")
+
+    result = evaluation.to_json()
+    result.update(
+        backbone=backbone.name,
+        fingerprint=backbone.fingerprint,
+        final_validation_accuracy=history.validation_accuracy[-1] if history.validation_accuracy else None,
+        skipped_files=[{"image": str(s.path), "reason": s.reason} for s in dataset.skipped + report.failures],
+        settings={key: value for key, value in vars(args).items()},
+    )
+    write_outputs(args, export.full_model(backbone, head), dataset.class_names, result)
+    return result
+
+
+def _sample(split: train.Bottlenecks, size: int, seed: int) -> train.Bottlenecks:
+    if size < 0 or size >= len(split):
+        return split
+    chosen = np.sort(np.random.default_rng(seed).choice(len(split), size, replace=False))
+    return train.Bottlenecks(split.vectors[chosen], split.labels[chosen], [split.records[i] for i in chosen])
+
+
+def output_paths(args: argparse.Namespace) -> dict[str, Path]:
+    graph = Path(args.output_graph)
+    return {
+        "graph": graph,
+        "keras": graph.with_suffix(".keras"),
+        "labels": Path(args.output_labels),
+        "report": graph.with_suffix(".report.json"),
+    }
+
+
+def write_outputs(args: argparse.Namespace, model, class_names: list[str], result: dict) -> None:
+    """Write every output to a temporary name first, then move them all into place together."""
+    paths = output_paths(args)
+    with contextlib.ExitStack() as stack:
+        temporary = {name: stack.enter_context(atomic_path(path, keep_suffix=True)) for name, path in paths.items()}
+        export.write_frozen_graph(model, temporary["graph"], args.final_tensor_name)
+        model.save(temporary["keras"])
+        temporary["labels"].write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
+        temporary["report"].write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+        if args.saved_model_dir:
+            saved = stack.enter_context(atomic_directory(args.saved_model_dir))
+            export.write_saved_model(model, saved, args.final_tensor_name)
+        if args.tflite:
+            tflite = stack.enter_context(atomic_path(args.tflite))
+            export.write_tflite(model, tflite, args.final_tensor_name)
+    tensors = f"input 'image:0' uint8 [batch, height, width, 3], output '{args.final_tensor_name}:0'"
+    print(f"wrote {paths['graph']} ({tensors})")
+    print(f"wrote {paths['labels']}, {paths['keras']}, {paths['report']}")
+    if args.saved_model_dir:
+        print(f"wrote SavedModel {args.saved_model_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        retrain(args)
+    except (ValueError, RuntimeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Train a new final layer on cached bottlenecks, the way retrain.py does, and evaluate it.
+
+- A softmax layer on the frozen bottleneck, plain SGD at the tutorial's learning rate.
+- Class-balanced batches: pick a label at random, then an image of that label.
+- Validation accuracy and cross-entropy every ``eval_step_interval`` steps, on a progress line
+  and (optionally) as TensorBoard summaries under ``summaries_dir/train`` and ``/validation``.
+- Seeded: the same data and settings give the same layer.
+
+Distortions (``Distortions``) are applied once per image and variant, and their bottlenecks are
+cached like the plain ones: training then samples among the variants, at cached speed.
+
+Taught in ``notebooks/03_retrain.ipynb``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from tlcourse import bottlenecks as bottleneck_cache
+from tlcourse.data import Dataset, ImageRecord
+
+
+@dataclass(frozen=True)
+class Distortions:
+    """retrain.py's distortion flags: a flip, a crop margin, a zoom and a brightness change (in %)."""
+
+    flip_left_right: bool = False
+    random_crop: float = 0.0
+    random_scale: float = 0.0
+    random_brightness: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.flip_left_right or self.random_crop > 0 or self.random_scale > 0 or self.random_brightness > 0
+
+    def variant_name(self, index: int) -> str:
+        """The cache folder of variant ``index``: a new folder for every other setting."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return f"distorted-{digest}-{index}"
+
+    def apply(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """One random distortion of a uint8 image, fully determined by ``seed`` (shape [2], int)."""
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
+        shape = tf.shape(image)
+        crop = tf.random.stateless_uniform([], seeds[0], 0.0, self.random_crop / 100.0)
+        scale = tf.random.stateless_uniform([], seeds[1], 0.0, self.random_scale / 100.0)
+        keep = 1.0 / ((1.0 + crop) * (1.0 + scale))  # fraction of each side kept
+        height = tf.maximum(1, tf.cast(tf.cast(shape[0], tf.float32) * keep, tf.int32))
+        width = tf.maximum(1, tf.cast(tf.cast(shape[1], tf.float32) * keep, tf.int32))
+        image = tf.image.stateless_random_crop(image, tf.stack([height, width, 3]), seeds[2])
+        if self.flip_left_right:
+            image = tf.image.stateless_random_flip_left_right(image, seeds[3])
+        if self.random_brightness > 0:
+            factor = tf.random.stateless_uniform(
+                [], seeds[4], 1.0 - self.random_brightness / 100.0, 1.0 + self.random_brightness / 100.0
+            )
+            image = tf.cast(tf.clip_by_value(tf.cast(image, tf.float32) * factor, 0.0, 255.0), tf.uint8)
+        return image
+
+
+@dataclass
+class TrainConfig:
+    how_many_training_steps: int = 4000
+    learning_rate: float = 0.01
+    train_batch_size: int = 100
+    eval_step_interval: int = 10
+    validation_batch_size: int = 100  # -1: the whole validation set
+    seed: int = 0
+    summaries_dir: str | Path | None = None
+    distortions: Distortions = field(default_factory=Distortions)
+    num_distorted_variants: int = 4
+    final_tensor_name: str = "final_result"
+
+
+@dataclass
+class TrainingHistory:
+    steps: list[int] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    train_cross_entropy: list[float] = field(default_factory=list)
+    validation_accuracy: list[float] = field(default_factory=list)
+    validation_cross_entropy: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Bottlenecks:
+    """Cached vectors of one split, with their labels (indices into ``class_names``) and records."""
+
+    vectors: np.ndarray
+    labels: np.ndarray
+    records: list[ImageRecord]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def gather(dataset: Dataset, split: str, backbone, bottleneck_dir, variant: str = "plain") -> Bottlenecks:
+    """The cached bottlenecks of one split (images that failed to decode are left out)."""
+    index = {name: i for i, name in enumerate(dataset.class_names)}
+    vectors, records = bottleneck_cache.load_bottlenecks(dataset.split(split), backbone, bottleneck_dir, variant)
+    labels = np.array([index[record.label] for record in records], dtype=np.int64)
+    return Bottlenecks(vectors, labels, records)
+
+
+def cache_distorted_variants(dataset: Dataset, backbone, bottleneck_dir, config: TrainConfig, progress=True):
+    """Cache ``num_distorted_variants`` distorted bottlenecks of every training image (once).
+
+    Variant ``k`` of an image is the same on every run: its randomness comes from the image's
+    content and ``k``, so the cache stays valid and training with distortions stays fast.
+    """
+    for variant in range(config.num_distorted_variants):
+
+        def transform(image, seed, variant=variant):
+            return config.distortions.apply(image, tf.stack([seed, tf.constant(variant, tf.int64)]))
+
+        bottleneck_cache.cache_bottlenecks(
+            dataset.split("train"),
+            backbone,
+            bottleneck_dir,
+            progress=progress,
+            variant=config.distortions.variant_name(variant),
+            transform=transform,
+        )
+
+
+def gather_distorted(dataset: Dataset, backbone, bottleneck_dir, config: TrainConfig) -> list[Bottlenecks]:
+    return [
+        gather(dataset, "train", backbone, bottleneck_dir, config.distortions.variant_name(variant))
+        for variant in range(config.num_distorted_variants)
+    ]
+
+
+def new_head(bottleneck_size: int, num_classes: int, name: str = "final_result") -> keras.Sequential:
+    """The new final layer: one dense layer with a softmax, as in the tutorial."""
+    return keras.Sequential(
+        [keras.Input((bottleneck_size,)), keras.layers.Dense(num_classes, activation="softmax", name=name)],
+        name="retrained_head",
+    )
+
+
+def _balanced_batch(rng: np.random.Generator, by_class: list[np.ndarray], size: int) -> np.ndarray:
+    classes = rng.integers(0, len(by_class), size)
+    return np.array([by_class[c][rng.integers(0, len(by_class[c]))] for c in classes])
+
+
+def train_head(
+    train: Bottlenecks,
+    validation: Bottlenecks,
+    num_classes: int,
+    config: TrainConfig,
+    distorted: list[Bottlenecks] | None = None,
+    progress: bool = True,
+) -> tuple[keras.Model, TrainingHistory]:
+    """Train the new layer; ``distorted`` holds extra variants of the training images to sample from."""
+    if len(train) == 0:
+        raise ValueError("no training bottlenecks: cache them first (is the dataset empty?)")
+    keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    pools = [train] + [d for d in (distorted or []) if len(d)]
+    vectors = np.concatenate([p.vectors for p in pools]).astype(np.float32)
+    labels = np.concatenate([p.labels for p in pools])
+    by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    by_class = [members for members in by_class if len(members)]
+
+    head = new_head(vectors.shape[1], num_classes, config.final_tensor_name)
+    optimizer = keras.optimizers.SGD(config.learning_rate)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            probabilities = head(x, training=True)
+            loss = loss_fn(y, probabilities)
+        gradients = tape.gradient(loss, head.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, head.trainable_variables, strict=True))
+        return loss, _accuracy(y, probabilities)
+
+    writers = _summary_writers(config.summaries_dir)
+    history = TrainingHistory()
+    steps = config.how_many_training_steps
+    bar = tqdm(range(1, steps + 1), desc="training", unit="step", disable=not progress)
+    for step in bar:
+        batch = _balanced_batch(rng, by_class, config.train_batch_size)
+        loss, accuracy = train_step(vectors[batch], labels[batch])
+        if step % config.eval_step_interval == 0 or step == steps:
+            val_loss, val_accuracy = _evaluate_sample(head, validation, config.validation_batch_size, rng)
+            history.steps.append(step)
+            history.train_accuracy.append(float(accuracy))
+            history.train_cross_entropy.append(float(loss))
+            history.validation_accuracy.append(val_accuracy)
+            history.validation_cross_entropy.append(val_loss)
+            bar.set_postfix(train_acc=f"{float(accuracy):.1%}", val_acc=f"{val_accuracy:.1%}", xent=f"{val_loss:.3f}")
+            _write_summaries(writers, step, float(accuracy), float(loss), val_accuracy, val_loss)
+    for writer in writers.values():
+        writer.close()
+    return head, history
+
+
+def _accuracy(y, probabilities):
+    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(probabilities, axis=1), y), tf.float32))
+
+
+def _evaluate_sample(head, split: Bottlenecks, batch_size: int, rng) -> tuple[float, float]:
+    if len(split) == 0:
+        return float("nan"), float("nan")
+    chosen = np.arange(len(split)) if batch_size < 0 else rng.integers(0, len(split), batch_size)
+    probabilities = head(split.vectors[chosen], training=False)
+    loss = keras.losses.sparse_categorical_crossentropy(split.labels[chosen], probabilities)
+    return float(np.mean(loss)), float(_accuracy(split.labels[chosen], probabilities))
+
+
+def _summary_writers(summaries_dir) -> dict:
+    if not summaries_dir:
+        return {}
+    return {part: tf.summary.create_file_writer(str(Path(summaries_dir) / part)) for part in ("train", "validation")}
+
+
+def _write_summaries(writers, step, train_accuracy, train_loss, val_accuracy, val_loss) -> None:
+    for part, (accuracy, loss) in (("train", (train_accuracy, train_loss)), ("validation", (val_accuracy, val_loss))):
+        if part in writers:
+            with writers[part].as_default(step=step):
+                tf.summary.scalar("accuracy", accuracy)
+                tf.summary.scalar("cross_entropy", loss)
+
+
+@dataclass
+class Evaluation:
+    """How the retrained layer does on one split."""
+
+    class_names: list[str]
+    labels: np.ndarray
+    predictions: np.ndarray
+    probabilities: np.ndarray
+    records: list[ImageRecord]
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.labels == self.predictions)) if len(self.labels) else float("nan")
+
+    def confusion_matrix(self) -> np.ndarray:
+        """Rows: true label; columns: predicted label."""
+        size = len(self.class_names)
+        matrix = np.zeros((size, size), dtype=np.int64)
+        np.add.at(matrix, (self.labels, self.predictions), 1)
+        return matrix
+
+    def per_class_accuracy(self) -> dict[str, float]:
+        matrix = self.confusion_matrix()
+        totals = matrix.sum(axis=1)
+        return {
+            name: (float(matrix[i, i] / totals[i]) if totals[i] else float("nan"))
+            for i, name in enumerate(self.class_names)
+        }
+
+    def misclassified(self) -> list[tuple[ImageRecord, str, str]]:
+        """(record, true label, predicted label) of every wrong answer."""
+        return [
+            (record, self.class_names[true], self.class_names[predicted])
+            for record, true, predicted in zip(self.records, self.labels, self.predictions, strict=True)
+            if true != predicted
+        ]
+
+    def to_json(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "num_images": int(len(self.labels)),
+            "class_names": self.class_names,
+            "per_class_accuracy": self.per_class_accuracy(),
+            "confusion_matrix": self.confusion_matrix().tolist(),
+            "misclassified": [
+                {"image": str(record.path), "label": true, "predicted": predicted}
+                for record, true, predicted in self.misclassified()
+            ],
+        }
+
+
+def evaluate(head: keras.Model, split: Bottlenecks, class_names: list[str]) -> Evaluation:
+    probabilities = head.predict(split.vectors, verbose=0) if len(split) else np.zeros((0, len(class_names)))
+    return Evaluation(class_names, split.labels, probabilities.argmax(axis=1), probabilities, split.records)
