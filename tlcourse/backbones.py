@@ -34,7 +34,7 @@ from tlcourse.atomic import atomic_path
 from tlcourse.download import DownloadError, download, file_hash
 
 # Bump when the conversion or the preprocessing code changes in a way that moves the vectors.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
 INCEPTION_FILES = {  # file name -> md5 published by keras.applications
     "notop": ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "bcbd6486424b2319ff4ef7d526e38f63"),

@@ -69,9 +69,19 @@ def block_plan(width: float, depth: float) -> list[dict]:
     return plan
 
 
+def keras_name(torch_name: str) -> str:
+    """Keras layer name for a PyTorch module name: '_blocks.3._bn1' -> 'blocks.3.bn1'.
+
+    TensorFlow refuses variable scopes that start with '_', which SavedModel export needs.
+    """
+    return torch_name.replace("._", ".").lstrip("_")
+
+
 def _conv_bn(x, filters, kernel, stride, name_conv, name_bn, activation=True):
-    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name_conv)(x)
-    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=name_bn)(x)
+    x = keras.layers.Conv2D(
+        filters, kernel, strides=stride, padding="same", use_bias=False, name=keras_name(name_conv)
+    )(x)
+    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=keras_name(name_bn))(x)
     return keras.layers.ReLU(max_value=6.0)(x) if activation else x
 
 
@@ -90,9 +100,13 @@ def build_model(name: str, include_top: bool = False) -> keras.Model:
         if block["expand"] != 1:
             x = _conv_bn(x, hidden, 1, 1, prefix + "_expand_conv", prefix + "_bn0")
         x = keras.layers.DepthwiseConv2D(
-            block["kernel"], strides=block["stride"], padding="same", use_bias=False, name=prefix + "_depthwise_conv"
+            block["kernel"],
+            strides=block["stride"],
+            padding="same",
+            use_bias=False,
+            name=keras_name(prefix + "_depthwise_conv"),
         )(x)
-        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=prefix + "_bn1")(x)
+        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=keras_name(prefix + "_bn1"))(x)
         x = keras.layers.ReLU(max_value=6.0)(x)
         x = _conv_bn(x, block["channels_out"], 1, 1, prefix + "_project_conv", prefix + "_bn2", activation=False)
         if block["stride"] == 1 and block["channels_in"] == block["channels_out"]:
@@ -100,13 +114,12 @@ def build_model(name: str, include_top: bool = False) -> keras.Model:
     x = _conv_bn(x, HEAD_CHANNELS, 1, 1, "_conv_head", "_bn1")
     x = keras.layers.GlobalAveragePooling2D(name="bottleneck")(x)
     if include_top:
-        x = keras.layers.Dense(1000, name="_fc")(x)
+        x = keras.layers.Dense(1000, name=keras_name("_fc"))(x)
     return keras.Model(inputs, x, name=name)
 
 
-def _keras_weights(layer: keras.layers.Layer, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The PyTorch tensors for one Keras layer, by PyTorch name, in Keras order and layout."""
-    name = layer.name
+def _keras_weights(layer: keras.layers.Layer, name: str, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The PyTorch tensors of module ``name`` for one Keras layer, by PyTorch name, in Keras order and layout."""
     if isinstance(layer, keras.layers.DepthwiseConv2D):  # (ch, 1, kh, kw) -> (kh, kw, ch, 1)
         return {f"{name}.weight": tensors[f"{name}.weight"].transpose(2, 3, 0, 1)}
     if isinstance(layer, keras.layers.Conv2D):  # (out, in, kh, kw) -> (kh, kw, in, out)
@@ -122,12 +135,13 @@ def _keras_weights(layer: keras.layers.Layer, tensors: dict[str, np.ndarray]) ->
 def load_pytorch_weights(model: keras.Model, weights_path: str) -> None:
     """Copy a PyTorch EfficientNet-Lite state_dict into ``model``, checking every shape."""
     tensors = load_state_dict(weights_path)
+    torch_module = {keras_name(key.rsplit(".", 1)[0]): key.rsplit(".", 1)[0] for key in tensors}
     used = set()
     for layer in model.layers:
         if not layer.weights:
             continue
         try:
-            values = _keras_weights(layer, tensors)
+            values = _keras_weights(layer, torch_module.get(layer.name, layer.name), tensors)
         except KeyError as missing:
             raise ValueError(f"{weights_path}: no tensor {missing} for layer {layer.name}; wrong model?") from None
         for variable, (tensor_name, value) in zip(layer.weights, values.items(), strict=True):

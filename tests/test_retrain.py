@@ -1,0 +1,224 @@
+import json
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.images_factory import jpeg, write
+from tlcourse import export, label, retrain
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_COMMAND = (
+    "--bottleneck_dir=bottlenecks --how_many_training_steps=1000 --train_batch_size=100 --model_dir=inception "
+    "--summaries_dir=training_summaries/basic --output_graph=retrained_graph.pb "
+    "--output_labels=retrained_labels.txt --image_dir=Dataset_Name"
+).split()
+
+
+def small_stamps(stamps_dir, target, labels=("birds", "flowers", "fruit"), per_label=14):
+    for name in labels:
+        (target / name).mkdir(parents=True)
+        for image in sorted((stamps_dir / name).iterdir())[:per_label]:
+            shutil.copy(image, target / name / image.name)
+    return target
+
+
+def run(args, cwd, script):
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_the_tutorials_two_commands_as_typed(stamps_dir, tmp_path):
+    small_stamps(stamps_dir, tmp_path / "Dataset_Name")
+    trained = run(SEED_COMMAND, tmp_path, "retrain.py")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "Final test accuracy = " in trained.stdout
+    for name in ("retrained_graph.pb", "retrained_graph.keras", "retrained_labels.txt", "retrained_graph.report.json"):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "retrained_labels.txt").read_text().split() == ["birds", "flowers", "fruit"]
+
+    shutil.copy(
+        stamps_dir / "flowers" / sorted(p.name for p in (stamps_dir / "flowers").iterdir())[-1],
+        tmp_path / "image_name.jpg",
+    )
+    labelled = run(["image_name.jpg"], tmp_path, "label_image.py")
+    assert labelled.returncode == 0, labelled.stderr[-3000:]
+    lines = labelled.stdout.splitlines()
+    assert lines[0] == "image_name.jpg" and len(lines) == 4  # top 5 of 3 labels: all three
+    assert lines[1].strip().startswith("flowers (score = ")
+
+
+def test_every_classic_flag_parses_with_its_meaning():
+    args = retrain.parse_args(
+        "--image_dir=d --output_graph=g.pb --output_labels=l.txt --summaries_dir=s --how_many_training_steps=7 "
+        "--learning_rate=0.5 --testing_percentage=20 --validation_percentage=15 --eval_step_interval=3 "
+        "--train_batch_size=9 --test_batch_size=11 --validation_batch_size=13 --print_misclassified_test_images "
+        "--model_dir=m --bottleneck_dir=b --final_tensor_name=out --flip_left_right --random_crop=10 "
+        "--random_scale=20 --random_brightness=30 --architecture=efficientnet_lite2 --saved_model_dir=sm".split()
+    )
+    assert (args.image_dir, args.output_graph, args.output_labels, args.summaries_dir) == ("d", "g.pb", "l.txt", "s")
+    assert (args.how_many_training_steps, args.learning_rate, args.eval_step_interval) == (7, 0.5, 3)
+    assert (args.testing_percentage, args.validation_percentage) == (20, 15)
+    assert (args.train_batch_size, args.test_batch_size, args.validation_batch_size) == (9, 11, 13)
+    assert args.print_misclassified_test_images and args.flip_left_right
+    assert (args.model_dir, args.bottleneck_dir, args.final_tensor_name) == ("m", "b", "out")
+    assert (args.random_crop, args.random_scale, args.random_brightness) == (10, 20, 30)
+    assert (args.architecture, args.saved_model_dir) == ("efficientnet_lite2", "sm")
+    defaults = retrain.parse_args(["--image_dir=d"])
+    assert (defaults.how_many_training_steps, defaults.learning_rate, defaults.train_batch_size) == (4000, 0.01, 100)
+    assert (defaults.test_batch_size, defaults.validation_batch_size, defaults.eval_step_interval) == (-1, 100, 10)
+    assert (defaults.testing_percentage, defaults.validation_percentage) == (10, 10)
+    assert defaults.final_tensor_name == "final_result" and not defaults.flip_left_right
+
+
+def test_a_space_after_equals_shows_the_corrected_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        retrain.parse_args(["--how_many_training_steps=10", "--image_dir=", "Dataset_Name"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "python retrain.py --how_many_training_steps=10 --image_dir=Dataset_Name" in error
+    assert "Traceback" not in error
+
+
+def test_an_unknown_flag_lists_close_matches(capsys):
+    with pytest.raises(SystemExit):
+        retrain.parse_args(["--image_dir=d", "--how_many_trainig_steps=5"])
+    assert "did you mean --how_many_training_steps" in capsys.readouterr().err
+
+
+def noise_dataset(root, labels=("a", "b", "c"), per_label=20):
+    for name in labels:
+        for i in range(per_label):
+            write(root / name / f"{i}.jpg", jpeg(seed=zlib.crc32(f"{name}{i}".encode()), width=48, height=48))
+    return root
+
+
+def args_for(tmp_path, image_dir, *extra):
+    return retrain.parse_args(
+        [
+            f"--image_dir={image_dir}",
+            f"--bottleneck_dir={tmp_path / 'bn'}",
+            f"--output_graph={tmp_path / 'out' / 'g.pb'}",
+            f"--output_labels={tmp_path / 'out' / 'labels.txt'}",
+            f"--summaries_dir={tmp_path / 'logs'}",
+            "--how_many_training_steps=60",
+            "--architecture=efficientnet_lite0",
+            *extra,
+        ]
+    )
+
+
+def test_retrain_is_seeded_and_summaries_are_readable_by_tensorboard(tmp_path):
+    image_dir = noise_dataset(tmp_path / "images")
+    def head_weights():
+        model = keras.models.load_model(tmp_path / "out" / "g.keras")
+        return model.get_layer("retrained_head").get_weights()[0]
+
+    first = retrain.retrain(args_for(tmp_path, image_dir), progress=False)
+    weights = head_weights()
+    second = retrain.retrain(args_for(tmp_path, image_dir, "--summaries_dir="), progress=False)
+    assert first["accuracy"] == second["accuracy"]
+    assert first["confusion_matrix"] == second["confusion_matrix"]
+    np.testing.assert_array_equal(weights, head_weights())
+    for part in ("train", "validation"):
+        events = EventAccumulator(str(tmp_path / "logs" / part))
+        events.Reload()
+        tags = set(events.Tags()["tensors"]) | set(events.Tags()["scalars"])
+        assert {"accuracy", "cross_entropy"} <= tags, (part, tags)
+
+
+def test_misclassified_test_images_are_listed(tmp_path, capsys):
+    image_dir = noise_dataset(tmp_path / "images")  # random pixels: the test set must have errors
+    result = retrain.retrain(args_for(tmp_path, image_dir, "--print_misclassified_test_images"), progress=False)
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("misclassified: ")]
+    assert len(printed) == len(result["misclassified"]) > 0
+    report = json.loads((tmp_path / "out" / "g.report.json").read_text())
+    assert np.sum(report["confusion_matrix"]) == report["num_images"]
+    assert set(report["per_class_accuracy"]) == {"a", "b", "c"}
+
+
+def test_label_image_reads_every_output_format_alike(stamps_dir, tmp_path):
+    image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
+    args = args_for(tmp_path, image_dir, f"--saved_model_dir={tmp_path / 'out' / 'saved'}")
+    retrain.retrain(args, progress=False)
+    photo = sorted((stamps_dir / "birds").iterdir())[-1]
+    labels = tmp_path / "out" / "labels.txt"
+    results = {}
+    for model in ("g.pb", "g.keras", "saved"):
+        (labelled,) = label.label_images([photo], tmp_path / "out" / model, labels)
+        results[model] = labelled.top
+    for model, top in results.items():
+        assert [name for name, _ in top] == [name for name, _ in results["g.pb"]], model
+        np.testing.assert_allclose([s for _, s in top], [s for _, s in results["g.pb"]], atol=1e-4)
+
+
+def test_label_image_reports_a_bad_image_and_labels_the_rest(stamps_dir, tmp_path, capsys):
+    image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
+    retrain.retrain(args_for(tmp_path, image_dir), progress=False)
+    folder = tmp_path / "new"
+    shutil.copytree(stamps_dir / "fruit", folder)
+    (folder / "broken.jpg").write_text("not a picture")
+    capsys.readouterr()
+    code = label.main(
+        [
+            str(folder),
+            "--graph",
+            str(tmp_path / "out" / "g.pb"),
+            "--labels",
+            str(tmp_path / "out" / "labels.txt"),
+            "--json",
+            "--top_k",
+            "2",
+        ]
+    )
+    output = json.loads(capsys.readouterr().out)
+    assert code == 1
+    errors = [item for item in output if "error" in item]
+    assert [Path(item["image"]).name for item in errors] == ["broken.jpg"]
+    assert len(output) == len(list((stamps_dir / "fruit").iterdir())) + 1
+    assert all(len(item["top"]) == 2 for item in output if "top" in item)
+
+
+def test_a_failed_retrain_leaves_the_previous_outputs_intact(tmp_path, monkeypatch):
+    image_dir = noise_dataset(tmp_path / "images")
+    retrain.retrain(args_for(tmp_path, image_dir), progress=False)
+    out = tmp_path / "out"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def dies_half_way(model, path, final_tensor_name):
+        Path(path).write_bytes(b"half a graph")
+        raise KeyboardInterrupt  # as if killed while writing
+
+    monkeypatch.setattr(export, "write_frozen_graph", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        retrain.retrain(args_for(tmp_path, image_dir, "--how_many_training_steps=30"), progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (labelled,) = label.label_images([next(image_dir.rglob("*.jpg"))], out / "g.pb", out / "labels.txt")
+    assert len(labelled.top) == 3
+
+
+def test_distortions_are_cached_once_and_reused(tmp_path, capsys):
+    image_dir = noise_dataset(tmp_path / "images", per_label=8)
+    distort = (
+        "--flip_left_right",
+        "--random_crop=10",
+        "--random_scale=10",
+        "--random_brightness=10",
+        "--num_distorted_variants=2",
+    )
+    retrain.retrain(args_for(tmp_path, image_dir, *distort), progress=True)
+    first = capsys.readouterr().out
+    retrain.retrain(args_for(tmp_path, image_dir, *distort), progress=True)
+    second = capsys.readouterr().out
+    variants = sorted(p.name for p in (tmp_path / "bn").glob("*/*") if p.name.startswith("distorted-"))
+    assert len(variants) == 2
+    assert first.count(" computed") == 3 and "0 cached" in first
+    assert second.count(" 0 computed") == 3
