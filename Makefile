@@ -28,7 +28,7 @@ demo: $(INSTALLED) $(STAMPS)
 
 test: $(INSTALLED) $(STAMPS)
 	$(VENV)/bin/ruff check tlcourse tests bench retrain.py label_image.py
-	TLCOURSE_SMALL=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+	TLCOURSE_SMALL=1 $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
 lab: $(INSTALLED) $(STAMPS)
 	$(VENV)/bin/jupyter lab notebooks

@@ -118,6 +118,7 @@ def args_for(tmp_path, image_dir, *extra):
 
 def test_retrain_is_seeded_and_summaries_are_readable_by_tensorboard(tmp_path):
     image_dir = noise_dataset(tmp_path / "images")
+
     def head_weights():
         model = keras.models.load_model(tmp_path / "out" / "g.keras")
         return model.get_layer("retrained_head").get_weights()[0]

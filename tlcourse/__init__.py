@@ -12,7 +12,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-SUBMODULES = ("backbones", "bottlenecks", "config", "data", "datasets", "download", "images", "torch_weights")
+SUBMODULES = (
+    "atomic",
+    "backbones",
+    "bottlenecks",
+    "course",
+    "config",
+    "data",
+    "datasets",
+    "download",
+    "export",
+    "images",
+    "label",
+    "plots",
+    "retrain",
+    "torch_weights",
+    "train",
+    "widgets",
+)
 
 
 def __getattr__(name):

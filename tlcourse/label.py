@@ -82,6 +82,14 @@ def image_paths(inputs: list[str | Path]) -> list[Path]:
     return paths
 
 
+def top_k_labels(classify, image, class_names: list[str], top_k: int = 5) -> list[tuple[str, float]]:
+    """The ``top_k`` (label, probability) pairs for one uint8 RGB image."""
+    probabilities = classify(image[None])[0]
+    if len(probabilities) != len(class_names):
+        raise ValueError(f"the model has {len(probabilities)} outputs but the labels file has {len(class_names)}")
+    return [(class_names[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:top_k]]
+
+
 def label_images(inputs, graph=DEFAULT_GRAPH, labels=DEFAULT_LABELS, top_k: int = 5, final_tensor_name="final_result"):
     """Top-k (label, score) for every image in ``inputs``; unreadable images carry an ``error``."""
     class_names = read_labels(labels)
@@ -93,11 +101,7 @@ def label_images(inputs, graph=DEFAULT_GRAPH, labels=DEFAULT_LABELS, top_k: int 
         except ImageError as error:
             results.append(Labelled(path, error=str(error)))
             continue
-        probabilities = classify(image[None])[0]
-        if len(probabilities) != len(class_names):
-            raise ValueError(f"the model has {len(probabilities)} outputs but {labels} has {len(class_names)} labels")
-        order = np.argsort(-probabilities)[:top_k]
-        results.append(Labelled(path, [(class_names[i], float(probabilities[i])) for i in order]))
+        results.append(Labelled(path, top_k_labels(classify, image, class_names, top_k)))
     return results
 
 

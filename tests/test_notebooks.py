@@ -1,0 +1,31 @@
+"""The lessons' shape; `pytest --nbval notebooks/` (part of `make test`) proves that they run."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_the_numbered_lessons_are_all_there():
+    names = [path.stem for path in NOTEBOOKS]
+    expected = ["00_check_setup", "01_prepare_dataset", "02_cache_bottlenecks", "03_retrain", "04_label_new_images"]
+    assert names[: len(expected)] == expected
+    index = (NOTEBOOKS[0].parent / "README.md").read_text()
+    assert all(name in index for name in names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stored_without_outputs_and_follows_the_skeleton(path):
+    cells = json.loads(path.read_text())["cells"]
+    for cell in cells:
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs", []) == [] and cell.get("execution_count") is None, "strip outputs before commit"
+    first = "".join(cells[0]["source"])
+    assert first.startswith("# ") and "What you will learn" in first
+    assert "colab-badge.svg" in first and "mybinder.org" in first and path.name in first
+    assert "google.colab" in "".join(cells[1]["source"])
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert "## Summary" in markdown and "## Exercises" in markdown
+    assert sum("tlc.course.check(" in "".join(c["source"]) for c in cells) >= 2

