@@ -34,7 +34,7 @@ from tlcourse.atomic import atomic_path
 from tlcourse.download import DownloadError, download, file_hash
 
 # Bump when the conversion or the preprocessing code changes in a way that moves the vectors.
-CONVERSION_VERSION = 2
+CONVERSION_VERSION = 3
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
 INCEPTION_FILES = {  # file name -> md5 published by keras.applications
     "notop": ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "bcbd6486424b2319ff4ef7d526e38f63"),
@@ -179,12 +179,13 @@ class Backbone:
         images = np.asarray(images, dtype=np.uint8)
         single = images.ndim == 3
         batch = images[None] if single else images
-        vectors = self._features_fn(self.preprocess(batch)).numpy()
+        vectors = self.features_function(self.preprocess(batch)).numpy()
         return vectors[0] if single else vectors
 
     @cached_property
-    def _features_fn(self):
-        return tf.function(lambda x: self.features(x, training=False), reduce_retracing=True)
+    def features_function(self):
+        """``features`` compiled once as a graph: much faster than calling the Keras model eagerly."""
+        return tf.function(lambda images: self.features(images, training=False), reduce_retracing=True)
 
     @property
     def has_imagenet_classifier(self) -> bool:

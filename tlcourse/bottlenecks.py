@@ -119,6 +119,8 @@ def image_pipeline(
 ) -> tf.data.Dataset:
     """(index, preprocessed image) batches for ``paths``, decoded in parallel; failures go to ``errors``.
 
+    Batches come in whatever order is fastest; the index says which path each image is.
+
     ``transform`` (optional) maps a decoded uint8 image and the image's seed (from ``seeds``) to
     another uint8 image: how cached distortions are made.
     """
@@ -138,9 +140,9 @@ def image_pipeline(
     seeds = [0] * len(paths) if seeds is None else seeds
     indices = tf.range(len(paths), dtype=tf.int64)
     dataset = tf.data.Dataset.from_tensor_slices((indices, paths, tf.constant(seeds, tf.int64)))
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     dataset = dataset.filter(lambda index, image, ok, seed: ok)
-    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     return dataset.batch(batch_size).prefetch(2)
 
 
@@ -169,7 +171,7 @@ def cache_bottlenecks(
             report.hits += 1
     errors: dict[str, str] = {}
     if todo:
-        features = _features_function(backbone)
+        features = backbone.features_function
         paths = [os.fsencode(record.path) for record in todo]
         seeds = [int(record.sha256[:15], 16) for record in todo]  # a distortion follows the content
         dataset = image_pipeline(paths, backbone.preprocess, batch_size, errors, transform, seeds)
@@ -186,10 +188,6 @@ def cache_bottlenecks(
     if progress:
         print(report)
     return report
-
-
-def _features_function(backbone):
-    return tf.function(lambda images: backbone.features(images, training=False), reduce_retracing=True)
 
 
 def load_bottlenecks(records: list[ImageRecord], backbone, bottleneck_dir, variant: str = "plain"):

@@ -16,9 +16,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+import tlcourse.backbones  # noqa: F401  (registers the preprocessing layer that .keras models hold)
 from tlcourse.data import walk_files
 from tlcourse.images import ImageError, load_image
 
@@ -55,10 +57,6 @@ def load_classifier(path: str | Path, final_tensor_name: str = "final_result"):
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
         return lambda images: next(iter(serve(image=tf.constant(images)).values())).numpy()
     if path.suffix == ".keras":
-        import keras  # noqa: PLC0415
-
-        import tlcourse.backbones  # noqa: F401, PLC0415  (registers the preprocessing layer)
-
         model = keras.models.load_model(path, safe_mode=True)
         return lambda images: model(images, training=False).numpy()
     graph_def = tf.compat.v1.GraphDef()

@@ -137,7 +137,7 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
         fingerprint=backbone.fingerprint,
         final_validation_accuracy=history.validation_accuracy[-1] if history.validation_accuracy else None,
         skipped_files=[{"image": str(s.path), "reason": s.reason} for s in dataset.skipped + report.failures],
-        settings={key: value for key, value in vars(args).items()},
+        settings=dict(vars(args)),
     )
     write_outputs(args, export.full_model(backbone, head), dataset.class_names, result)
     return result
