@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 STAMPS := data/stamps/.complete
 
-.PHONY: demo test lab data bench lint clean
+.PHONY: demo test lab data bench reliability clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +30,15 @@ test: $(INSTALLED) $(STAMPS)
 	$(VENV)/bin/ruff check tlcourse tests bench retrain.py label_image.py
 	TLCOURSE_SMALL=1 $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
+reliability: $(INSTALLED) $(STAMPS)
+	$(PY) -m pytest tests/test_reliability.py -p no:cacheprovider
+
 lab: $(INSTALLED) $(STAMPS)
 	$(VENV)/bin/jupyter lab notebooks
 
 bench: $(INSTALLED) $(STAMPS)
 	$(PY) bench/caching.py
+	$(PY) bench/many_classes.py
 
 clean:
 	rm -rf $(VENV) data models runs

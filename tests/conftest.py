@@ -46,3 +46,16 @@ def http_server(tmp_path):
     yield folder, f"http://127.0.0.1:{server.server_port}/"
     server.shutdown()
     server.server_close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reliability figures: how many cases and trials ran, and how many lost or corrupted anything."""
+    from tests.test_reliability import TALLY  # noqa: PLC0415
+
+    if TALLY:
+        terminalreporter.write_sep("=", "reliability")
+        terminalreporter.write_line(
+            f"bad-input cases: {TALLY['bad_input_cases']}, interruption trials: {TALLY['interruption_trials']}, "
+            f"concurrency trials: {TALLY['concurrency_trials']}; lost or corrupted anything: "
+            f"{TALLY['lost_or_corrupted']}"
+        )

@@ -57,7 +57,25 @@ def test_fashion_mnist_is_written_as_a_label_folder(tmp_path):
     assert all(len(list((folder / label).iterdir())) == 3 for label in labels)
 
 
-def test_clipart_offers_many_classes():
-    classes = datasets.clipart_classes(min_images=20)
-    assert len(classes) >= 80
-    assert all(len(list(folder.glob("*.png"))) >= 20 for folder in classes.values())
+def test_clipart_classes_hold_unique_unambiguous_images():
+    classes = datasets.clipart_classes(min_images=10)
+    assert len(classes) >= 80 and all(len(pngs) >= 10 for pngs in classes.values())
+    digests = [hashlib.sha256(png.read_bytes()).hexdigest() for pngs in classes.values() for png in pngs]
+    assert len(digests) == len(set(digests))  # no image twice, within or across labels
+
+
+def test_many_classes_passes_a_hundred_labels():
+    labels = {**datasets.clipart_classes(10), **datasets.stamps_photo_classes(10)}
+    assert len(labels) >= 100
+
+
+def test_unique_images_drops_files_filed_under_two_labels(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+    (a / "1.png").write_bytes(b"one")
+    (a / "1 copy.png").write_bytes(b"one")
+    (a / "2.png").write_bytes(b"two")
+    (b / "2.png").write_bytes(b"two")
+    (b / "3.png").write_bytes(b"three")
+    assert datasets.unique_images({"a": a, "b": b}) == {"a": [a / "1 copy.png"], "b": [b / "3.png"]}

@@ -10,7 +10,14 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 def test_the_numbered_lessons_are_all_there():
     names = [path.stem for path in NOTEBOOKS]
-    expected = ["00_check_setup", "01_prepare_dataset", "02_cache_bottlenecks", "03_retrain", "04_label_new_images"]
+    expected = [
+        "00_check_setup",
+        "01_prepare_dataset",
+        "02_cache_bottlenecks",
+        "03_retrain",
+        "04_label_new_images",
+        "05_many_classes",
+    ]
     assert names[: len(expected)] == expected
     index = (NOTEBOOKS[0].parent / "README.md").read_text()
     assert all(name in index for name in names)

@@ -24,6 +24,7 @@ SUBMODULES = (
     "export",
     "images",
     "label",
+    "many_classes",
     "plots",
     "retrain",
     "torch_weights",

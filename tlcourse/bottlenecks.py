@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import struct
 import time
-import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +23,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from tlcourse.atomic import remove_stale_temporaries, temporary_tag
 from tlcourse.data import ImageRecord, SkippedFile
 from tlcourse.images import ImageError, load_image
 
 MAGIC = b"TLBN\x00\x01\x00\x00"  # format version 1
 HEADER = struct.Struct("<8sII")  # magic, number of values, CRC-32 of the values
-STALE_TEMP_SECONDS = 3600
 
 
 class BottleneckStore:
@@ -62,7 +61,7 @@ class BottleneckStore:
             raise ValueError(f"bottleneck of {len(payload) // 4} values, expected {self.size}")
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        temporary = target.with_name(temporary_tag())
         try:
             temporary.write_bytes(HEADER.pack(MAGIC, self.size, zlib.crc32(payload)) + payload)
             os.replace(temporary, target)
@@ -70,16 +69,9 @@ class BottleneckStore:
             temporary.unlink(missing_ok=True)
 
     def remove_stale_temporaries(self) -> None:
-        """Delete temporary files that killed runs left behind (older than an hour: not a live run's)."""
-        if not self.directory.is_dir():
-            return
-        cutoff = time.time() - STALE_TEMP_SECONDS
-        for temporary in self.directory.glob("*/.tmp-*"):
-            try:
-                if temporary.stat().st_mtime < cutoff:
-                    temporary.unlink()
-            except OSError:
-                pass
+        """Delete the temporary files of runs that were killed mid-write."""
+        if self.directory.is_dir():
+            remove_stale_temporaries(self.directory.glob("*/.tmp-*"))
 
 
 @dataclass

@@ -6,6 +6,7 @@ The rest of the course treats them exactly like a learner's own photos.
   flowers, vegetables, bovines; cut-outs composited onto a white background. Offline default.
 - ``clipart``: folders of Debian's ``openclipart-png`` (public domain) with at least N images:
   the many-classes lesson.
+- ``many_classes``: ``clipart`` plus the stamps' other photo folders: over 100 labels.
 - ``fashion_mnist``: Debian's ``dataset-fashion-mnist`` (MIT) written out as PNGs: volume.
 - ``flowers``: the tutorial's flower_photos, downloaded when online.
 
@@ -18,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,7 @@ from tlcourse.download import download
 from tlcourse.images import load_image
 
 COMPLETE = ".complete"  # written last: a folder without it is an interrupted build and is redone
+MAX_SIDE = 512  # materialised images are at most this wide or high: backbones see 224-299 px
 STAMPS_PACKAGE = "tuxpaint-stamps-default"
 STAMPS_ROOT = "usr/share/tuxpaint/stamps"
 STAMPS_CLASSES = {  # label -> folder under the stamps root (its photos only, no sub-folders)
@@ -66,6 +70,7 @@ FLOWERS_SHA256 = "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d
 LICENSES = {
     "stamps": "GPL-2.0 (Debian tuxpaint-stamps-default)",
     "clipart": "public domain (Debian openclipart-png)",
+    "many_classes": "public domain (openclipart-png) and GPL-2.0 (tuxpaint-stamps-default)",
     "fashion_mnist": "MIT (Debian dataset-fashion-mnist)",
     "flowers": "CC-BY 2.0 (TensorFlow example images)",
 }
@@ -116,8 +121,10 @@ def _build_folder(destination: Path, write) -> Path:
     return destination
 
 
-def _save_jpeg_on_white(source: Path, target: Path) -> None:
-    Image.fromarray(load_image(source)).save(target, "JPEG", quality=92)
+def _save_jpeg_on_white(source: Path, target: Path, max_side: int = MAX_SIDE) -> None:
+    image = Image.fromarray(load_image(source))
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)  # keeps the aspect ratio
+    image.save(target, "JPEG", quality=92)
 
 
 def stamps(data_dir: str | Path | None = None) -> Path:
@@ -134,31 +141,72 @@ def stamps(data_dir: str | Path | None = None) -> Path:
     return _build_folder(data_dir / "stamps", write)
 
 
-def clipart_classes(min_images: int = 20, data_dir: str | Path | None = None) -> dict[str, Path]:
-    """Label -> folder of ``openclipart-png`` holding at least ``min_images`` PNGs itself (not in sub-folders)."""
+def unique_images(folders: dict[str, Path]) -> dict[str, list[Path]]:
+    """Label -> the PNGs directly in its folder, without copies.
+
+    A copy inside one folder is kept once; a file whose bytes sit in two labels' folders is
+    dropped from both, since its label is ambiguous (clip art is often filed twice).
+    """
+    owners = defaultdict(set)
+    first = {}
+    for label, folder in folders.items():
+        for png in sorted(folder.glob("*.png")):
+            digest = hashlib.sha256(png.read_bytes()).hexdigest()
+            owners[digest].add(label)
+            first.setdefault((label, digest), png)
+    images = defaultdict(list)
+    for (label, digest), png in first.items():
+        if len(owners[digest]) == 1:
+            images[label].append(png)
+    return {label: sorted(images[label]) for label in folders}
+
+
+def clipart_classes(min_images: int = 20, data_dir: str | Path | None = None) -> dict[str, list[Path]]:
+    """Label -> unique PNGs of each ``openclipart-png`` folder holding at least ``min_images`` of them."""
     source = debian_package_root(CLIPART_PACKAGE, CLIPART_ROOT, data_dir)
-    classes = {}
-    for folder in sorted(p for p in source.rglob("*") if p.is_dir()):
-        if len(list(folder.glob("*.png"))) >= min_images:
-            classes[folder.relative_to(source).as_posix().replace("/", "_")] = folder
-    return classes
+    folders = {p.relative_to(source).as_posix().replace("/", "_"): p for p in sorted(source.rglob("*")) if p.is_dir()}
+    return {label: pngs for label, pngs in unique_images(folders).items() if len(pngs) >= min_images}
+
+
+def stamps_photo_classes(min_images: int = 10, data_dir: str | Path | None = None) -> dict[str, list[Path]]:
+    """Label -> unique photos of each ``tuxpaint-stamps-default`` folder (no drawings) with enough of them."""
+    source = debian_package_root(STAMPS_PACKAGE, STAMPS_ROOT, data_dir)
+    folders = {
+        p.relative_to(source).as_posix().replace("/", "_"): p
+        for p in sorted(source.rglob("*"))
+        if p.is_dir() and p.name not in ("cartoon", "plastic")
+    }
+    return {label: pngs for label, pngs in unique_images(folders).items() if len(pngs) >= min_images}
+
+
+def _write_classes(classes: dict[str, list[Path]], folder: Path, description: str) -> None:
+    for label, pngs in tqdm(classes.items(), desc=description, unit="label"):
+        (folder / label).mkdir()
+        for png in pngs:
+            try:
+                _save_jpeg_on_white(png, folder / label / f"{png.stem}.jpg")
+            except ValueError as error:
+                print(f"{png}: skipped ({error})", file=sys.stderr)
 
 
 def clipart(min_images: int = 20, data_dir: str | Path | None = None) -> Path:
-    """The ``clipart`` dataset: one label per clip-art folder with at least ``min_images`` images."""
+    """The ``clipart`` dataset: one label per clip-art folder with at least ``min_images`` unique images."""
     data_dir = Path(data_dir or config.data_dir())
     classes = clipart_classes(min_images, data_dir)
+    return _build_folder(
+        data_dir / f"clipart_min{min_images}", lambda folder: _write_classes(classes, folder, "clipart")
+    )
 
-    def write(folder: Path) -> None:
-        for label, source in tqdm(classes.items(), desc="clipart", unit="label"):
-            (folder / label).mkdir()
-            for png in sorted(source.glob("*.png")):
-                try:
-                    _save_jpeg_on_white(png, folder / label / f"{png.stem}.jpg")
-                except ValueError as error:
-                    print(f"{png}: skipped ({error})", file=sys.stderr)
 
-    return _build_folder(data_dir / f"clipart_min{min_images}", write)
+def many_classes(min_images: int = 10, data_dir: str | Path | None = None) -> Path:
+    """Over 100 labels for lesson 05: ``clipart`` folders plus the stamps' photo folders, each with
+    at least ``min_images`` unique images (labels prefixed ``clipart-`` and ``photo-``)."""
+    data_dir = Path(data_dir or config.data_dir())
+    classes = {f"clipart-{k}": v for k, v in clipart_classes(min_images, data_dir).items()}
+    classes.update({f"photo-{k}": v for k, v in stamps_photo_classes(min_images, data_dir).items()})
+    return _build_folder(
+        data_dir / f"many_classes_min{min_images}", lambda folder: _write_classes(classes, folder, "many classes")
+    )
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -210,7 +258,13 @@ def flowers(data_dir: str | Path | None = None, url: str = FLOWERS_URL, expected
     return _build_folder(data_dir / "flowers", write)
 
 
-DATASETS = {"stamps": stamps, "clipart": clipart, "fashion_mnist": fashion_mnist, "flowers": flowers}
+DATASETS = {
+    "stamps": stamps,
+    "clipart": clipart,
+    "many_classes": many_classes,
+    "fashion_mnist": fashion_mnist,
+    "flowers": flowers,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

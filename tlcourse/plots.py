@@ -135,3 +135,58 @@ def show_misclassified(evaluation, max_images: int = 8, size: float = 2.2):
         axis.axis("off")
     figure.tight_layout()
     return figure
+
+
+def plot_accuracy_vs_classes(curves: dict[str, list]):
+    """Test accuracy against the number of labels, one line per recipe (05_many_classes).
+
+    ``curves``: recipe name -> results with ``num_classes`` and ``accuracy`` attributes.
+    """
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    for name, results in curves.items():
+        axis.plot([r.num_classes for r in results], [r.accuracy for r in results], marker="o", label=name)
+    axis.set_xscale("log")
+    axis.set_xlabel("number of labels")
+    axis.set_ylabel("top-1 test accuracy")
+    axis.set_ylim(0, 1.02)
+    axis.set_title("More labels, lower accuracy")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def plot_per_class_accuracy(evaluation, train_counts: dict[str, int]):
+    """Each label's test accuracy against its number of training images (05_many_classes)."""
+    accuracy = evaluation.per_class_accuracy()
+    names = [name for name in evaluation.class_names if not np.isnan(accuracy[name])]
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    jitter = np.random.default_rng(0).uniform(-0.02, 0.02, len(names))
+    axis.scatter(
+        [train_counts[n] for n in names], [accuracy[n] + j for n, j in zip(names, jitter, strict=True)], s=15, alpha=0.6
+    )
+    axis.set_xscale("log")
+    axis.set_xlabel("training images of the label")
+    axis.set_ylabel("test accuracy of the label")
+    axis.set_title("Per-label accuracy")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def plot_recipes(results: list):
+    """Top-1 and top-5 test accuracy of each recipe, in order (05_many_classes)."""
+    names = [r.name for r in results]
+    positions = np.arange(len(names))
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+    axis.barh(positions + 0.2, [r.top5_accuracy for r in results], height=0.4, label="top-5", color="tab:gray")
+    axis.barh(positions - 0.2, [r.accuracy for r in results], height=0.4, label="top-1", color="tab:blue")
+    for position, result in zip(positions, results, strict=True):
+        axis.text(result.accuracy + 0.01, position - 0.2, f"{result.accuracy:.0%}", va="center", fontsize="small")
+    axis.set_yticks(positions, names)
+    axis.invert_yaxis()
+    axis.set_xlim(0, 1.08)
+    axis.set_xlabel("test accuracy")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    return figure

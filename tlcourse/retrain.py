@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import errno
 import json
 import shlex
 import sys
@@ -59,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num_distorted_variants", type=int, default=4, help="distorted copies cached per training image")
     add("--seed", type=int, default=0, help="random seed: the same seed and data give the same model")
     add("--tflite", default="", help="also write a TensorFlow Lite model here")
+    better = parser.add_argument_group("beyond the tutorial (lesson 05: many classes)")
+    better.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="optimizer of the new layer")
+    better.add_argument("--learning_rate_schedule", default="constant", choices=["constant", "cosine"])
+    better.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the new layer's weights")
+    better.add_argument("--label_smoothing", type=float, default=0.0, help="e.g. 0.1")
+    better.add_argument(
+        "--early_stopping_patience",
+        type=int,
+        default=0,
+        help="stop after N evaluations without progress; keep the best",
+    )
+    better.add_argument(
+        "--standardize_bottlenecks", action="store_true", help="scale each feature by the training mean and std"
+    )
     return parser
 
 
@@ -114,6 +129,12 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
         ),
         num_distorted_variants=args.num_distorted_variants,
         final_tensor_name=args.final_tensor_name,
+        optimizer=args.optimizer,
+        learning_rate_schedule=args.learning_rate_schedule,
+        l2=args.l2,
+        label_smoothing=args.label_smoothing,
+        early_stopping_patience=args.early_stopping_patience,
+        standardize_bottlenecks=args.standardize_bottlenecks,
     )
     distorted = None
     if config.distortions.active and config.num_distorted_variants > 0:
@@ -163,18 +184,25 @@ def output_paths(args: argparse.Namespace) -> dict[str, Path]:
 def write_outputs(args: argparse.Namespace, model, class_names: list[str], result: dict) -> None:
     """Write every output to a temporary name first, then move them all into place together."""
     paths = output_paths(args)
-    with contextlib.ExitStack() as stack:
-        temporary = {name: stack.enter_context(atomic_path(path, keep_suffix=True)) for name, path in paths.items()}
-        export.write_frozen_graph(model, temporary["graph"], args.final_tensor_name)
-        model.save(temporary["keras"])
-        temporary["labels"].write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
-        temporary["report"].write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
-        if args.saved_model_dir:
-            saved = stack.enter_context(atomic_directory(args.saved_model_dir))
-            export.write_saved_model(model, saved, args.final_tensor_name)
-        if args.tflite:
-            tflite = stack.enter_context(atomic_path(args.tflite))
-            export.write_tflite(model, tflite, args.final_tensor_name)
+    try:
+        with contextlib.ExitStack() as stack:
+            temporary = {name: stack.enter_context(atomic_path(path, keep_suffix=True)) for name, path in paths.items()}
+            export.write_frozen_graph(model, temporary["graph"], args.final_tensor_name)
+            model.save(temporary["keras"])
+            temporary["labels"].write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
+            temporary["report"].write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+            if args.saved_model_dir:
+                saved = stack.enter_context(atomic_directory(args.saved_model_dir))
+                export.write_saved_model(model, saved, args.final_tensor_name)
+            if args.tflite:
+                tflite = stack.enter_context(atomic_path(args.tflite))
+                export.write_tflite(model, tflite, args.final_tensor_name)
+    except OSError as error:
+        advice = "free some disk space" if error.errno == errno.ENOSPC else "choose another output folder"
+        raise OSError(
+            f"could not write the model files next to {paths['graph']} ({error.strerror or error}); {advice} "
+            "and run again. Earlier outputs there were left as they were."
+        ) from error
     tensors = f"input 'image:0' uint8 [batch, height, width, 3], output '{args.final_tensor_name}:0'"
     print(f"wrote {paths['graph']} ({tensors})")
     print(f"wrote {paths['labels']}, {paths['keras']}, {paths['report']}")

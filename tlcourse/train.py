@@ -78,6 +78,23 @@ class TrainConfig:
     distortions: Distortions = field(default_factory=Distortions)
     num_distorted_variants: int = 4
     final_tensor_name: str = "final_result"
+    # Beyond the tutorial (lesson 05, many classes); the defaults reproduce the tutorial.
+    optimizer: str = "sgd"  # "sgd" or "adam"
+    learning_rate_schedule: str = "constant"  # or "cosine": decays to 0 over the training steps
+    l2: float = 0.0  # L2 penalty on the new layer's weights
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 0  # evaluations without a better validation score before stopping; 0: off
+    standardize_bottlenecks: bool = False  # scale each feature by the training mean and std, inside the model
+
+    def __post_init__(self):
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', not {self.optimizer!r}")
+        if self.learning_rate_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"learning_rate_schedule must be 'constant' or 'cosine', not {self.learning_rate_schedule!r}"
+            )
+        if self.how_many_training_steps < 1 or self.train_batch_size < 1 or self.eval_step_interval < 1:
+            raise ValueError("training steps, batch size and evaluation interval must be at least 1")
 
 
 @dataclass
@@ -87,6 +104,7 @@ class TrainingHistory:
     train_cross_entropy: list[float] = field(default_factory=list)
     validation_accuracy: list[float] = field(default_factory=list)
     validation_cross_entropy: list[float] = field(default_factory=list)
+    best_step: int | None = None  # with early stopping: the step whose layer was kept
 
 
 @dataclass
@@ -137,12 +155,28 @@ def gather_distorted(dataset: Dataset, backbone, bottleneck_dir, config: TrainCo
     ]
 
 
-def new_head(bottleneck_size: int, num_classes: int, name: str = "final_result") -> keras.Sequential:
-    """The new final layer: one dense layer with a softmax, as in the tutorial."""
-    return keras.Sequential(
-        [keras.Input((bottleneck_size,)), keras.layers.Dense(num_classes, activation="softmax", name=name)],
-        name="retrained_head",
-    )
+def new_head(
+    bottleneck_size: int, num_classes: int, name: str = "final_result", l2: float = 0.0, standardize=None
+) -> keras.Sequential:
+    """The new final layer: one dense layer with a softmax, as in the tutorial.
+
+    ``l2`` adds a weight penalty; ``standardize`` (mean, variance of the training bottlenecks)
+    puts a fixed normalisation in front, so the exported model applies it too.
+    """
+    layers = [keras.Input((bottleneck_size,))]
+    if standardize is not None:
+        mean, variance = standardize
+        layers.append(keras.layers.Normalization(mean=mean, variance=variance, name="standardize"))
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer, name=name))
+    return keras.Sequential(layers, name="retrained_head")
+
+
+def _optimizer(config: TrainConfig):
+    rate = config.learning_rate
+    if config.learning_rate_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.how_many_training_steps)
+    return keras.optimizers.Adam(rate) if config.optimizer == "adam" else keras.optimizers.SGD(rate)
 
 
 def _balanced_batch(rng: np.random.Generator, by_class: list[np.ndarray], size: int) -> np.ndarray:
@@ -169,21 +203,27 @@ def train_head(
     by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
     by_class = [members for members in by_class if len(members)]
 
-    head = new_head(vectors.shape[1], num_classes, config.final_tensor_name)
-    optimizer = keras.optimizers.SGD(config.learning_rate)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    standardize = None
+    if config.standardize_bottlenecks:
+        standardize = (vectors.mean(axis=0), np.maximum(vectors.var(axis=0), 1e-6))
+    head = new_head(vectors.shape[1], num_classes, config.final_tensor_name, config.l2, standardize)
+    optimizer = _optimizer(config)
+    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
 
     @tf.function(reduce_retracing=True)
     def train_step(x, y):
         with tf.GradientTape() as tape:
             probabilities = head(x, training=True)
-            loss = loss_fn(y, probabilities)
-        gradients = tape.gradient(loss, head.trainable_variables)
+            loss = loss_fn(tf.one_hot(y, num_classes), probabilities)
+            total = loss + tf.add_n(head.losses) if head.losses else loss  # plus the L2 penalty, if any
+        gradients = tape.gradient(total, head.trainable_variables)
         optimizer.apply_gradients(zip(gradients, head.trainable_variables, strict=True))
         return loss, _accuracy(y, probabilities)
 
     writers = _summary_writers(config.summaries_dir)
     history = TrainingHistory()
+    best = (-1.0, 0.0, None)  # (validation accuracy, -cross-entropy, weights) of the best evaluation
+    waited = 0
     steps = config.how_many_training_steps
     bar = tqdm(range(1, steps + 1), desc="training", unit="step", disable=not progress)
     for step in bar:
@@ -198,8 +238,18 @@ def train_head(
             history.validation_cross_entropy.append(val_loss)
             bar.set_postfix(train_acc=f"{float(accuracy):.1%}", val_acc=f"{val_accuracy:.1%}", xent=f"{val_loss:.3f}")
             _write_summaries(writers, step, float(accuracy), float(loss), val_accuracy, val_loss)
+            if config.early_stopping_patience:
+                if (val_accuracy, -val_loss) > best[:2]:
+                    best, waited = (val_accuracy, -val_loss, head.get_weights()), 0
+                else:
+                    waited += 1
+                if waited >= config.early_stopping_patience:
+                    break
     for writer in writers.values():
         writer.close()
+    if best[2] is not None:
+        head.set_weights(best[2])  # early stopping keeps the best layer seen on validation
+        history.best_step = history.steps[int(np.argmax(history.validation_accuracy))]
     return head, history
 
 
