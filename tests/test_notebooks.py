@@ -17,6 +17,7 @@ def test_the_numbered_lessons_are_all_there():
         "03_retrain",
         "04_label_new_images",
         "05_many_classes",
+        "06_scaling_out",
     ]
     assert names[: len(expected)] == expected
     index = (NOTEBOOKS[0].parent / "README.md").read_text()

@@ -90,6 +90,17 @@ class CacheReport:
         return "\n".join([line] + details)
 
 
+def in_shard(record: ImageRecord, num_shards: int, shard_index: int) -> bool:
+    """Whether an image belongs to shard ``shard_index`` of ``num_shards``: a function of its content."""
+    return int(record.sha256[:16], 16) % num_shards == shard_index
+
+
+def shard(records: list[ImageRecord], num_shards: int, shard_index: int) -> list[ImageRecord]:
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be between 0 and num_shards - 1 (got {shard_index} of {num_shards})")
+    return [record for record in records if in_shard(record, num_shards, shard_index)]
+
+
 def store_for(backbone, bottleneck_dir: str | Path, variant: str = "plain") -> BottleneckStore:
     return BottleneckStore(bottleneck_dir, backbone.name, backbone.fingerprint, backbone.bottleneck_size, variant)
 
@@ -146,12 +157,17 @@ def cache_bottlenecks(
     progress: bool = True,
     variant: str = "plain",
     transform=None,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ) -> CacheReport:
     """Make sure every image in ``records`` has a valid cached bottleneck; compute the missing ones.
 
     ``variant`` and ``transform`` cache distorted copies instead (see ``tlcourse.train.Distortions``).
+    ``num_shards`` and ``shard_index`` take only this run's stable share of the images, so that
+    several processes or machines can fill one bottleneck folder together.
     """
     started = time.perf_counter()
+    records = shard(records, num_shards, shard_index)
     store = store_for(backbone, bottleneck_dir, variant)
     store.remove_stale_temporaries()
     report = CacheReport()

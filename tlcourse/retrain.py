@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num_distorted_variants", type=int, default=4, help="distorted copies cached per training image")
     add("--seed", type=int, default=0, help="random seed: the same seed and data give the same model")
     add("--tflite", default="", help="also write a TensorFlow Lite model here")
+    scale = parser.add_argument_group("beyond one machine")
+    scale.add_argument("--num_shards", type=int, default=1, help="split bottleneck caching into N shards ...")
+    scale.add_argument("--shard_index", type=int, default=0, help="... and cache only shard K, then stop")
+    scale.add_argument(
+        "--distribution_strategy",
+        default="default",
+        choices=["default", "mirrored", "multi_worker_mirrored"],
+        help="tf.distribute strategy for training; --train_batch_size is the global batch",
+    )
     better = parser.add_argument_group("beyond the tutorial (lesson 05: many classes)")
     better.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="optimizer of the new layer")
     better.add_argument("--learning_rate_schedule", default="constant", choices=["constant", "cosine"])
@@ -109,13 +118,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
-    """Run the whole flow for parsed ``args``; returns the evaluation report (also written to disk)."""
+    """Run the whole flow for parsed ``args``; returns the evaluation report (also written to disk).
+
+    With ``--num_shards`` above 1 it only caches its shard of the bottlenecks and returns.
+    """
+    strategy = train.make_strategy(args.distribution_strategy)  # first: multi-worker needs it so
+    if args.distribution_strategy != "default":
+        print(f"training on {strategy.num_replicas_in_sync} replica(s) with {args.distribution_strategy}")
     dataset = scan_dataset(args.image_dir, args.validation_percentage, args.testing_percentage)
     print(dataset.summary(), flush=True)
     backbone = backbones.load_backbone(args.architecture, args.model_dir)
     print(f"backbone: {backbone.name} ({backbone.bottleneck_size}-d bottleneck, fingerprint {backbone.fingerprint})")
 
-    report = bottlenecks.cache_bottlenecks(dataset.images, backbone, args.bottleneck_dir, progress=progress)
+    report = bottlenecks.cache_bottlenecks(
+        dataset.images,
+        backbone,
+        args.bottleneck_dir,
+        progress=progress,
+        num_shards=args.num_shards,
+        shard_index=args.shard_index,
+    )
+    if args.num_shards > 1:
+        print(f"cached shard {args.shard_index} of {args.num_shards}; run without --num_shards to train")
+        return {
+            "shard_index": args.shard_index,
+            "num_shards": args.num_shards,
+            "computed": report.computed,
+            "cached": report.hits,
+            "failed": len(report.failures),
+        }
     config = train.TrainConfig(
         how_many_training_steps=args.how_many_training_steps,
         learning_rate=args.learning_rate,
@@ -143,7 +174,7 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
 
     splits = {name: train.gather(dataset, name, backbone, args.bottleneck_dir) for name in SPLITS}
     head, history = train.train_head(
-        splits["train"], splits["validation"], len(dataset.class_names), config, distorted, progress
+        splits["train"], splits["validation"], len(dataset.class_names), config, distorted, progress, strategy
     )
     test = _sample(splits["test"], args.test_batch_size, args.seed)
     evaluation = train.evaluate(head, test, dataset.class_names)

@@ -172,6 +172,18 @@ def new_head(
     return keras.Sequential(layers, name="retrained_head")
 
 
+def make_strategy(name: str = "default") -> tf.distribute.Strategy:
+    """``default`` (one device), ``mirrored`` (all GPUs of this machine) or ``multi_worker_mirrored``
+    (several machines, each started with its ``TF_CONFIG``). Create it first thing in a program."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown distribution strategy {name!r}; choose default, mirrored or multi_worker_mirrored")
+
+
 def _optimizer(config: TrainConfig):
     rate = config.learning_rate
     if config.learning_rate_schedule == "cosine":
@@ -191,8 +203,14 @@ def train_head(
     config: TrainConfig,
     distorted: list[Bottlenecks] | None = None,
     progress: bool = True,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[keras.Model, TrainingHistory]:
-    """Train the new layer; ``distorted`` holds extra variants of the training images to sample from."""
+    """Train the new layer; ``distorted`` holds extra variants of the training images to sample from.
+
+    Under a ``tf.distribute`` strategy, ``train_batch_size`` is the global batch: every worker
+    draws the same seeded batch and each replica takes its own slice of it, so the result is the
+    single-process one, computed in parallel.
+    """
     if len(train) == 0:
         raise ValueError("no training bottlenecks: cache them first (is the dataset empty?)")
     keras.utils.set_random_seed(config.seed)
@@ -206,23 +224,39 @@ def train_head(
     standardize = None
     if config.standardize_bottlenecks:
         standardize = (vectors.mean(axis=0), np.maximum(vectors.var(axis=0), 1e-6))
-    head = new_head(vectors.shape[1], num_classes, config.final_tensor_name, config.l2, standardize)
-    optimizer = _optimizer(config)
-    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    with strategy.scope():
+        head = new_head(vectors.shape[1], num_classes, config.final_tensor_name, config.l2, standardize)
+        optimizer = _optimizer(config)
+    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing, reduction="none")
+
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            probabilities = head(x, training=True)
+            per_example = loss_fn(tf.one_hot(y, num_classes), probabilities)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.train_batch_size)
+            total = loss + tf.nn.scale_regularization_loss(tf.add_n(head.losses)) if head.losses else loss
+        gradients = tape.gradient(total, head.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, head.trainable_variables, strict=True))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, axis=1), y), tf.float32))
+        return loss, correct
 
     @tf.function(reduce_retracing=True)
     def train_step(x, y):
-        with tf.GradientTape() as tape:
-            probabilities = head(x, training=True)
-            loss = loss_fn(tf.one_hot(y, num_classes), probabilities)
-            total = loss + tf.add_n(head.losses) if head.losses else loss  # plus the L2 penalty, if any
-        gradients = tape.gradient(total, head.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, head.trainable_variables, strict=True))
-        return loss, _accuracy(y, probabilities)
+        def my_slice(context):  # replica r of R takes examples r, r + R, r + 2R, ... of the global batch
+            replica = context.replica_id_in_sync_group
+            return x[replica::replicas], y[replica::replicas]
+
+        inputs = strategy.experimental_distribute_values_from_function(my_slice)
+        loss, correct = strategy.run(replica_step, args=inputs)
+        total_loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+        accuracy = strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None) / config.train_batch_size
+        return total_loss, accuracy
 
     writers = _summary_writers(config.summaries_dir)
     history = TrainingHistory()
-    best = (-1.0, 0.0, None)  # (validation accuracy, -cross-entropy, weights) of the best evaluation
+    best = (-1.0, 0.0, None, None)  # (validation accuracy, -cross-entropy, weights, step) of the best evaluation
     waited = 0
     steps = config.how_many_training_steps
     bar = tqdm(range(1, steps + 1), desc="training", unit="step", disable=not progress)
@@ -240,7 +274,7 @@ def train_head(
             _write_summaries(writers, step, float(accuracy), float(loss), val_accuracy, val_loss)
             if config.early_stopping_patience:
                 if (val_accuracy, -val_loss) > best[:2]:
-                    best, waited = (val_accuracy, -val_loss, head.get_weights()), 0
+                    best, waited = (val_accuracy, -val_loss, head.get_weights(), step), 0
                 else:
                     waited += 1
                 if waited >= config.early_stopping_patience:
@@ -249,12 +283,8 @@ def train_head(
         writer.close()
     if best[2] is not None:
         head.set_weights(best[2])  # early stopping keeps the best layer seen on validation
-        history.best_step = history.steps[int(np.argmax(history.validation_accuracy))]
+        history.best_step = best[3]
     return head, history
-
-
-def _accuracy(y, probabilities):
-    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(probabilities, axis=1), y), tf.float32))
 
 
 def _evaluate_sample(head, split: Bottlenecks, batch_size: int, rng) -> tuple[float, float]:
@@ -263,7 +293,8 @@ def _evaluate_sample(head, split: Bottlenecks, batch_size: int, rng) -> tuple[fl
     chosen = np.arange(len(split)) if batch_size < 0 else rng.integers(0, len(split), batch_size)
     probabilities = head(split.vectors[chosen], training=False)
     loss = keras.losses.sparse_categorical_crossentropy(split.labels[chosen], probabilities)
-    return float(np.mean(loss)), float(_accuracy(split.labels[chosen], probabilities))
+    accuracy = np.mean(np.argmax(probabilities, axis=1) == split.labels[chosen])
+    return float(np.mean(loss)), float(accuracy)
 
 
 def _summary_writers(summaries_dir) -> dict:
