@@ -22,6 +22,7 @@ SUBMODULES = (
     "datasets",
     "download",
     "export",
+    "finetune",
     "images",
     "label",
     "many_classes",

@@ -98,24 +98,45 @@ def _conv(x, filters, kernel, stride, torch_name, activation=True, depthwise=Fal
     return keras.layers.ReLU(max_value=6.0)(x) if activation else x
 
 
-def build_model(name: str, include_top: bool = False) -> keras.Model:
+def is_residual(block: dict) -> bool:
+    return block["stride"] == 1 and block["channels_in"] == block["channels_out"]
+
+
+def block_output_layer(name: str, index: int) -> str:
+    """The Keras layer whose output is the output of block ``index``."""
+    block = block_plan(*VARIANTS[name][:2])[index]
+    return keras_name(f"_blocks.{index}._add" if is_residual(block) else f"_blocks.{index}._project_conv")
+
+
+def build_model(name: str, include_top: bool = False, start_block: int = 0) -> keras.Model:
     """Build an untrained EfficientNet-Lite taking preprocessed float images of its input size.
 
     Returns the pooled bottleneck (1280 values), or the 1000 ImageNet logits with ``include_top``.
-    Batch norms are folded into the convolutions (inference form), so there are none to freeze
-    when the top blocks are fine-tuned.
+    With ``start_block`` it builds only the top: blocks from that one on, taking the activations
+    that the block before it gives (for fine-tuning the top blocks). Batch norms are folded into
+    the convolutions (inference form), so there are none to freeze when the top is fine-tuned.
     """
     width, depth, size = VARIANTS[name]
-    inputs = keras.Input((size, size, 3), name="images")
-    x = _conv(inputs, STEM_CHANNELS, 3, 2, "_conv_stem")
-    for i, block in enumerate(block_plan(width, depth)):
+    plan = block_plan(width, depth)
+    if start_block == 0:
+        inputs = keras.Input((size, size, 3), name="images")
+        x = _conv(inputs, STEM_CHANNELS, 3, 2, "_conv_stem")
+    else:
+        side = math.ceil(size / 2)  # after the stem; 'same' padding rounds up
+        for block in plan[:start_block]:
+            side = math.ceil(side / block["stride"])
+        inputs = keras.Input((side, side, plan[start_block]["channels_in"]), name="activations")
+        x = inputs
+    for i, block in enumerate(plan):
+        if i < start_block:
+            continue
         prefix = f"_blocks.{i}."
         shortcut = x
         if block["expand"] != 1:
             x = _conv(x, block["channels_in"] * block["expand"], 1, 1, prefix + "_expand_conv")
         x = _conv(x, None, block["kernel"], block["stride"], prefix + "_depthwise_conv", depthwise=True)
         x = _conv(x, block["channels_out"], 1, 1, prefix + "_project_conv", activation=False)
-        if block["stride"] == 1 and block["channels_in"] == block["channels_out"]:
+        if is_residual(block):
             x = keras.layers.Add(name=keras_name(prefix + "_add"))([shortcut, x])
     x = _conv(x, HEAD_CHANNELS, 1, 1, "_conv_head")
     x = keras.layers.GlobalAveragePooling2D(name="bottleneck")(x)

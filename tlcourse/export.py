@@ -28,9 +28,13 @@ INPUT_NAME = "image"
 
 def full_model(backbone, head: keras.Model) -> keras.Model:
     """Raw uint8 images -> class probabilities: preprocessing, the frozen backbone, the new layer."""
+    return with_preprocessing(backbone, lambda images: head(backbone.features(images)))
+
+
+def with_preprocessing(backbone, classifier) -> keras.Model:
+    """Raw uint8 images -> ``classifier`` (a model or function of preprocessed images), preprocessing inside."""
     images = keras.Input((None, None, 3), dtype="uint8", name=INPUT_NAME)
-    features = backbone.features(backbone.preprocessing_layer()(images))
-    return keras.Model(images, head(features), name="retrained")
+    return keras.Model(images, classifier(backbone.preprocessing_layer()(images)), name="retrained")
 
 
 def _serving_function(model: keras.Model, final_tensor_name: str):

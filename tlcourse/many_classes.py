@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcourse import backbones, bottlenecks, train
+from tlcourse import backbones, bottlenecks, finetune, train
 from tlcourse.data import SPLITS, Dataset
 
 TUTORIAL = {"how_many_training_steps": 1000, "train_batch_size": 100, "learning_rate": 0.01}
@@ -60,6 +60,7 @@ RECIPES = {
         {**TUNED, "standardize_bottlenecks": True, "l2": "tuned", "label_smoothing": 0.1},
         AUGMENT,
     ),
+    "fine-tune the top 2 blocks (Lite0)": ("efficientnet_lite0", {"fine_tune_blocks": 2}, None),
 }
 L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
 
@@ -147,6 +148,8 @@ class Experiment:
         dataset = dataset or self.dataset
         started = time.perf_counter()
         backbone = self.backbone(backbone_name)
+        if "fine_tune_blocks" in settings:
+            return self._run_fine_tune(name, backbone, settings, dataset, started)
         splits = self.splits(dataset, backbone)
         settings = dict(settings)
         if settings.get("l2") == "tuned":
@@ -172,6 +175,22 @@ class Experiment:
             settings={**settings, "distortions": distortions},
         )
         return result, test
+
+    def _run_fine_tune(self, name, backbone, settings, dataset, started):
+        config = finetune.FineTuneConfig(blocks=settings["fine_tune_blocks"])
+        tuned = finetune.fine_tune(dataset, backbone, self.bottleneck_dir, config, progress=self.progress)
+        result = RecipeResult(
+            name=name,
+            backbone=backbone.name,
+            num_classes=len(dataset.class_names),
+            accuracy=tuned.test.accuracy,
+            top5_accuracy=top_k_accuracy(tuned.test, 5),
+            train_accuracy=tuned.evaluate("train", dataset.class_names).accuracy,
+            validation_accuracy=tuned.evaluate("validation", dataset.class_names).accuracy,
+            seconds=time.perf_counter() - started,
+            settings={**dataclasses.asdict(config)},
+        )
+        return result, tuned.test
 
     def tune_l2(self, dataset, backbone, splits, settings, distortions=None) -> float:
         """The L2 penalty of ``L2_GRID`` with the best validation accuracy (the test split is not looked at)."""

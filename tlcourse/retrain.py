@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcourse import backbones, bottlenecks, export, train
+from tlcourse import backbones, bottlenecks, export, finetune, train
 from tlcourse.atomic import atomic_directory, atomic_path
 from tlcourse.data import SPLITS, scan_dataset
 
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     better.add_argument(
         "--standardize_bottlenecks", action="store_true", help="scale each feature by the training mean and std"
     )
+    better.add_argument(
+        "--fine_tune_blocks", type=int, default=0, help="also train the backbone's last N blocks (EfficientNet-Lite)"
+    )
+    better.add_argument("--fine_tune_epochs", type=int, default=15, help="epochs of fine-tuning (early-stopped)")
     return parser
 
 
@@ -167,18 +171,16 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
         early_stopping_patience=args.early_stopping_patience,
         standardize_bottlenecks=args.standardize_bottlenecks,
     )
-    distorted = None
-    if config.distortions.active and config.num_distorted_variants > 0:
-        train.cache_distorted_variants(dataset, backbone, args.bottleneck_dir, config, progress)
-        distorted = train.gather_distorted(dataset, backbone, args.bottleneck_dir, config)
-
-    splits = {name: train.gather(dataset, name, backbone, args.bottleneck_dir) for name in SPLITS}
-    head, history = train.train_head(
-        splits["train"], splits["validation"], len(dataset.class_names), config, distorted, progress, strategy
-    )
-    test = _sample(splits["test"], args.test_batch_size, args.seed)
-    evaluation = train.evaluate(head, test, dataset.class_names)
-    print(f"Final test accuracy = {evaluation.accuracy:.1%} (N={len(test)})")
+    if args.fine_tune_blocks:
+        settings = finetune.FineTuneConfig(args.fine_tune_blocks, epochs=args.fine_tune_epochs, seed=args.seed)
+        tuned = finetune.fine_tune(dataset, backbone, args.bottleneck_dir, settings, progress)
+        model, evaluation = export.with_preprocessing(backbone, tuned.model), tuned.test
+        final_validation_accuracy = tuned.evaluate("validation", dataset.class_names).accuracy
+    else:
+        model, evaluation, final_validation_accuracy = _train_new_layer(
+            args, config, dataset, backbone, strategy, progress
+        )
+    print(f"Final test accuracy = {evaluation.accuracy:.1%} (N={len(evaluation.labels)})")
     if args.print_misclassified_test_images:
         for record, true, predicted in evaluation.misclassified():
             print(f"misclassified: {record.path}  label={true}  predicted={predicted}")
@@ -187,12 +189,27 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
     result.update(
         backbone=backbone.name,
         fingerprint=backbone.fingerprint,
-        final_validation_accuracy=history.validation_accuracy[-1] if history.validation_accuracy else None,
+        final_validation_accuracy=final_validation_accuracy,
         skipped_files=[{"image": str(s.path), "reason": s.reason} for s in dataset.skipped + report.failures],
         settings=dict(vars(args)),
     )
-    write_outputs(args, export.full_model(backbone, head), dataset.class_names, result)
+    write_outputs(args, model, dataset.class_names, result)
     return result
+
+
+def _train_new_layer(args, config, dataset, backbone, strategy, progress):
+    """The tutorial's path: a new layer on cached bottlenecks; returns (model, test evaluation, validation accuracy)."""
+    distorted = None
+    if config.distortions.active and config.num_distorted_variants > 0:
+        train.cache_distorted_variants(dataset, backbone, args.bottleneck_dir, config, progress)
+        distorted = train.gather_distorted(dataset, backbone, args.bottleneck_dir, config)
+    splits = {name: train.gather(dataset, name, backbone, args.bottleneck_dir) for name in SPLITS}
+    head, history = train.train_head(
+        splits["train"], splits["validation"], len(dataset.class_names), config, distorted, progress, strategy
+    )
+    evaluation = train.evaluate(head, _sample(splits["test"], args.test_batch_size, args.seed), dataset.class_names)
+    validation = history.validation_accuracy[-1] if history.validation_accuracy else None
+    return export.full_model(backbone, head), evaluation, validation
 
 
 def _sample(split: train.Bottlenecks, size: int, seed: int) -> train.Bottlenecks:
