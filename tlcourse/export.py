@@ -58,10 +58,3 @@ def write_saved_model(model: keras.Model, directory: str | Path, final_tensor_na
     module.model = model
     module.serve = _serving_function(model, final_tensor_name)
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
-
-
-def write_tflite(model: keras.Model, path: str | Path, final_tensor_name: str = "final_result") -> None:
-    """Optional TensorFlow Lite export of the same function."""
-    concrete = _serving_function(model, final_tensor_name).get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-    Path(path).write_bytes(converter.convert())

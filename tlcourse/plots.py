@@ -187,6 +187,6 @@ def plot_recipes(results: list):
     axis.invert_yaxis()
     axis.set_xlim(0, 1.08)
     axis.set_xlabel("test accuracy")
-    axis.legend(loc="lower right")
+    axis.legend(loc="upper right")
     figure.tight_layout()
     return figure

@@ -59,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--saved_model_dir", default="", help="also write a SavedModel folder here")
     add("--num_distorted_variants", type=int, default=4, help="distorted copies cached per training image")
     add("--seed", type=int, default=0, help="random seed: the same seed and data give the same model")
-    add("--tflite", default="", help="also write a TensorFlow Lite model here")
     scale = parser.add_argument_group("beyond one machine")
     scale.add_argument("--num_shards", type=int, default=1, help="split bottleneck caching into N shards ...")
     scale.add_argument("--shard_index", type=int, default=0, help="... and cache only shard K, then stop")
@@ -242,9 +241,6 @@ def write_outputs(args: argparse.Namespace, model, class_names: list[str], resul
             if args.saved_model_dir:
                 saved = stack.enter_context(atomic_directory(args.saved_model_dir))
                 export.write_saved_model(model, saved, args.final_tensor_name)
-            if args.tflite:
-                tflite = stack.enter_context(atomic_path(args.tflite))
-                export.write_tflite(model, tflite, args.final_tensor_name)
     except OSError as error:
         advice = "free some disk space" if error.errno == errno.ENOSPC else "choose another output folder"
         raise OSError(
