@@ -60,6 +60,7 @@ def dataset_availability(data_dir: str | Path | None = None) -> dict[str, str]:
     packages = {
         "stamps": datasets.STAMPS_PACKAGE,
         "clipart": datasets.CLIPART_PACKAGE,
+        "many_classes": f"{datasets.CLIPART_PACKAGE} and {datasets.STAMPS_PACKAGE}",
         "fashion_mnist": datasets.FASHION_PACKAGE,
     }
     status = {}
@@ -68,7 +69,7 @@ def dataset_availability(data_dir: str | Path | None = None) -> dict[str, str]:
         if built:
             status[name] = f"ready at {built[0]}"
         elif name in packages:
-            status[name] = f"from Debian package {packages[name]}" + ("" if apt else " (needs apt-get: Linux)")
+            status[name] = f"from Debian {packages[name]}" + ("" if apt else " (needs apt-get: Linux)")
         else:
             status[name] = "online only: downloads on first use"
     return status
