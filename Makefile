@@ -38,6 +38,7 @@ lab: $(INSTALLED) $(STAMPS)
 
 bench: $(INSTALLED) $(STAMPS)
 	$(PY) bench/caching.py
+	$(PY) bench/performance.py
 	$(PY) bench/many_classes.py
 
 clean:

@@ -141,3 +141,14 @@ def test_command_line_prints_imagenet_top5(photo):
     lines = [line.split() for line in result.stdout.splitlines()[1:]]
     assert len(lines) == 5
     assert {int(line[0]) for line in lines} & CAT_CLASSES
+
+
+def test_bfloat16_path_is_close_to_float32_and_cached_apart(lite0, photo):
+    fast = lite0.to_bfloat16()
+    image = load_image(photo("chelsea.png"))
+    exact, approximate = lite0.bottlenecks(image), fast.bottlenecks(image)
+    assert approximate.dtype == np.float32 and approximate.shape == exact.shape
+    assert np.linalg.norm(approximate - exact) / np.linalg.norm(exact) < 0.15
+    assert fast.fingerprint != lite0.fingerprint and fast.precision == "bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        backbones.load_backbone("efficientnet_lite0", precision="float16")
