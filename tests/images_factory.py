@@ -1,6 +1,7 @@
 """Build small test images of every kind the course must handle, in memory, with Pillow."""
 
 import io
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -29,3 +30,11 @@ def write(path, data):
 
 def jpeg(seed=0, **kw):
     return encoded(rgb(seed=seed, **kw), "JPEG")
+
+
+def labelled_folder(root, labels=("a", "b", "c"), per_label=20, width=48, height=48):
+    """``root/<label>/<i>.jpg``: distinct random JPEGs, the same bytes on every run."""
+    for name in labels:
+        for i in range(per_label):
+            write(root / name / f"{i}.jpg", jpeg(seed=zlib.crc32(f"{name}{i}".encode()), width=width, height=height))
+    return root

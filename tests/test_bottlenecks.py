@@ -1,20 +1,14 @@
-import zlib
-
 import numpy as np
 import pytest
 
-from tests.images_factory import jpeg, write
+from tests.images_factory import jpeg, labelled_folder
 from tlcourse.bottlenecks import BottleneckStore, cache_bottlenecks, load_bottlenecks, store_for
 from tlcourse.data import scan_dataset
 
 
 @pytest.fixture
 def small_dataset(tmp_path):
-    root = tmp_path / "images"
-    for label in ("a", "b"):
-        for i in range(6):
-            write(root / label / f"{i}.jpg", jpeg(seed=zlib.crc32(f"{label}{i}".encode()), width=64, height=48))
-    return scan_dataset(root)
+    return scan_dataset(labelled_folder(tmp_path / "images", ("a", "b"), 6, width=64, height=48))
 
 
 def test_cold_then_warm_run(small_dataset, lite0, tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.images_factory import encoded, jpeg, rgb, write
+from tests.images_factory import encoded, jpeg, labelled_folder, rgb, write
 from tlcourse import bottlenecks, label, retrain
 from tlcourse.data import scan_dataset
 from tlcourse.images import load_image
@@ -167,10 +167,7 @@ print("DONE", flush=True)
 
 
 def image_folder(root: Path, per_label: int) -> Path:
-    for name in ("a", "b", "c"):
-        for i in range(per_label):
-            write(root / name / f"{i}.jpg", jpeg(seed=zlib.crc32(f"{name}{i}".encode()), width=160, height=120))
-    return root
+    return labelled_folder(root, per_label=per_label, width=160, height=120)
 
 
 def start(arguments, cwd):

@@ -2,7 +2,6 @@ import json
 import shutil
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import keras
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.images_factory import jpeg, write
+from tests.images_factory import labelled_folder
 from tlcourse import export, label, retrain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,10 +94,7 @@ def test_an_unknown_flag_lists_close_matches(capsys):
 
 
 def noise_dataset(root, labels=("a", "b", "c"), per_label=20):
-    for name in labels:
-        for i in range(per_label):
-            write(root / name / f"{i}.jpg", jpeg(seed=zlib.crc32(f"{name}{i}".encode()), width=48, height=48))
-    return root
+    return labelled_folder(root, labels, per_label)  # random pixels: nothing to learn
 
 
 def args_for(tmp_path, image_dir, *extra):

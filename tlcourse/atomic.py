@@ -100,8 +100,3 @@ def atomic_directory(target: str | Path):
             os.replace(temporary, target)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
-
-
-def write_text(target: str | Path, text: str) -> None:
-    with atomic_path(target) as temporary:
-        temporary.write_text(text, encoding="utf-8")

@@ -65,6 +65,7 @@ class FineTuned:
     splits: dict[str, train.Bottlenecks]  # cached activations of each split
     test: train.Evaluation
     history: keras.callbacks.History
+    cache_report: bottlenecks.CacheReport  # of the lower part's activations
 
     def evaluate(self, split: str, class_names: list[str]) -> train.Evaluation:
         return train.evaluate(self.trainable, self.splits[split], class_names)
@@ -75,7 +76,7 @@ def fine_tune(
 ) -> FineTuned:
     """Cache the lower part's activations, then train the top blocks and a new layer on them."""
     lower, top = split_backbone(backbone, config.blocks)
-    bottlenecks.cache_bottlenecks(dataset.images, lower, bottleneck_dir, progress=progress)
+    cache_report = bottlenecks.cache_bottlenecks(dataset.images, lower, bottleneck_dir, progress=progress)
     splits = {name: train.gather(dataset, name, lower, bottleneck_dir) for name in ("train", "validation", "test")}
     keras.utils.set_random_seed(config.seed)
     activations = keras.Input((lower.bottleneck_size,), name="activations")
@@ -106,7 +107,7 @@ def fine_tune(
     evaluation = train.evaluate(trainable, splits["test"], dataset.class_names)
     images = keras.Input(backbone.features.input.shape[1:], name="images")
     full = keras.Model(images, trainable(lower.features(images)), name=f"{backbone.name}_fine_tuned")
-    return FineTuned(full, trainable, splits, evaluation, history)
+    return FineTuned(full, trainable, splits, evaluation, history, cache_report)
 
 
 def _balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:

@@ -123,7 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
     """Run the whole flow for parsed ``args``; returns the evaluation report (also written to disk).
 
-    With ``--num_shards`` above 1 it only caches its shard of the bottlenecks and returns.
+    With ``--num_shards`` above 1 it only caches its shard of the bottlenecks and returns. With
+    ``--fine_tune_blocks`` it caches the activations below the trainable top instead of bottlenecks.
     """
     strategy = train.make_strategy(args.distribution_strategy)  # first: multi-worker needs it so
     if args.distribution_strategy != "default":
@@ -133,15 +134,15 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
     backbone = backbones.load_backbone(args.architecture, args.model_dir)
     print(f"backbone: {backbone.name} ({backbone.bottleneck_size}-d bottleneck, fingerprint {backbone.fingerprint})")
 
-    report = bottlenecks.cache_bottlenecks(
-        dataset.images,
-        backbone,
-        args.bottleneck_dir,
-        progress=progress,
-        num_shards=args.num_shards,
-        shard_index=args.shard_index,
-    )
     if args.num_shards > 1:
+        report = bottlenecks.cache_bottlenecks(
+            dataset.images,
+            backbone,
+            args.bottleneck_dir,
+            progress,
+            num_shards=args.num_shards,
+            shard_index=args.shard_index,
+        )
         print(f"cached shard {args.shard_index} of {args.num_shards}; run without --num_shards to train")
         return {
             "shard_index": args.shard_index,
@@ -175,8 +176,9 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
         tuned = finetune.fine_tune(dataset, backbone, args.bottleneck_dir, settings, progress)
         model, evaluation = export.with_preprocessing(backbone, tuned.model), tuned.test
         final_validation_accuracy = tuned.evaluate("validation", dataset.class_names).accuracy
+        failures = tuned.cache_report.failures
     else:
-        model, evaluation, final_validation_accuracy = _train_new_layer(
+        model, evaluation, final_validation_accuracy, failures = _train_new_layer(
             args, config, dataset, backbone, strategy, progress
         )
     print(f"Final test accuracy = {evaluation.accuracy:.1%} (N={len(evaluation.labels)})")
@@ -189,7 +191,7 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
         backbone=backbone.name,
         fingerprint=backbone.fingerprint,
         final_validation_accuracy=final_validation_accuracy,
-        skipped_files=[{"image": str(s.path), "reason": s.reason} for s in dataset.skipped + report.failures],
+        skipped_files=[{"image": str(s.path), "reason": s.reason} for s in dataset.skipped + failures],
         settings=dict(vars(args)),
     )
     write_outputs(args, model, dataset.class_names, result)
@@ -197,7 +199,11 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
 
 
 def _train_new_layer(args, config, dataset, backbone, strategy, progress):
-    """The tutorial's path: a new layer on cached bottlenecks; returns (model, test evaluation, validation accuracy)."""
+    """The tutorial's path: a new layer on cached bottlenecks.
+
+    Returns (model, test evaluation, last validation accuracy, images that failed to decode).
+    """
+    report = bottlenecks.cache_bottlenecks(dataset.images, backbone, args.bottleneck_dir, progress=progress)
     distorted = None
     if config.distortions.active and config.num_distorted_variants > 0:
         train.cache_distorted_variants(dataset, backbone, args.bottleneck_dir, config, progress)
@@ -208,7 +214,7 @@ def _train_new_layer(args, config, dataset, backbone, strategy, progress):
     )
     evaluation = train.evaluate(head, _sample(splits["test"], args.test_batch_size, args.seed), dataset.class_names)
     validation = history.validation_accuracy[-1] if history.validation_accuracy else None
-    return export.full_model(backbone, head), evaluation, validation
+    return export.full_model(backbone, head), evaluation, validation, report.failures
 
 
 def _sample(split: train.Bottlenecks, size: int, seed: int) -> train.Bottlenecks:

@@ -104,7 +104,6 @@ class TrainingHistory:
     train_cross_entropy: list[float] = field(default_factory=list)
     validation_accuracy: list[float] = field(default_factory=list)
     validation_cross_entropy: list[float] = field(default_factory=list)
-    best_step: int | None = None  # with early stopping: the step whose layer was kept
 
 
 @dataclass
@@ -256,7 +255,7 @@ def train_head(
 
     writers = _summary_writers(config.summaries_dir)
     history = TrainingHistory()
-    best = (-1.0, 0.0, None, None)  # (validation accuracy, -cross-entropy, weights, step) of the best evaluation
+    best = (-1.0, 0.0, None)  # (validation accuracy, -cross-entropy, weights) of the best evaluation
     waited = 0
     steps = config.how_many_training_steps
     bar = tqdm(range(1, steps + 1), desc="training", unit="step", disable=not progress)
@@ -274,7 +273,7 @@ def train_head(
             _write_summaries(writers, step, float(accuracy), float(loss), val_accuracy, val_loss)
             if config.early_stopping_patience:
                 if (val_accuracy, -val_loss) > best[:2]:
-                    best, waited = (val_accuracy, -val_loss, head.get_weights(), step), 0
+                    best, waited = (val_accuracy, -val_loss, head.get_weights()), 0
                 else:
                     waited += 1
                 if waited >= config.early_stopping_patience:
@@ -283,7 +282,6 @@ def train_head(
         writer.close()
     if best[2] is not None:
         head.set_weights(best[2])  # early stopping keeps the best layer seen on validation
-        history.best_step = best[3]
     return head, history
 
 
