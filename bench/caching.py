@@ -16,6 +16,7 @@ Results go to bench/results/caching.md and caching.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -43,7 +44,7 @@ def make_images(folder: Path, count: int, seed: int = 0) -> Path:
     if (folder / ".complete").is_file() and len(list(folder.rglob("*.jpg"))) == count:
         return folder
     shutil.rmtree(folder, ignore_errors=True)
-    sources = sorted(tlc.datasets.stamps().rglob("*.jpg"))
+    sources = stamps_photos()
     rng = np.random.default_rng(seed)
     for index in range(count):
         source = sources[index % len(sources)]
@@ -57,6 +58,14 @@ def make_images(folder: Path, count: int, seed: int = 0) -> Path:
         Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(target, quality=90)
     (folder / ".complete").write_text("")
     return folder
+
+
+def stamps_photos() -> list[Path]:
+    """The stamps photos, taking each label in turn, so that any first few cover every label."""
+    by_label: dict[str, list[Path]] = {}
+    for path in sorted(tlc.datasets.stamps().rglob("*.jpg")):
+        by_label.setdefault(path.parent.name, []).append(path)
+    return [path for group in itertools.zip_longest(*by_label.values()) for path in group if path]
 
 
 def per_image_rate(backbone, records, limit: int, compiled: bool) -> float:

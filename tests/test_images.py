@@ -3,6 +3,7 @@ import pytest
 from PIL import Image
 
 from tests.images_factory import encoded, jpeg, rgb, write
+from tlcourse.backbones import REGISTRY, preprocess_images
 from tlcourse.images import ImageError, load_image
 
 
@@ -62,3 +63,23 @@ def test_decompression_bomb_is_refused(tmp_path):
     path = write(tmp_path / "big.png", encoded(Image.new("L", (200, 200)), "PNG"))
     with pytest.raises(ImageError, match="decompression bomb"):
         load_image(path, max_pixels=10_000)
+
+
+def test_a_large_jpeg_is_decoded_smaller_by_the_decoder_and_looks_the_same_to_a_backbone(tmp_path):
+    rows, cols = np.mgrid[0:1800, 0:2400]
+    photo = np.stack([rows % 256, cols % 256, (rows + cols) // 20 % 256], axis=-1).astype(np.uint8)
+    path = write(tmp_path / "big.jpg", encoded(Image.fromarray(photo), "JPEG", quality=95))
+    drafted = load_image(path)
+    assert drafted.shape == (900, 1200, 3)  # 1/2: the smallest scale whose short side is still >= 512
+    with Image.open(path) as full:
+        full = np.asarray(full.convert("RGB"))
+    spec = REGISTRY["inception_v3"].preprocessing  # the largest input a backbone takes
+    seen = [preprocess_images(image[None], spec).numpy() for image in (drafted, full)]
+    assert np.abs(seen[0] - seen[1]).mean() < 0.01  # under 1.3 of 255 levels on average
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = write(tmp_path / "turned.jpg", encoded(Image.fromarray(photo), "JPEG", exif=exif))
+    assert load_image(turned).shape == (1200, 900, 3)
+    small = write(tmp_path / "small.jpg", encoded(Image.fromarray(photo[:900, :1000]), "JPEG"))
+    assert load_image(small).shape == (900, 1000, 3)  # short side under 1,024: decoded whole

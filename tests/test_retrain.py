@@ -7,10 +7,13 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from tests.images_factory import labelled_folder
 from tlcourse import export, label, retrain
+from tlcourse.images import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_COMMAND = (
@@ -142,19 +145,43 @@ def test_misclassified_test_images_are_listed(tmp_path, capsys):
     assert set(report["per_class_accuracy"]) == {"a", "b", "c"}
 
 
-def test_label_image_reads_every_output_format_alike(stamps_dir, tmp_path):
+def test_label_image_reads_every_output_format_alike_and_batches_a_folder(stamps_dir, tmp_path):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
     args = args_for(tmp_path, image_dir, f"--saved_model_dir={tmp_path / 'out' / 'saved'}")
     retrain.retrain(args, progress=False)
-    photo = sorted((stamps_dir / "birds").iterdir())[-1]
+    photos = sorted((stamps_dir / "birds").iterdir())[-6:]  # photos of different sizes
+    assert len({load_image(photo).shape for photo in photos}) > 1
     labels = tmp_path / "out" / "labels.txt"
-    results = {}
+    names = label.read_labels(labels)
+    one_by_one = label.load_classifier(tmp_path / "out" / "g.pb")
+    expected = [one_by_one(load_image(photo)[None])[0] for photo in photos]
     for model in ("g.pb", "g.keras", "saved"):
-        (labelled,) = label.label_images([photo], tmp_path / "out" / model, labels)
-        results[model] = labelled.top
-    for model, top in results.items():
-        assert [name for name, _ in top] == [name for name, _ in results["g.pb"]], model
-        np.testing.assert_allclose([s for _, s in top], [s for _, s in results["g.pb"]], atol=1e-4)
+        assert label.load_classifier(tmp_path / "out" / model).preprocess is not None, model
+        labelled = label.label_images(photos, tmp_path / "out" / model, labels, top_k=3, batch_size=4)
+        assert [result.path for result in labelled] == photos
+        for result, probabilities in zip(labelled, expected, strict=True):
+            scores = {name: score for name, score in result.top}
+            np.testing.assert_allclose([scores[name] for name in names], probabilities, atol=1e-4, err_msg=model)
+
+
+def test_a_graph_without_its_two_halves_is_labelled_one_image_at_a_time(stamps_dir, tmp_path):
+    image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
+    retrain.retrain(args_for(tmp_path, image_dir), progress=False)
+    model = keras.models.load_model(tmp_path / "out" / "g.keras")
+    serve = tf.function(
+        lambda image: tf.identity(model(image), name="final_result"),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")],
+    )
+    frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+    (tmp_path / "old.pb").write_bytes(frozen.graph.as_graph_def().SerializeToString())  # as older versions wrote
+    assert label.load_classifier(tmp_path / "old.pb").preprocess is None
+    photos = sorted((stamps_dir / "fruit").iterdir())[:3]
+    labels = tmp_path / "out" / "labels.txt"
+    old = label.label_images(photos, tmp_path / "old.pb", labels)
+    new = label.label_images(photos, tmp_path / "out" / "g.pb", labels)
+    for before, after in zip(old, new, strict=True):
+        assert [name for name, _ in before.top] == [name for name, _ in after.top]
+        np.testing.assert_allclose([s for _, s in before.top], [s for _, s in after.top], atol=1e-4)
 
 
 def test_label_image_reports_a_bad_image_and_labels_the_rest(stamps_dir, tmp_path, capsys):
@@ -219,3 +246,16 @@ def test_distortions_are_cached_once_and_reused(tmp_path, capsys):
     assert len(variants) == 2
     assert first.count(" computed") == 3 and "0 cached" in first
     assert second.count(" 0 computed") == 3
+
+
+def test_bfloat16_precision_caches_apart_and_its_model_labels_images(stamps_dir, tmp_path):
+    image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
+    retrain.retrain(args_for(tmp_path, image_dir), progress=False)
+    report = retrain.retrain(args_for(tmp_path, image_dir, "--precision=bfloat16"), progress=False)
+    assert report["accuracy"] > 0.5
+    assert len(list((tmp_path / "bn").iterdir())) == 2  # one cache folder per precision
+    photos = sorted((stamps_dir / "fruit").iterdir())[-3:]
+    for labelled in label.label_images(photos, tmp_path / "out" / "g.pb", tmp_path / "out" / "labels.txt"):
+        assert labelled.error is None and abs(sum(score for _, score in labelled.top) - 1) < 1e-3
+    with pytest.raises(SystemExit):
+        args_for(tmp_path, image_dir, "--precision=bfloat16", "--fine_tune_blocks=1")

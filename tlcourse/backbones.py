@@ -33,8 +33,8 @@ from tlcourse import config, efficientnet_lite
 from tlcourse.atomic import atomic_path
 from tlcourse.download import DownloadError, download, file_hash
 
-# Bump when the conversion or the preprocessing code changes in a way that moves the vectors.
-CONVERSION_VERSION = 3
+# Bump when the conversion, decoding or preprocessing code changes in a way that moves the vectors.
+CONVERSION_VERSION = 4
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
 INCEPTION_FILES = {  # file name -> md5 published by keras.applications
     "notop": ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "bcbd6486424b2319ff4ef7d526e38f63"),
@@ -208,8 +208,9 @@ class Backbone:
 
     @cached_property
     def features_function(self):
-        """``features`` compiled once as a graph: much faster than calling the Keras model eagerly."""
-        return tf.function(lambda images: self.features(images, training=False), reduce_retracing=True)
+        """``features`` compiled once as a graph, for any batch size: much faster than calling the model eagerly."""
+        images = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
+        return tf.function(lambda images: self.features(images, training=False), input_signature=[images])
 
     @property
     def has_imagenet_classifier(self) -> bool:

@@ -7,9 +7,12 @@ course's ``label_image.py``, TensorFlow Serving, a phone) preprocesses exactly a
 Formats:
 - frozen graph (``.pb``, the tutorial's ``--output_graph``): input tensor ``image:0``,
   output tensor ``final_result:0`` (or ``--final_tensor_name``). A GraphDef holds no Python code.
+  Between the two, ``preprocessed:0`` is the network's input: a labeller can run the model's own
+  preprocessing on each image, then the network on whole batches of them.
 - Keras (``.keras``, next to the graph): safe to load with ``keras.models.load_model`` in its
   default safe mode; needs ``import tlcourse`` for the preprocessing layer.
-- SavedModel (``--saved_model_dir``): for TensorFlow Serving; signature ``serving_default``.
+- SavedModel (``--saved_model_dir``): for TensorFlow Serving; signature ``serving_default``, and
+  its two halves ``preprocess`` and ``classify_preprocessed``.
 
 The writers here write in place; ``tlcourse.retrain.write_outputs`` wraps them so that every
 file lands atomically. Taught in ``notebooks/03_retrain.ipynb``.
@@ -24,6 +27,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 INPUT_NAME = "image"
+PREPROCESSED_NAME = "preprocessed"
 
 
 def full_model(backbone, head: keras.Model) -> keras.Model:
@@ -37,17 +41,37 @@ def with_preprocessing(backbone, classifier) -> keras.Model:
     return keras.Model(images, classifier(backbone.preprocessing_layer()(images)), name="retrained")
 
 
-def _serving_function(model: keras.Model, final_tensor_name: str):
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
-    def serve(image):
-        return {final_tensor_name: tf.identity(model(image, training=False), name=final_tensor_name)}
+def split(model: keras.Model) -> tuple[keras.layers.Layer, keras.Model]:
+    """The two halves of an exported model: its preprocessing layer, and the network after it."""
+    preprocessing = model.get_layer("preprocessing")
+    return preprocessing, keras.Model(preprocessing.output, model.output, name="classifier")
 
-    return serve
+
+def _serving_functions(model: keras.Model, final_tensor_name: str) -> dict:
+    """``serving_default`` (uint8 images -> probabilities) and its halves, as ``tf.function``s."""
+    preprocessing, classifier = split(model)
+    size = preprocessing.preprocessing.size
+    images = tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)
+
+    @tf.function(input_signature=[images])
+    def serve(image):
+        preprocessed = tf.identity(preprocessing(image), name=PREPROCESSED_NAME)
+        return {final_tensor_name: tf.identity(classifier(preprocessed, training=False), name=final_tensor_name)}
+
+    @tf.function(input_signature=[images])
+    def preprocess(image):
+        return {PREPROCESSED_NAME: preprocessing(image)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=PREPROCESSED_NAME)])
+    def classify_preprocessed(preprocessed):
+        return {final_tensor_name: classifier(preprocessed, training=False)}
+
+    return {"serving_default": serve, "preprocess": preprocess, "classify_preprocessed": classify_preprocessed}
 
 
 def write_frozen_graph(model: keras.Model, path: str | Path, final_tensor_name: str = "final_result") -> None:
     """A frozen GraphDef with every weight as a constant: ``image:0`` in, ``<final_tensor_name>:0`` out."""
-    concrete = _serving_function(model, final_tensor_name).get_concrete_function()
+    concrete = _serving_functions(model, final_tensor_name)["serving_default"].get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete)
     Path(path).write_bytes(frozen.graph.as_graph_def().SerializeToString())
 
@@ -56,5 +80,5 @@ def write_saved_model(model: keras.Model, directory: str | Path, final_tensor_na
     """A SavedModel whose ``serving_default`` signature takes ``image`` and returns ``final_tensor_name``."""
     module = tf.Module()
     module.model = model
-    module.serve = _serving_function(model, final_tensor_name)
-    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+    module.functions = _serving_functions(model, final_tensor_name)
+    tf.saved_model.save(module, str(directory), signatures=dict(module.functions))

@@ -4,6 +4,9 @@ Reads the frozen graph (``.pb``), a SavedModel folder or a ``.keras`` file. Prep
 inside every one of them, so it cannot differ from training. A bad image gets its own clear
 error and the others are still labelled.
 
+A folder is labelled as fast as bottlenecks are cached: images are decoded in parallel, each
+goes through the model's own preprocessing half, and the network half runs on whole batches.
+
 Shell: ``python label_image.py IMAGE_OR_FOLDER ... [--graph G] [--labels L] [--top_k 5] [--json]``.
 Taught in ``notebooks/04_label_new_images.ipynb``.
 """
@@ -12,17 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 import tlcourse.backbones  # noqa: F401  (registers the preprocessing layer that .keras models hold)
+from tlcourse import export
+from tlcourse.bottlenecks import image_pipeline
 from tlcourse.data import walk_files
-from tlcourse.images import ImageError, load_image
 
 DEFAULT_GRAPH = "retrained_graph.pb"
 DEFAULT_LABELS = "retrained_labels.txt"
@@ -48,25 +55,62 @@ def read_labels(path: str | Path) -> list[str]:
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load_classifier(path: str | Path, final_tensor_name: str = "final_result"):
-    """A function: uint8 images ``[batch, h, w, 3]`` -> probabilities, from any of the exported formats."""
+@dataclass
+class Classifier:
+    """A loaded model. ``classifier(images)``: uint8 images ``[batch, h, w, 3]`` -> probabilities.
+
+    ``preprocess`` and ``classify_preprocessed`` are the model's own two halves, where the file
+    has them (every model this course writes does): they let images of different sizes be
+    preprocessed one by one and then classified in batches.
+    """
+
+    classify: Callable
+    preprocess: Callable | None = None
+    classify_preprocessed: Callable | None = None
+
+    def __call__(self, images) -> np.ndarray:
+        return self.classify(images)
+
+
+def _only_output(function):
+    return lambda tensor: next(iter(function(tensor).values()))
+
+
+def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -> Classifier:
+    """The model at ``path``, from any of the exported formats."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: model not found; pass --graph (retrain writes it with --output_graph)")
     if path.is_dir():  # SavedModel
-        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        return lambda images: next(iter(serve(image=tf.constant(images)).values())).numpy()
+        signatures = tf.saved_model.load(str(path)).signatures
+        serve = _only_output(signatures["serving_default"])
+        classifier = Classifier(lambda images: serve(tf.constant(images)).numpy())
+        if "preprocess" in signatures and "classify_preprocessed" in signatures:
+            classifier.preprocess = _only_output(signatures["preprocess"])
+            classifier.classify_preprocessed = _only_output(signatures["classify_preprocessed"])
+        return classifier
     if path.suffix == ".keras":
         model = keras.models.load_model(path, safe_mode=True)
-        return lambda images: model(images, training=False).numpy()
+        classifier = Classifier(lambda images: model(images, training=False).numpy())
+        if "preprocessing" in [layer.name for layer in model.layers]:
+            preprocessing, network = export.split(model)
+            classifier.preprocess = preprocessing
+            classifier.classify_preprocessed = lambda images: network(images, training=False)
+        return classifier
     graph_def = tf.compat.v1.GraphDef()
     try:
         graph_def.ParseFromString(path.read_bytes())
     except Exception as error:
         raise ValueError(f"{path}: not a TensorFlow GraphDef ({error}); is this the file retrain wrote?") from None
     wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
-    run = wrapped.prune(feeds="image:0", fetches=f"{final_tensor_name}:0")
-    return lambda images: run(tf.constant(images)).numpy()
+    output = f"{final_tensor_name}:0"
+    run = wrapped.prune(feeds=f"{export.INPUT_NAME}:0", fetches=output)
+    classifier = Classifier(lambda images: run(tf.constant(images)).numpy())
+    if export.PREPROCESSED_NAME in {node.name for node in graph_def.node}:  # older graphs run one image at a time
+        preprocessed = f"{export.PREPROCESSED_NAME}:0"
+        classifier.preprocess = wrapped.prune(feeds=f"{export.INPUT_NAME}:0", fetches=preprocessed)
+        classifier.classify_preprocessed = wrapped.prune(feeds=preprocessed, fetches=output)
+    return classifier
 
 
 def image_paths(inputs: list[str | Path]) -> list[Path]:
@@ -80,26 +124,44 @@ def image_paths(inputs: list[str | Path]) -> list[Path]:
     return paths
 
 
-def top_k_labels(classify, image, class_names: list[str], top_k: int = 5) -> list[tuple[str, float]]:
-    """The ``top_k`` (label, probability) pairs for one uint8 RGB image."""
-    probabilities = classify(image[None])[0]
+def _top_k(probabilities, class_names: list[str], top_k: int) -> list[tuple[str, float]]:
+    probabilities = np.asarray(probabilities)
     if len(probabilities) != len(class_names):
         raise ValueError(f"the model has {len(probabilities)} outputs but the labels file has {len(class_names)}")
     return [(class_names[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:top_k]]
 
 
-def label_images(inputs, graph=DEFAULT_GRAPH, labels=DEFAULT_LABELS, top_k: int = 5, final_tensor_name="final_result"):
-    """Top-k (label, score) for every image in ``inputs``; unreadable images carry an ``error``."""
+def top_k_labels(classify, image, class_names: list[str], top_k: int = 5) -> list[tuple[str, float]]:
+    """The ``top_k`` (label, probability) pairs for one uint8 RGB image."""
+    return _top_k(classify(image[None])[0], class_names, top_k)
+
+
+def label_images(
+    inputs,
+    graph=DEFAULT_GRAPH,
+    labels=DEFAULT_LABELS,
+    top_k: int = 5,
+    final_tensor_name="final_result",
+    batch_size: int = 32,
+    progress: bool = False,
+) -> list[Labelled]:
+    """Top-k (label, score) for every image in ``inputs``, in order; unreadable images carry an ``error``."""
     class_names = read_labels(labels)
-    classify = load_classifier(graph, final_tensor_name)
-    results = []
-    for path in image_paths(inputs):
-        try:
-            image = load_image(path)
-        except ImageError as error:
-            results.append(Labelled(path, error=str(error)))
-            continue
-        results.append(Labelled(path, top_k_labels(classify, image, class_names, top_k)))
+    classifier = load_classifier(graph, final_tensor_name)
+    results = [Labelled(path) for path in image_paths(inputs)]
+    if classifier.preprocess is None:  # a graph without its halves: whole model, one image at a time
+        preprocess, classify, batch_size = tf.identity, classifier.classify, 1
+    else:
+        preprocess, classify = classifier.preprocess, classifier.classify_preprocessed
+    errors: dict[str, str] = {}
+    dataset = image_pipeline([os.fsencode(result.path) for result in results], preprocess, batch_size, errors)
+    with tqdm(total=len(results), unit="img", desc="labelling", disable=not progress or len(results) < 2) as bar:
+        for indices, images in dataset:
+            for index, probabilities in zip(indices.numpy(), np.asarray(classify(images)), strict=True):
+                results[index].top = _top_k(probabilities, class_names, top_k)
+            bar.update(len(indices))
+    for result in results:
+        result.error = errors.get(str(result.path))
     return results
 
 
@@ -117,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if not inputs:
         parser.error("give at least one image or folder, e.g.: python label_image.py image_name.jpg")
     try:
-        results = label_images(inputs, args.graph, args.labels, args.top_k, args.output_layer)
+        results = label_images(inputs, args.graph, args.labels, args.top_k, args.output_layer, progress=True)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
