@@ -259,3 +259,9 @@ def test_bfloat16_precision_caches_apart_and_its_model_labels_images(stamps_dir,
         assert labelled.error is None and abs(sum(score for _, score in labelled.top) - 1) < 1e-3
     with pytest.raises(SystemExit):
         args_for(tmp_path, image_dir, "--precision=bfloat16", "--fine_tune_blocks=1")
+
+
+def test_label_image_says_so_when_a_folder_holds_no_files(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert label.main([str(tmp_path / "empty")]) == 2
+    assert "no files in" in capsys.readouterr().err

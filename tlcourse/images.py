@@ -61,7 +61,7 @@ def load_image(path: str | Path, background: tuple[int, int, int] = BACKGROUND, 
                     )
                 image.seek(0)  # first frame of an animation
                 if image.format in ("JPEG", "MPO"):
-                    image.draft(None, (DECODE_MIN_SIDE, DECODE_MIN_SIDE))  # a no-op below 1024 pixels
+                    image.draft(None, (DECODE_MIN_SIDE, DECODE_MIN_SIDE))  # no-op unless both sides >= 1,024 px
                 image = ImageOps.exif_transpose(image)
                 image.load()
                 return np.asarray(_to_rgb(image, background), dtype=np.uint8)
