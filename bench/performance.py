@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,35 +37,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tlcourse as tlc  # noqa: E402
-from bench.caching import make_images, stamps_photos  # noqa: E402
+from bench.caching import make_images  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CAMERA_SIZE = (4032, 3024)
-
-
-def make_camera_photos(folder: Path, count: int, seed: int = 0) -> Path:
-    """``count`` distinct 4032x3024 JPEGs (stamps photos enlarged, with sensor-like noise), 5 labels."""
-    if (folder / ".complete").is_file() and len(list(folder.rglob("*.jpg"))) == count:
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    sources = stamps_photos()
-    rng = np.random.default_rng(seed)
-    for index in range(count):
-        source = sources[index % len(sources)]
-        with Image.open(source) as image:
-            large = np.asarray(image.convert("RGB").resize(CAMERA_SIZE, Image.BICUBIC), dtype=np.int16)
-        noisy = large + rng.integers(-6, 7, large.shape, dtype=np.int16)
-        target = folder / source.parent.name / f"{index:05d}.jpg"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(target, quality=90)
-    (folder / ".complete").write_text("")
-    return folder
 
 
 def memory_mb(field: str) -> float | None:
@@ -276,7 +255,7 @@ def main() -> int:
     rounds, small_count, camera_count = (1, 200, 16) if args.quick else (3, 1000, 48)
     work = tlc.config.data_dir() / "bench"
     small = make_images(work / f"images_{small_count}", small_count)
-    camera = make_camera_photos(work / f"camera_{camera_count}", camera_count)
+    camera = make_images(work / f"camera_{camera_count}", camera_count, size=CAMERA_SIZE)
 
     lite0 = tlc.backbones.load_backbone("efficientnet_lite0")
     inception = tlc.backbones.Backbone(
