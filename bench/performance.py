@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tlcourse as tlc  # noqa: E402
-from bench.caching import make_images  # noqa: E402
+from bench.images import make_images  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CAMERA_SIZE = (4032, 3024)

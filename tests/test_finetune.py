@@ -23,7 +23,7 @@ def test_fine_tuning_is_refused_for_too_many_blocks(lite0):
 def test_retrain_with_fine_tuning_exports_a_model_that_labels(stamps_dir, tmp_path):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=10)
     result = retrain.retrain(args_for(tmp_path, image_dir, "--fine_tune_blocks=1", "--fine_tune_epochs=2"), False)
-    assert 0.0 <= result["accuracy"] <= 1.0 and result["final_validation_accuracy"] is not None
+    assert result["accuracy"] > 0.5 and result["final_validation_accuracy"] > 0.5  # 3 labels: chance is 1/3
     photo = sorted((stamps_dir / "fruit").iterdir())[-1]
     for model in ("g.pb", "g.keras"):
         (labelled,) = label.label_images([photo], tmp_path / "out" / model, tmp_path / "out" / "labels.txt")

@@ -42,7 +42,7 @@ def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, background + (255,))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def load_image(path: str | Path, background: tuple[int, int, int] = BACKGROUND, max_pixels: int = MAX_PIXELS):

@@ -178,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     inputs = args.images + args.image
     if not inputs:
         parser.error("give at least one image or folder, e.g.: python label_image.py image_name.jpg")
-    if not image_paths(inputs):
+    paths = image_paths(inputs)
+    if not paths:
         print(f"error: no files in {', '.join(inputs)}; give image files or folders that hold them", file=sys.stderr)
         return 2
     try:
-        results = label_images(inputs, args.graph, args.labels, args.top_k, args.output_layer, progress=True)
+        results = label_images(paths, args.graph, args.labels, args.top_k, args.output_layer, progress=True)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
