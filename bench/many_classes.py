@@ -1,4 +1,4 @@
-"""Reproduce lesson 05's table: the many-classes accuracy collapse and what wins accuracy back.
+"""Reproduce lesson 07's table: the many-classes accuracy collapse and what wins accuracy back.
 
     python bench/many_classes.py            # the whole table (about 10-15 minutes on 2 cores)
     python bench/many_classes.py --quick    # 25 labels, fewer recipes: a fast check

@@ -30,7 +30,7 @@ def test_retrain_with_fine_tuning_exports_a_model_that_labels(stamps_dir, tmp_pa
         assert len(labelled.top) == 3 and abs(sum(score for _, score in labelled.top) - 1) < 1e-3
 
 
-def test_the_lesson_05_flags_parse():
+def test_the_lesson_07_flags_parse():
     args = retrain.parse_args(
         "--image_dir=d --optimizer=adam --learning_rate_schedule=cosine --l2=0.001 --label_smoothing=0.1 "
         "--early_stopping_patience=5 --standardize_bottlenecks --fine_tune_blocks=2 --fine_tune_epochs=4".split()

@@ -76,15 +76,36 @@ def dataset_availability(data_dir: str | Path | None = None) -> dict[str, str]:
 
 
 def check(answer, expected, hint: str = "") -> bool:
-    """An exercise check: prints whether ``answer`` is right, never raises."""
+    """A short-answer check: prints whether ``answer`` is right. It never raises: an answer of the
+    wrong kind (text where a number is expected) is reported as not quite right."""
     if answer is None:
         print("Not answered yet: replace None with your answer and run the cell again.")
         return False
-    if answer == expected or (isinstance(expected, float) and abs(float(answer) - expected) < 1e-6):
-        print("Correct!")
-        return True
-    print(f"Not quite. {hint}".strip())
-    return False
+    try:
+        right = bool(answer == expected)
+    except (TypeError, ValueError):  # e.g. an array compared with a number
+        right = False
+    if not right and isinstance(expected, float):
+        try:
+            right = abs(float(answer) - expected) < 1e-6
+        except (TypeError, ValueError):
+            right = False
+    print("Correct!" if right else f"Not quite. {hint}".strip())
+    return bool(right)
+
+
+def reveal(prediction, outcome, why: str = "") -> bool:
+    """"Predict, then run": compare the learner's written-down guess with what the cell measured.
+
+    ``prediction`` and ``outcome`` are short answers such as ``"higher"``, ``"lower"``, ``"same"``
+    (compared without regard to case or surrounding spaces). Prints both and ``why``; never raises.
+    """
+    if prediction is None:
+        print(f"You did not write a prediction. What happened: {outcome}. {why}".strip())
+        return False
+    same = str(prediction).strip().lower() == str(outcome).strip().lower()
+    print(f"You predicted {prediction!r}; what happened: {outcome!r}. " + ("Well predicted. " if same else "") + why)
+    return same
 
 
 def notebook_run_dir(name: str) -> Path:

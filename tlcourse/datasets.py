@@ -199,7 +199,7 @@ def clipart(min_images: int = 20, data_dir: str | Path | None = None) -> Path:
 
 
 def many_classes(min_images: int = 10, data_dir: str | Path | None = None) -> Path:
-    """Over 100 labels for lesson 05: ``clipart`` folders plus the stamps' photo folders, each with
+    """Over 100 labels for lesson 07: ``clipart`` folders plus the stamps' photo folders, each with
     at least ``min_images`` unique images (labels prefixed ``clipart-`` and ``photo-``)."""
     data_dir = Path(data_dir or config.data_dir())
     classes = {f"clipart-{k}": v for k, v in clipart_classes(min_images, data_dir).items()}

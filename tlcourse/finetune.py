@@ -6,7 +6,7 @@ still run once per image, and their output (the *activations* where the trainabl
 is cached like a bottleneck; training then only runs the top blocks.
 
 Python: ``fine_tune(...)``; command line: ``retrain.py --fine_tune_blocks=2``.
-Taught in ``notebooks/05_many_classes.ipynb``.
+Taught in ``notebooks/07_many_classes.ipynb``.
 """
 
 from __future__ import annotations

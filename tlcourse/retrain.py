@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["float32", "bfloat16"],
         help="bfloat16: the backbone runs faster on CPUs with AMX and on GPUs; bottlenecks move a few percent",
     )
-    better = parser.add_argument_group("beyond the tutorial (lesson 05: many classes)")
+    better = parser.add_argument_group("beyond the tutorial (lesson 07: many classes)")
     better.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="optimizer of the new layer")
     better.add_argument("--learning_rate_schedule", default="constant", choices=["constant", "cosine"])
     better.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the new layer's weights")
