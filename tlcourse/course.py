@@ -95,7 +95,7 @@ def check(answer, expected, hint: str = "") -> bool:
 
 
 def reveal(prediction, outcome, why: str = "") -> bool:
-    """"Predict, then run": compare the learner's written-down guess with what the cell measured.
+    """ "Predict, then run": compare the learner's written-down guess with what the cell measured.
 
     ``prediction`` and ``outcome`` are short answers such as ``"higher"``, ``"lower"``, ``"same"``
     (compared without regard to case or surrounding spaces). Prints both and ``why``; never raises.

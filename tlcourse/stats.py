@@ -45,9 +45,7 @@ def _as_correct(correct) -> np.ndarray:
     return correct.astype(bool)
 
 
-def bootstrap_interval(
-    correct, confidence: float = 0.95, num_resamples: int = 2000, seed: int = 0
-) -> Interval:
+def bootstrap_interval(correct, confidence: float = 0.95, num_resamples: int = 2000, seed: int = 0) -> Interval:
     """Accuracy of a per-image right/wrong vector, with a percentile bootstrap interval.
 
     The test images are resampled with replacement ``num_resamples`` times; the interval holds
@@ -105,7 +103,9 @@ def paired_comparison(
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(resampled, [tail, 1.0 - tail])
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(b & ~a))
-    difference = Interval(float(b.mean() - a.mean()), float(low), float(high), int(b.sum() - a.sum()), len(a), confidence)
+    difference = Interval(
+        float(b.mean() - a.mean()), float(low), float(high), int(b.sum() - a.sum()), len(a), confidence
+    )
     return PairedComparison(difference, only_a, only_b, mcnemar_p_value(only_a, only_b))
 
 
