@@ -126,6 +126,20 @@ def gather(dataset: Dataset, split: str, backbone, bottleneck_dir, variant: str 
     return Bottlenecks(vectors, labels, records)
 
 
+def cached_splits(dataset: Dataset, backbone, bottleneck_dir=None, progress: bool = False) -> dict[str, Bottlenecks]:
+    """Every split's bottlenecks, cached first where missing: the set-up most lessons start from.
+
+    The same as ``bottlenecks.cache_bottlenecks`` on all the images followed by ``gather`` on
+    each split (``notebooks/02_cache_bottlenecks.ipynb`` does the two steps by hand). The
+    bottleneck folder defaults to ``<project>/runs/bottlenecks``, shared by every lesson.
+    """
+    from tlcourse import config  # noqa: PLC0415
+
+    bottleneck_dir = bottleneck_dir or config.project_root() / "runs" / "bottlenecks"
+    bottleneck_cache.cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)
+    return {name: gather(dataset, name, backbone, bottleneck_dir) for name in ("train", "validation", "test")}
+
+
 def cache_distorted_variants(dataset: Dataset, backbone, bottleneck_dir, config: TrainConfig, progress=True):
     """Cache ``num_distorted_variants`` distorted bottlenecks of every training image (once).
 
