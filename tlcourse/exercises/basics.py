@@ -280,3 +280,367 @@ register(
         grade=_grade_softmax_cross_entropy,
     )
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# balanced_batch (03_retrain)
+
+
+def balanced_batch(labels, batch_size, rng):
+    """Indices of a class-balanced batch: each draw picks a label uniformly, then one of its images.
+
+    Taught in notebooks/03_retrain.ipynb.
+    """
+    import numpy as np
+
+    labels = np.asarray(labels)
+    present, counts = np.unique(labels, return_counts=True)  # only the labels that have images
+    by_label = np.argsort(labels, kind="stable")  # image indices grouped by label, in label order
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    chosen = rng.integers(0, len(present), size=batch_size)  # a label for each draw, uniformly
+    offsets = rng.integers(0, counts[chosen])  # then an image of that label, uniformly
+    return by_label[starts[chosen] + offsets].astype(np.int64)
+
+
+def _unbalanced_labels(rng: np.random.Generator, counts, values) -> np.ndarray:
+    labels = np.concatenate([np.full(count, value) for count, value in zip(counts, values, strict=True)])
+    return labels[rng.permutation(len(labels))].astype(np.int64)
+
+
+def _indices(candidate, labels, batch_size, rng, where) -> np.ndarray:
+    result = candidate(labels, batch_size, rng)
+    batch = as_array(result, f"the batch ({where})")
+    if batch.shape != (batch_size,):
+        raise GradingFailure(
+            f"balanced_batch(labels, {batch_size}, rng) returned shape {list(batch.shape)} ({where}): "
+            f"it should return {batch_size} indices, one per draw."
+        )
+    if not np.issubdtype(batch.dtype, np.integer):
+        raise GradingFailure(
+            f"the batch holds {batch.dtype} values ({where}): return integer indices into labels "
+            f"(e.g. np.array(indices, dtype=np.int64)), which the lesson uses as bottlenecks[batch]."
+        )
+    if batch.size and (batch.min() < 0 or batch.max() >= len(labels)):
+        raise GradingFailure(
+            f"the batch holds {int(batch.min())} .. {int(batch.max())} ({where}), but there are {len(labels)} "
+            f"images: return positions in labels (0 .. {len(labels) - 1}), not label values."
+        )
+    return batch
+
+
+def _grade_balanced_batch(candidate, rng: np.random.Generator) -> None:
+    counts = [1, 500, 20, 3]
+    values = [int(v) for v in rng.permutation(4)]
+    labels = _unbalanced_labels(rng, counts, values)
+    draws = 12000
+    where = "labels with 1, 500, 20 and 3 images"
+    batch = _indices(candidate, labels, draws, np.random.default_rng(int(rng.integers(2**31))), where)
+    drawn = labels[batch]
+    frequency = {v: float(np.mean(drawn == v)) for v in values}
+    size = dict(zip(values, counts, strict=True))
+    listed = ", ".join(f"label {v} ({size[v]} image{'s' * (size[v] > 1)}): {frequency[v]:.1%}" for v in sorted(values))
+    if max(abs(f - 0.25) for f in frequency.values()) > 0.03:
+        never = [v for v in values if frequency[v] == 0]
+        if never and all(abs(frequency[v] - 1 / 3) < 0.03 for v in values if v not in never):
+            raise GradingFailure(
+                f"label {never[0]} was never drawn in {draws:,} draws ({listed}). Every label present must come up "
+                f"about equally often. An off-by-one? rng.integers(low, high) never returns high."
+            )
+        if all(abs(frequency[v] - size[v] / len(labels)) < 0.03 for v in values):
+            raise GradingFailure(
+                f"your batches draw each label as often as it has images ({listed}): a label with 1,000 images "
+                f"would be drawn 100x more often than one with 10: pick the label first, uniformly among the labels "
+                f"present, then an image of that label uniformly."
+            )
+        raise GradingFailure(
+            f"in {draws:,} draws ({where}) each of the 4 labels should come up about 25% of the time; yours: "
+            f"{listed}. Pick the label first, uniformly among the labels present, then an image of that label."
+        )
+    for value in values:
+        members = np.flatnonzero(labels == value)
+        if len(members) < 2:
+            continue
+        picked = batch[drawn == value]
+        per_image = np.array([np.sum(picked == m) for m in members])
+        expected = len(picked) / len(members)
+        if expected >= 20 and np.any(per_image == 0):
+            missing = int(np.flatnonzero(per_image == 0)[-1])
+            last = " (the last of them: an off-by-one? rng.integers(0, n) already covers 0 .. n - 1)" * (
+                missing == len(members) - 1
+            )
+            raise GradingFailure(
+                f"image {int(members[missing])}, one of the {len(members)} images of label {value}, was never drawn in "
+                f"{len(picked):,} draws of that label{last}. Within a label, every image must have the same chance."
+            )
+        chi_square = float(np.sum((per_image - expected) ** 2 / expected))
+        dof = len(members) - 1
+        if chi_square > dof + 8 * np.sqrt(2 * dof):
+            raise GradingFailure(
+                f"within label {value} ({len(members)} images, {len(picked):,} draws) the images were not drawn "
+                f"evenly: the most drawn came up {int(per_image.max())} times, the least {int(per_image.min())}, "
+                f"against about {expected:.0f} each. Pick each image of the chosen label with equal chance."
+            )
+    # the generator given is the only source of randomness: equal seeds, equal batches
+    seed = int(rng.integers(2**31))
+    first = _indices(candidate, labels, 50, np.random.default_rng(seed), where)
+    again = _indices(candidate, labels, 50, np.random.default_rng(seed), where)
+    other = _indices(candidate, labels, 50, np.random.default_rng(seed + 1), where)
+    if not np.array_equal(first, again) or np.array_equal(first, other):
+        raise GradingFailure(
+            "two generators made with the same seed gave "
+            + ("different batches" if not np.array_equal(first, again) else "the same batch as another seed")
+            + ": draw everything from the rng you are given (rng.integers, rng.choice), not from np.random or "
+            "a generator of your own, so that a training run can be repeated exactly."
+        )
+    one = _indices(candidate, labels, 1, np.random.default_rng(seed), where)
+    assert one.shape == (1,)
+    # labels with a gap: no image has the label in the middle
+    gap = _unbalanced_labels(rng, [30, 5, 12, 40], [0, 1, 3, 4])
+    try:
+        batch = _indices(candidate, gap, 4000, np.random.default_rng(seed), "labels 0, 1, 3 and 4; none is 2")
+    except GradingFailure:
+        raise
+    except Exception as error:
+        raise GradingFailure(
+            f"with labels 0, 1, 3 and 4 (no image has label 2) your function failed ({error}). Choose among the "
+            f"labels present (np.unique(labels)), not every number up to the largest label."
+        ) from None
+    frequency = [float(np.mean(gap[batch] == v)) for v in (0, 1, 3, 4)]
+    if max(abs(f - 0.25) for f in frequency) > 0.04:
+        raise GradingFailure(
+            f"with labels 0, 1, 3 and 4 (no image has label 2) they came up "
+            f"{', '.join(f'{f:.0%}' for f in frequency)} of the time instead of about 25% each: choose among the "
+            f"labels present (np.unique(labels))."
+        )
+
+
+register(
+    Exercise(
+        name="balanced_batch",
+        lesson="03_retrain",
+        signature="(labels, batch_size: int, rng: numpy.random.Generator) -> indices [batch_size]",
+        reference=balanced_batch,
+        grade=_grade_balanced_batch,
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# train_softmax_layer (03_retrain)
+
+
+def train_softmax_layer(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
+    """A new softmax layer on cached bottlenecks, trained by plain SGD on class-balanced batches.
+
+    Taught in notebooks/03_retrain.ipynb.
+    """
+    import numpy as np
+
+    bottlenecks = np.asarray(bottlenecks, dtype=np.float64)
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((bottlenecks.shape[1], num_classes))
+    biases = np.zeros(num_classes)
+    present, counts = np.unique(labels, return_counts=True)
+    by_label = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    for _ in range(steps):
+        chosen = rng.integers(0, len(present), size=batch_size)  # a balanced batch: a label, then an image
+        batch = by_label[starts[chosen] + rng.integers(0, counts[chosen])]
+        x, y = bottlenecks[batch], labels[batch]
+        logits = x @ weights + biases
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        grad = probabilities
+        grad[np.arange(batch_size), y] -= 1.0
+        grad /= batch_size  # d mean cross-entropy / d logits
+        weights -= learning_rate * (x.T @ grad)
+        biases -= learning_rate * grad.sum(axis=0)
+    return weights, biases
+
+
+def _blobs(rng: np.random.Generator, means: np.ndarray, counts) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.concatenate([np.full(count, c) for c, count in enumerate(counts)])
+    vectors = means[labels] + rng.normal(0.0, 1.0, size=(len(labels), means.shape[1]))
+    order = rng.permutation(len(labels))
+    return vectors[order], labels[order].astype(np.int64)
+
+
+def _mean_cross_entropy(weights, biases, vectors, labels) -> float:
+    logits = vectors @ weights + biases
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probabilities[np.arange(len(labels)), labels].mean())
+
+
+def _layer(candidate, vectors, labels, num_classes, steps, learning_rate, batch_size, seed):
+    where = f"steps={steps}, learning_rate={learning_rate}, batch_size={batch_size}, seed={seed}"
+    result = candidate(vectors, labels, num_classes, steps, learning_rate, batch_size, seed)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise GradingFailure(f"train_softmax_layer should return a pair (weights, biases), got {describe(result)}.")
+    dim = vectors.shape[1]
+    weights = as_array(result[0], f"the weights ({where})", (dim, num_classes)).astype(np.float64)
+    biases = as_array(result[1], f"the biases ({where})", (num_classes,)).astype(np.float64)
+    if not (np.all(np.isfinite(weights)) and np.all(np.isfinite(biases))):
+        raise GradingFailure(
+            f"the weights or biases hold nan or inf after training ({where}): is the loss computed stably?"
+        )
+    return weights, biases
+
+
+def _grade_train_softmax_layer(candidate, rng: np.random.Generator) -> None:
+    num_classes, dim = 5, 32
+    counts = [int(c) for c in rng.permutation([150, 60, 30, 15, 8])]
+    means = rng.normal(0.0, 0.45, size=(num_classes, dim)) + rng.normal(0.0, 1.0, size=dim)
+    vectors, labels = _blobs(rng, means, counts)
+    test_vectors, test_labels = _blobs(rng, means, [80] * num_classes)
+    steps, learning_rate, batch_size, seed = 300, 0.05, 32, int(rng.integers(10**6))
+    sizes = ", ".join(str(c) for c in counts)
+    problem = f"{num_classes} classes of {dim}-d points ({sizes} per class)"
+
+    initial_w, initial_b = _layer(candidate, vectors, labels, num_classes, 0, learning_rate, batch_size, seed)
+    if np.abs(initial_w).max() > 0.1 or np.abs(initial_b).max() > 0.1:
+        raise GradingFailure(
+            f"with steps=0 the layer should come back as initialised (zeros or small values), but its largest "
+            f"weight is {np.abs(initial_w).max():.3g}: is `steps` the number of SGD steps you take?"
+        )
+    weights, biases = _layer(candidate, vectors, labels, num_classes, steps, learning_rate, batch_size, seed)
+    start = _mean_cross_entropy(initial_w, initial_b, vectors, labels)
+    end = _mean_cross_entropy(weights, biases, vectors, labels)
+    where = f"{problem}, {steps} steps, learning_rate={learning_rate}, batch_size={batch_size}"
+    if end > start:
+        raise GradingFailure(
+            f"the training loss rose from {start:.3f} to {end:.3f} ({where}): step against the gradient, "
+            f"weights -= learning_rate * gradient (and the same for the biases)."
+        )
+    if np.allclose(biases, initial_b):
+        raise GradingFailure(
+            f"the biases never changed in {steps} steps ({where}): update them too, with the gradient of the "
+            f"loss with respect to the logits summed over the batch."
+        )
+    again = _layer(candidate, vectors, labels, num_classes, steps, learning_rate, batch_size, seed)
+    if not (np.array_equal(again[0], weights) and np.array_equal(again[1], biases)):
+        raise GradingFailure(
+            f"two runs with the same seed ({seed}) gave different layers: draw the batches from one generator, "
+            f"rng = np.random.default_rng(seed), so that a training run can be repeated."
+        )
+    frozen_w, frozen_b = _layer(candidate, vectors, labels, num_classes, 50, 0.0, batch_size, seed)
+    if not (np.allclose(frozen_w, initial_w) and np.allclose(frozen_b, initial_b)):
+        raise GradingFailure(
+            "with learning_rate=0 the layer still changed: each step should move the weights by learning_rate "
+            "times the gradient, so a learning rate of 0 leaves them as they started."
+        )
+    ref_w, ref_b = train_softmax_layer(vectors, labels, num_classes, steps, learning_rate, batch_size, seed)
+    ref_end = _mean_cross_entropy(ref_w, ref_b, vectors, labels)
+    accuracy = float(np.mean(np.argmax(test_vectors @ weights + biases, axis=1) == test_labels))
+    ref_accuracy = float(np.mean(np.argmax(test_vectors @ ref_w + ref_b, axis=1) == test_labels))
+    if accuracy < ref_accuracy - 0.12 or end > start - 0.5 * (start - ref_end):
+        raise GradingFailure(
+            f"after training ({where}) your layer labels {accuracy:.0%} of {len(test_labels)} held-out points right "
+            f"and its training loss went from {start:.3f} to {end:.3f}; the course's layer reaches {ref_accuracy:.0%} "
+            f"and {ref_end:.3f}. Each step: a balanced batch, logits = x @ weights + biases, the gradient of the "
+            f"mean cross-entropy (softmax - one_hot) / batch_size, then weights -= learning_rate * x.T @ gradient "
+            f"and biases -= learning_rate * gradient.sum(axis=0)."
+        )
+
+
+register(
+    Exercise(
+        name="train_softmax_layer",
+        lesson="03_retrain",
+        signature=(
+            "(bottlenecks, labels, num_classes: int, steps: int, learning_rate: float, batch_size: int, seed: int) "
+            "-> (weights [D, C], biases [C])"
+        ),
+        reference=train_softmax_layer,
+        grade=_grade_train_softmax_layer,
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# top_k_accuracy (04_label_new_images)
+
+
+def top_k_accuracy(probabilities, labels, k):
+    """The share of images whose true label is among the k most probable.
+
+    Taught in notebooks/04_label_new_images.ipynb.
+    """
+    import numpy as np
+
+    probabilities = np.asarray(probabilities)
+    labels = np.asarray(labels)
+    true = probabilities[np.arange(len(labels)), labels]
+    rank = (probabilities > true[:, None]).sum(axis=1)  # how many labels score above the true one
+    return float(np.mean(rank < k))
+
+
+def _top_k_variants(probabilities, labels, k) -> dict[str, float]:
+    """What plausible mistakes return, to name the mistake a learner made."""
+    n = len(labels)
+    rows = np.arange(n)
+    descending = np.argsort(-probabilities, axis=1)
+    by_column = np.argsort(-probabilities, axis=0)
+    return {
+        "k_plus_one": top_k_accuracy(probabilities, labels, k + 1),
+        "k_minus_one": top_k_accuracy(probabilities, labels, k - 1),
+        "smallest": float(np.mean([labels[i] in descending[i, ::-1][:k] for i in rows])),
+        "axis": float(np.mean([labels[i] in by_column[i % by_column.shape[0], :k] for i in rows])),
+        "percent": 100.0 * top_k_accuracy(probabilities, labels, k),
+    }
+
+
+_TOP_K_MESSAGES = {
+    "k_plus_one": "you count the k + 1 most probable labels: [:k] already takes k of them (0 .. k - 1).",
+    "k_minus_one": "you count only k - 1 labels: the top k are the k largest probabilities, positions 0 .. k - 1 "
+    "of a descending order.",
+    "smallest": "you take the k *least* probable labels: np.argsort sorts in ascending order, so take the last k "
+    "(or sort -probabilities).",
+    "axis": "the top k must be taken along each row (axis=1): a row is one image's probabilities over the labels, "
+    "a column is one label over all images.",
+    "percent": "return a fraction between 0 and 1, not a percentage.",
+}
+
+
+def _grade_top_k_accuracy(candidate, rng: np.random.Generator) -> None:
+    cases = []
+    for n, c, ks in ((300, 10, (1, 2, 3, 5, 10)), (40, 4, (1, 3, 4)), (25, 6, (2,))):
+        labels = rng.integers(0, c, size=n)
+        logits = rng.normal(0.0, 1.5, size=(n, c))
+        logits[np.arange(n), labels] += rng.uniform(0.0, 2.5, size=n)  # the true label is often near the top
+        probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        cases += [(probabilities, labels, k) for k in ks]
+    answers = []
+    for probabilities, labels, k in cases:
+        value = as_float(candidate(probabilities, labels, k), f"top_k_accuracy(probabilities, labels, k={k})")
+        answers.append(value)
+    expected = [top_k_accuracy(p, y, k) for p, y, k in cases]
+    wrong = [i for i, (a, e) in enumerate(zip(answers, expected, strict=True)) if not np.isclose(a, e, atol=1e-9)]
+    if not wrong:
+        return
+    for mistake, message in _TOP_K_MESSAGES.items():
+        variants = [_top_k_variants(p, y, k)[mistake] for p, y, k in cases]
+        if all(np.isclose(a, v, atol=1e-9) for a, v in zip(answers, variants, strict=True)):
+            probabilities, labels, k = cases[wrong[0]]
+            raise GradingFailure(
+                f"top_k_accuracy(probabilities {list(probabilities.shape)}, labels, k={k}) returned "
+                f"{answers[wrong[0]]:.4f}; the right value is {expected[wrong[0]]:.4f}: {message}"
+            )
+    probabilities, labels, k = cases[wrong[0]]
+    raise GradingFailure(
+        f"top_k_accuracy(probabilities {list(probabilities.shape)}, labels, k={k}) returned {answers[wrong[0]]:.4f}; "
+        f"the right value is {expected[wrong[0]]:.4f}. An image counts when its true label is among the k "
+        f"largest probabilities of its row; the result is the share of such images."
+    )
+
+
+register(
+    Exercise(
+        name="top_k_accuracy",
+        lesson="04_label_new_images",
+        signature="(probabilities, labels, k: int) -> float",
+        reference=top_k_accuracy,
+        grade=_grade_top_k_accuracy,
+    )
+)

@@ -1,0 +1,271 @@
+"""Exercises of the lesson on trusting a score (09): calibration error and temperature scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tlcourse.exercises.core import Exercise, GradingFailure, as_float, register
+
+# ---------------------------------------------------------------------------------------------
+# expected_calibration_error
+
+
+def expected_calibration_error(probabilities, labels, num_bins):
+    """Expected calibration error: equal-width bins on the top probability, |accuracy - confidence| weighted.
+
+    Taught in notebooks/09_trust_a_score.ipynb.
+    """
+    import numpy as np
+
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    bins = np.minimum((confidence * num_bins).astype(int), num_bins - 1)  # a confidence of 1.0 is in the last bin
+    error = 0.0
+    for b in range(num_bins):
+        inside = bins == b
+        if inside.any():
+            share = inside.mean()  # the bin's share of the images
+            error += share * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(error)
+
+
+def _calibration_problem(rng: np.random.Generator, num_classes: int = 10, count: int = 3000):
+    """Rows whose low confidences are under-confident and high ones over-confident, plus some at exactly 1.0."""
+    edges = np.concatenate([np.arange(1, m) / m for m in (5, 10, 15)])
+    kind = rng.choice(3, size=count, p=[0.4, 0.5, 0.1])
+    confidence = np.where(kind == 0, rng.uniform(0.2, 0.6, count), rng.uniform(0.65, 0.99, count))
+    confidence[kind == 2] = 1.0
+    for _ in range(100):  # keep away from the inner bin edges, where rounding would decide the bin
+        near = np.min(np.abs(confidence[:, None] - edges[None, :]), axis=1) < 1e-6
+        if not near.any():
+            break
+        confidence[near] = rng.uniform(0.65, 0.99, int(near.sum()))
+    under, over = rng.uniform(0.15, 0.3), rng.uniform(0.15, 0.3)
+    # high confidences: over-confident, except every other 1/15-wide stretch, so the number of bins matters
+    stretch = np.floor(confidence * 15).astype(int) % 2 == 1
+    gap = np.where(kind == 0, under, np.where(stretch, 0.5 * under, -over))
+    accuracy = np.clip(confidence + gap, 0.0, 1.0)
+    accuracy[kind == 2] = 0.7
+    correct = rng.random(count) < accuracy
+    labels = rng.integers(0, num_classes, size=count)
+    top = np.where(correct, labels, (labels + rng.integers(1, num_classes, size=count)) % num_classes)
+    rest = np.zeros((count, num_classes - 1))
+    todo = confidence < 1.0  # a confidence of 1.0 leaves nothing for the other labels
+    while todo.any():  # the other labels share the rest, each below the top probability
+        rest[todo] = rng.dirichlet(np.ones(num_classes - 1), size=int(todo.sum())) * (1.0 - confidence[todo, None])
+        todo = rest.max(axis=1) >= confidence - 1e-3
+    probabilities = np.zeros((count, num_classes))
+    others = (top[:, None] + np.arange(1, num_classes)[None, :]) % num_classes
+    probabilities[np.arange(count)[:, None], others] = rest
+    probabilities[np.arange(count), top] = confidence
+    return probabilities, labels
+
+
+def _binned(values, correct, num_bins, keep=None) -> list[tuple[int, float]]:
+    """(count, accuracy - mean value) of each non-empty bin; rows where ``keep`` is False are left out."""
+    index = np.minimum((values * num_bins).astype(int), num_bins - 1)
+    if keep is not None:
+        index = np.where(keep, index, -1)
+    return [
+        (int(np.sum(index == b)), correct[index == b].mean() - values[index == b].mean())
+        for b in range(num_bins)
+        if np.any(index == b)
+    ]
+
+
+def _ece_variants(probabilities, labels, num_bins) -> dict[str, float]:
+    """What plausible mistakes return, to name the mistake a learner made."""
+    n = len(labels)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    bins = _binned(confidence, correct, num_bins)
+    dropped = _binned(confidence, correct, num_bins, keep=confidence < 1.0)
+    kept = max(1, sum(k for k, _ in dropped))
+    true_label = _binned(probabilities[np.arange(n), labels], correct, num_bins)
+    return {
+        "signed": abs(sum(k / n * g for k, g in bins)),
+        "signed_raw": sum(k / n * g for k, g in bins),
+        "unweighted": float(np.mean([abs(g) for _, g in bins])),
+        "unweighted_all_bins": sum(abs(g) for _, g in bins) / num_bins,
+        "true_label": sum(k / n * abs(g) for k, g in true_label),
+        "drop_one_total_n": sum(k / n * abs(g) for k, g in dropped),
+        "drop_one": sum(k / kept * abs(g) for k, g in dropped),
+        "ten_bins": expected_calibration_error(probabilities, labels, 10),
+    }
+
+
+_ECE_MESSAGES = {
+    "signed": "the over-confident bins (confidence above accuracy) and the under-confident ones (below) cancel "
+    "out: take the absolute value of each bin's gap, |accuracy - confidence|, before adding the bins up.",
+    "signed_raw": "the over-confident bins (confidence above accuracy) and the under-confident ones (below) cancel "
+    "out: take the absolute value of each bin's gap, |accuracy - confidence|, before adding the bins up.",
+    "unweighted": "weight each bin's gap by its share of the images (count in the bin / N) instead of averaging "
+    "over the bins: a bin with 3 images must count less than a bin with 300.",
+    "unweighted_all_bins": "weight each bin's gap by its share of the images (count in the bin / N) instead of "
+    "averaging over the bins: a bin with 3 images must count less than a bin with 300.",
+    "true_label": "bin on the confidence, the top probability of each row (probabilities.max(axis=1)), not on the "
+    "probability of the true label.",
+    "drop_one_total_n": "the images with a confidence of exactly 1.0 are missing: they belong in the last bin "
+    "(it includes its right edge, 1.0), e.g. bin = min(int(confidence * num_bins), num_bins - 1).",
+    "drop_one": "the images with a confidence of exactly 1.0 are missing: they belong in the last bin "
+    "(it includes its right edge, 1.0), e.g. bin = min(int(confidence * num_bins), num_bins - 1).",
+    "ten_bins": "use num_bins equal-width bins, not a fixed number.",
+}
+
+
+def _grade_expected_calibration_error(candidate, rng: np.random.Generator) -> None:
+    probabilities, labels = _calibration_problem(rng)
+    answers, expected, variants = [], [], []
+    for num_bins in (10, 5, 15):
+        value = as_float(
+            candidate(probabilities, labels, num_bins),
+            f"expected_calibration_error(probabilities, labels, num_bins={num_bins})",
+        )
+        answers.append(value)
+        expected.append(expected_calibration_error(probabilities, labels, num_bins))
+        variants.append(_ece_variants(probabilities, labels, num_bins))
+    wrong = [i for i, (a, e) in enumerate(zip(answers, expected, strict=True)) if not np.isclose(a, e, atol=1e-9)]
+    if not wrong:
+        return
+    settings = (10, 5, 15)
+    where = (
+        f"{len(labels)} images, low confidences under-confident and high ones over-confident, "
+        f"{int(np.sum(probabilities.max(axis=1) == 1.0))} of them with a confidence of exactly 1.0"
+    )
+    first = wrong[0]
+    for mistake, message in _ECE_MESSAGES.items():
+        if all(np.isclose(a, v[mistake], atol=1e-9) for a, v in zip(answers, variants, strict=True)):
+            if mistake == "ten_bins" and first == 0:
+                continue
+            raise GradingFailure(
+                f"with num_bins={settings[first]} your function returned {answers[first]:.4f}; the expected "
+                f"calibration error is {expected[first]:.4f} ({where}): {message}"
+            )
+    raise GradingFailure(
+        f"with num_bins={settings[first]} your function returned {answers[first]:.4f}; the expected calibration "
+        f"error is {expected[first]:.4f} ({where}). Bin each image by its confidence (its top probability) into "
+        f"num_bins equal-width bins over [0, 1] (1.0 in the last one); in each bin take |accuracy - mean "
+        f"confidence|; add them up, each weighted by the bin's share of the images."
+    )
+
+
+register(
+    Exercise(
+        name="expected_calibration_error",
+        lesson="09_trust_a_score",
+        signature="(probabilities [N, C], labels [N], num_bins: int) -> float",
+        reference=expected_calibration_error,
+        grade=_grade_expected_calibration_error,
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# fit_temperature
+
+
+def fit_temperature(logits, labels):
+    """The temperature T > 0 that minimises the mean negative log-likelihood of softmax(logits / T).
+
+    Taught in notebooks/09_trust_a_score.ipynb.
+    """
+    import math
+
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels)
+
+    def mean_nll(log_temperature):
+        scaled = logits / math.exp(log_temperature)
+        scaled = scaled - scaled.max(axis=1, keepdims=True)
+        log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
+        return -log_probabilities[np.arange(len(labels)), labels].mean()
+
+    # golden-section search on log T in [log 0.001, log 1000]: the NLL has a single minimum along it
+    low, high = math.log(1e-3), math.log(1e3)
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    nll_a, nll_b = mean_nll(a), mean_nll(b)
+    for _ in range(60):  # each step keeps 0.618 of the interval: 60 steps leave about 1e-12
+        if nll_a < nll_b:
+            high, b, nll_b = b, a, nll_a
+            a = high - ratio * (high - low)
+            nll_a = mean_nll(a)
+        else:
+            low, a, nll_a = a, b, nll_b
+            b = low + ratio * (high - low)
+            nll_b = mean_nll(b)
+    return float(math.exp((low + high) / 2))
+
+
+def _nll(logits, labels, temperature) -> float:
+    scaled = logits / temperature
+    scaled = scaled - scaled.max(axis=1, keepdims=True)
+    log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
+    return float(-log_probabilities[np.arange(len(labels)), labels].mean())
+
+
+def _temperature_problem(rng: np.random.Generator, scale: float, count: int = 2000, num_classes: int = 5):
+    calibrated = rng.normal(0.0, 1.5, size=(count, num_classes))
+    probabilities = np.exp(calibrated) / np.exp(calibrated).sum(axis=1, keepdims=True)
+    labels = (rng.random((count, 1)) > np.cumsum(probabilities, axis=1)).sum(axis=1)  # drawn from softmax
+    labels = np.minimum(labels, num_classes - 1)
+    return calibrated * scale, labels
+
+
+def _grade_fit_temperature(candidate, rng: np.random.Generator) -> None:
+    cases = {
+        "over-confident": _temperature_problem(rng, rng.uniform(2.0, 3.5)),
+        "under-confident": _temperature_problem(rng, rng.uniform(0.3, 0.5)),
+    }
+    found = {}
+    for kind, (logits, labels) in cases.items():
+        temperature = as_float(candidate(logits, labels), f"the temperature ({kind} logits)")
+        if not np.isfinite(temperature) or temperature <= 0:
+            raise GradingFailure(f"the temperature should be a positive number, got {temperature} ({kind} logits).")
+        found[kind] = temperature
+    best = {kind: fit_temperature(*cases[kind]) for kind in cases}
+    nll = {kind: _nll(*cases[kind], found[kind]) for kind in cases}
+    best_nll = {kind: _nll(*cases[kind], best[kind]) for kind in cases}
+    ok = {kind: nll[kind] <= best_nll[kind] + max(3e-3, 3e-3 * best_nll[kind]) for kind in cases}
+    if all(ok.values()):
+        return
+    summary = ", ".join(f"{kind}: yours {found[kind]:.3g}, best {best[kind]:.3g}" for kind in cases)
+    if all(abs(_nll(*cases[k], 1.0 / found[k]) - best_nll[k]) < max(3e-3, 3e-3 * best_nll[k]) for k in cases):
+        raise GradingFailure(
+            f"your temperatures are the inverses of the best ones ({summary}): the logits are divided by T, "
+            f"softmax(logits / T), so over-confident logits need T above 1 to soften them."
+        )
+    if abs(found["over-confident"] - found["under-confident"]) < 1e-6:
+        raise GradingFailure(
+            f"your function returned T = {found['over-confident']:.3g} for both over-confident logits (best T "
+            f"{best['over-confident']:.3g}) and under-confident ones (best T {best['under-confident']:.3g}). "
+            f"Dividing by T never changes the largest logit, so accuracy is the same for every T: minimise the "
+            f"mean negative log-likelihood, -log softmax(logits / T)[label], instead."
+        )
+    if not ok["under-confident"] and found["under-confident"] >= 1.0 > best["under-confident"]:
+        raise GradingFailure(
+            f"for under-confident logits the best T is {best['under-confident']:.3g}, below 1 (T < 1 sharpens "
+            f"the scores), and your function returned {found['under-confident']:.3g}: search below 1 too, e.g. "
+            f"over log T."
+        )
+    kind = next(k for k in cases if not ok[k])
+    raise GradingFailure(
+        f"for {kind} logits your T = {found[kind]:.4g} gives a mean negative log-likelihood of {nll[kind]:.4f}; "
+        f"T = {best[kind]:.4g} gives {best_nll[kind]:.4f} ({summary}). Find the T > 0 with the smallest mean of "
+        f"-log softmax(logits / T)[label]: a fine search over log T, or gradient descent on log T."
+    )
+
+
+register(
+    Exercise(
+        name="fit_temperature",
+        lesson="09_trust_a_score",
+        signature="(logits [N, C], labels [N]) -> float",
+        reference=fit_temperature,
+        grade=_grade_fit_temperature,
+    )
+)
