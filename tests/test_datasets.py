@@ -79,3 +79,45 @@ def test_unique_images_drops_files_filed_under_two_labels(tmp_path):
     (b / "2.png").write_bytes(b"two")
     (b / "3.png").write_bytes(b"three")
     assert datasets.unique_images({"a": a, "b": b}) == {"a": [a / "1 copy.png"], "b": [b / "3.png"]}
+
+
+def test_folded_classes_fold_small_folders_and_file_each_image_once(tmp_path):
+    def folder(name, files):
+        path = tmp_path / name
+        path.mkdir(parents=True)
+        for file_name, data in files.items():
+            (path / f"{file_name}.png").write_bytes(data)
+        return path
+
+    folders = {
+        "p/animals": folder("animals", {"a1": b"a1", "a2": b"a2", "shared": b"cat1"}),
+        "p/animals/cats": folder("animals/cats", {"c1": b"cat1", "c2": b"cat2", "c3": b"cat3"}),
+        "p/animals/dogs": folder("animals/dogs", {"d1": b"dog1"}),  # too small: folded into animals
+        "p/music": folder("music", {"m1": b"m1", "m2": b"m2", "m3": b"m3", "amb": b"ambiguous"}),
+        "p/toys": folder("toys", {"t1": b"t1", "amb": b"ambiguous"}),  # too small, no parent: dropped
+        "p/art": folder("art", {"r1": b"r1", "r2": b"r2", "amb": b"ambiguous"}),  # unrelated copy: dropped
+        "p/art/x": folder("art/x", {"x1": b"x1", "x2": b"x2", "x3": b"x3"}),
+    }
+    classes = datasets.folded_classes(folders, min_images=3)
+    assert set(classes) == {"p/animals", "p/animals/cats", "p/music", "p/art/x"}
+    # the copy filed under animals and animals/cats belongs to the deeper folder, the dog to animals
+    assert [p.name for p in classes["p/animals/cats"]] == ["c1.png", "c2.png", "c3.png"]
+    assert sorted(p.name for p in classes["p/animals"]) == ["a1.png", "a2.png", "d1.png"]
+    # art (r1, r2) fell below 3 once the ambiguous copy (also in music and toys) was dropped
+    assert [p.name for p in classes["p/music"]] == ["m1.png", "m2.png", "m3.png"]
+    everything = [p.read_bytes() for paths in classes.values() for p in paths]
+    assert len(everything) == len(set(everything))
+
+
+def test_many_classes_150_reaches_the_tutorials_scale():
+    folder = datasets.many_classes_150()
+    labels = {p.name: [f for f in p.iterdir() if f.is_file()] for p in folder.iterdir() if p.is_dir()}
+    assert len(labels) >= 150
+    assert min(len(files) for files in labels.values()) >= 8
+    assert any(name.startswith("stamps-") and "cartoon" in name for name in labels)  # drawings included
+    owner = {}
+    for label, files in labels.items():
+        for file in files:
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+            assert owner.setdefault(digest, label) == label, f"{file.name} is in {owner[digest]} and {label}"
+    assert "many_classes_150" in datasets.DATASETS and "many_classes_150" in datasets.LICENSES

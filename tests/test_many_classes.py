@@ -51,3 +51,60 @@ def test_a_recipe_runs_and_reports_what_it_measured(tmp_path, stamps_dir):
     assert result.num_classes == 5 and result.accuracy == test.accuracy > 0.6
     assert result.top5_accuracy == 1.0  # five labels: the true one is always in the top 5
     assert result.settings["l2"] in many_classes.L2_GRID
+
+
+def result(name, validation, correct, **extra):
+    return many_classes.RecipeResult(
+        name=name,
+        backbone="efficientnet_lite0",
+        num_classes=3,
+        accuracy=correct.count("1") / len(correct),
+        top5_accuracy=1.0,
+        train_accuracy=1.0,
+        validation_accuracy=validation,
+        seconds=0.0,
+        settings={},
+        test_correct=correct,
+        **extra,
+    )
+
+
+def test_the_recipe_is_chosen_on_validation_never_on_test():
+    best_on_test = result("lucky on test", validation=0.60, correct="1111111111")
+    best_on_validation = result("better on validation", validation=0.70, correct="1111100000")
+    assert many_classes.choose_on_validation([best_on_test, best_on_validation]) is best_on_validation
+    tie = result("a later tie", validation=0.70, correct="1111111111")
+    assert many_classes.choose_on_validation([best_on_validation, tie]) is best_on_validation  # the simpler row
+
+
+def test_results_carry_their_per_image_correctness_and_interval():
+    a = result("a", 0.5, "1" * 60 + "0" * 40)
+    b = result("b", 0.5, "1" * 61 + "0" * 39)
+    interval = a.interval()
+    assert interval.correct == 60 and interval.total == 100 and interval.low < 0.6 < interval.high
+    assert not many_classes.compare(a, b).significant  # one image in a hundred is noise
+    again = many_classes.RecipeResult.from_json({**a.to_json(), "something new": 1})
+    assert again == a and again.correct.sum() == 60
+
+
+def test_the_ladder_adds_one_idea_at_a_time_on_one_backbone():
+    names = list(many_classes.LADDER)
+    assert {backbone for backbone, _, _ in many_classes.LADDER.values()} == {"efficientnet_lite0"}
+    for previous, name in zip(names[:-1], names[1:], strict=True):
+        assert many_classes.CHANGES_FROM[name] == previous
+        before, after = many_classes.LADDER[previous], many_classes.LADDER[name]
+        assert set(before[1]) <= set(after[1]), f"{name} drops a setting of {previous}"
+        assert before[1:] != after[1:], f"{name} changes nothing"
+    # the rows that change the features are not rungs of the ladder
+    assert not set(many_classes.OTHER_FEATURES) & set(many_classes.LADDER)
+    lite2 = next(name for name, (backbone, _, _) in many_classes.OTHER_FEATURES.items() if backbone.endswith("lite2"))
+    base = many_classes.CHANGES_FROM[lite2]
+    assert many_classes.RECIPES[lite2][1:] == many_classes.RECIPES[base][1:]  # only the backbone differs
+
+
+def test_the_labels_curve_draws_several_subsets_per_size(tmp_path, stamps_dir):
+    experiment = many_classes.Experiment(scan_dataset(stamps_dir), tmp_path / "bn")
+    recipes = {"quick": ("efficientnet_lite0", {**many_classes.TUTORIAL, "how_many_training_steps": 50}, None)}
+    curve = experiment.accuracy_vs_classes([2, 5], "quick", seeds=(0, 1, 2), recipes=recipes)
+    assert [(r.num_classes, r.subset_seed) for r in curve] == [(2, 0), (2, 1), (2, 2), (5, 0)]
+    assert all(len(r.correct) == len(r.test_correct) > 0 for r in curve)

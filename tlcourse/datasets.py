@@ -7,6 +7,8 @@ The rest of the course treats them exactly like a learner's own photos.
 - ``clipart``: folders of Debian's ``openclipart-png`` (public domain) with at least N images:
   the many-classes lesson.
 - ``many_classes``: ``clipart`` plus the stamps' other photo folders: over 100 labels.
+- ``many_classes_150``: every clip-art and stamps folder (drawings too) with 8 or more unique
+  images, smaller folders folded into their parents: over 150 labels, the tutorial's own scale.
 - ``fashion_mnist``: Debian's ``dataset-fashion-mnist`` (MIT) written out as PNGs: volume.
 - ``flowers``: the tutorial's flower_photos, downloaded when online.
 
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,7 +38,7 @@ from tqdm.auto import tqdm
 
 from tlcourse import config
 from tlcourse.download import download
-from tlcourse.images import load_image
+from tlcourse.images import MAX_PIXELS, load_image
 
 COMPLETE = ".complete"  # written last: a folder without it is an interrupted build and is redone
 MAX_SIDE = 512  # materialised images are at most this wide or high: backbones see 224-299 px
@@ -71,6 +74,7 @@ LICENSES = {
     "stamps": "GPL-2.0 (Debian tuxpaint-stamps-default)",
     "clipart": "public domain (Debian openclipart-png)",
     "many_classes": "public domain (openclipart-png) and GPL-2.0 (tuxpaint-stamps-default)",
+    "many_classes_150": "public domain (openclipart-png) and GPL-2.0 (tuxpaint-stamps-default)",
     "fashion_mnist": "MIT (Debian dataset-fashion-mnist)",
     "flowers": "CC-BY 2.0 (TensorFlow example images)",
 }
@@ -209,6 +213,96 @@ def many_classes(min_images: int = 10, data_dir: str | Path | None = None) -> Pa
     )
 
 
+def _package_folders(root: Path, prefix: str) -> dict[str, Path]:
+    """``prefix/<path>`` -> folder, for every folder under ``root`` (the root itself left out)."""
+    return {f"{prefix}/{p.relative_to(root).as_posix()}": p for p in sorted(root.rglob("*")) if p.is_dir()}
+
+
+def folded_classes(folders: dict[str, Path], min_images: int, usable=None) -> dict[str, list[Path]]:
+    """Label -> unique PNGs, each image under the most specific folder that holds ``min_images``.
+
+    ``folders`` maps slash-separated names (``"clipart/animals/birds"``) to folders. A folder with
+    fewer than ``min_images`` images is folded into its parent folder (deepest first, again until
+    nothing changes); a file filed under a folder and one of its ancestors belongs to the deepest;
+    a file whose copies sit in unrelated folders is dropped, since its label is ambiguous.
+    ``usable(path)`` (optional) leaves out images that could not be written, before counting.
+    """
+    owners = defaultdict(dict)  # content digest -> {folder name: its first copy there}
+    for name, folder in sorted(folders.items()):
+        for png in sorted(folder.glob("*.png")):
+            if usable is not None and not usable(png):
+                continue
+            owners[hashlib.sha256(png.read_bytes()).hexdigest()].setdefault(name, png)
+
+    def parent(name: str) -> str | None:
+        head, _, _ = name.rpartition("/")
+        return head if head in folders else None
+
+    def within(name: str, ancestor: str) -> bool:
+        return name == ancestor or name.startswith(ancestor + "/")
+
+    placed = {}  # digest -> (its deepest folder, that folder's copy), for files whose folders form one chain
+    for digest, copies in owners.items():
+        deepest = max(copies, key=lambda name: name.count("/"))
+        if all(within(deepest, name) for name in copies):
+            placed[digest] = (deepest, copies[deepest])
+    labels = set(folders)
+    while True:
+        members = defaultdict(list)
+        for name, png in placed.values():
+            while name is not None and name not in labels:
+                name = parent(name)
+            if name is not None:
+                members[name].append(png)
+        small = [name for name in labels if len(members[name]) < min_images]
+        if not small:
+            return {name: sorted(members[name]) for name in sorted(labels)}
+        depth = max(name.count("/") for name in small)
+        labels -= {name for name in small if name.count("/") == depth}
+
+
+def _small_enough(path: Path) -> bool:
+    """A readable image within the pixel limit ``images.load_image`` enforces (reads the header only)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.width * image.height <= MAX_PIXELS
+    except (OSError, Image.DecompressionBombError):
+        return False
+
+
+def many_classes_150(min_images: int = 8, data_dir: str | Path | None = None) -> Path:
+    """The tutorial's own scale, about 150 labels: every folder of ``openclipart-png`` and of
+    ``tuxpaint-stamps-default`` (photos and drawings) with at least ``min_images`` unique images.
+
+    Smaller folders are folded into their parents (see ``folded_classes``). Labels are the folder
+    paths, ``clipart-animals_birds``, ``stamps-food_fruit_cartoon``; file names keep the sub-folder
+    an image came from, so no two images collide. The 117-label ``many_classes`` is unchanged.
+    Used by ``bench/many_classes.py`` (the seed's scenario) and ``notebooks/07_many_classes.ipynb``.
+    """
+    data_dir = Path(data_dir or config.data_dir())
+    clipart_root = debian_package_root(CLIPART_PACKAGE, CLIPART_ROOT, data_dir)
+    stamps_root = debian_package_root(STAMPS_PACKAGE, STAMPS_ROOT, data_dir)
+    folders = {**_package_folders(clipart_root, "clipart"), **_package_folders(stamps_root, "stamps")}
+    roots = {"clipart": clipart_root, "stamps": stamps_root}
+    classes = folded_classes(folders, min_images, usable=_small_enough)
+
+    def write(folder: Path) -> None:
+        for name, pngs in tqdm(classes.items(), desc="many classes (150)", unit="label"):
+            source, _, path = name.partition("/")
+            label_folder = folder / f"{source}-{path.replace('/', '_')}"
+            label_folder.mkdir()
+            for png in pngs:
+                inside = png.relative_to(folders[name]).with_suffix(".jpg").as_posix().replace("/", "__")
+                try:
+                    _save_jpeg_on_white(png, label_folder / inside)
+                except ValueError as error:
+                    print(f"{png.relative_to(roots[source])}: skipped ({error})", file=sys.stderr)
+
+    return _build_folder(data_dir / f"many_classes_150_min{min_images}", write)
+
+
 def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as file:
         data = file.read()
@@ -262,6 +356,7 @@ DATASETS = {
     "stamps": stamps,
     "clipart": clipart,
     "many_classes": many_classes,
+    "many_classes_150": many_classes_150,
     "fashion_mnist": fashion_mnist,
     "flowers": flowers,
 }

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcourse import backbones, bottlenecks, finetune, train
+from tlcourse import backbones, bottlenecks, finetune, stats, train
 from tlcourse.data import SPLITS, Dataset
 
 TUTORIAL = {"how_many_training_steps": 1000, "train_batch_size": 100, "learning_rate": 0.01}
@@ -29,38 +29,38 @@ TUNED = {  # a better optimiser and schedule, early stopping on the whole valida
     "learning_rate": 0.001,
     "learning_rate_schedule": "cosine",
     "how_many_training_steps": 3000,
+    "train_batch_size": 100,
     "validation_batch_size": -1,
     "eval_step_interval": 50,
     "early_stopping_patience": 10,
 }
 AUGMENT = {"flip_left_right": True, "random_crop": 10, "random_scale": 15, "random_brightness": 15}
+_STANDARDIZED = {**TUTORIAL, "standardize_bottlenecks": True}
+_TUNED_L2 = {**TUNED, "standardize_bottlenecks": True, "l2": "tuned"}
+_SMOOTHED = {**_TUNED_L2, "label_smoothing": 0.1}
 
-# name -> (backbone, TrainConfig settings, distortions or None); each adds one idea to the one before.
-RECIPES = {
+# name -> (backbone, TrainConfig settings, distortions or None).
+# The ladder: each of these rows adds one idea to the row before it, on frozen Lite0 features.
+LADDER = {
     "tutorial": ("efficientnet_lite0", TUTORIAL, None),
-    "standardized bottlenecks": ("efficientnet_lite0", {**TUTORIAL, "standardize_bottlenecks": True}, None),
-    "+ Adam, cosine schedule, early stopping": (
-        "efficientnet_lite0",
-        {**TUNED, "standardize_bottlenecks": True},
-        None,
-    ),
-    "+ tuned L2": ("efficientnet_lite0", {**TUNED, "standardize_bottlenecks": True, "l2": "tuned"}, None),
-    "+ label smoothing 0.1": (
-        "efficientnet_lite0",
-        {**TUNED, "standardize_bottlenecks": True, "l2": "tuned", "label_smoothing": 0.1},
-        None,
-    ),
-    "+ cached augmentation": (
-        "efficientnet_lite0",
-        {**TUNED, "standardize_bottlenecks": True, "l2": "tuned", "label_smoothing": 0.1},
-        AUGMENT,
-    ),
-    "+ EfficientNet-Lite2 backbone": (
-        "efficientnet_lite2",
-        {**TUNED, "standardize_bottlenecks": True, "l2": "tuned", "label_smoothing": 0.1},
-        AUGMENT,
-    ),
-    "fine-tune the top 2 blocks (Lite0)": ("efficientnet_lite0", {"fine_tune_blocks": 2}, None),
+    "+ standardized bottlenecks": ("efficientnet_lite0", _STANDARDIZED, None),
+    "+ Adam, cosine schedule, early stopping": ("efficientnet_lite0", {**TUNED, "standardize_bottlenecks": True}, None),
+    "+ tuned L2": ("efficientnet_lite0", _TUNED_L2, None),
+    "+ label smoothing 0.1": ("efficientnet_lite0", _SMOOTHED, None),
+    "+ cached augmentation": ("efficientnet_lite0", _SMOOTHED, AUGMENT),
+}
+# Not rungs of the ladder: each changes the features themselves.
+OTHER_FEATURES = {
+    "Lite2 instead of Lite0 (tuned L2 settings)": ("efficientnet_lite2", _TUNED_L2, None),
+    "fine-tune the top 2 blocks (Lite0, its own settings)": ("efficientnet_lite0", {"fine_tune_blocks": 2}, None),
+}
+RECIPES = {**LADDER, **OTHER_FEATURES}
+# The row each recipe changes exactly one thing from (None: a separate recipe, compared with the chosen one).
+CHANGES_FROM = {
+    **{name: previous for previous, name in zip(list(LADDER)[:-1], list(LADDER)[1:], strict=True)},
+    "tutorial": None,
+    "Lite2 instead of Lite0 (tuned L2 settings)": "+ tuned L2",
+    "fine-tune the top 2 blocks (Lite0, its own settings)": None,
 }
 L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
 
@@ -95,15 +95,41 @@ class RecipeResult:
     name: str
     backbone: str
     num_classes: int
-    accuracy: float
+    accuracy: float  # top-1 on the test split
     top5_accuracy: float
     train_accuracy: float
-    validation_accuracy: float
+    validation_accuracy: float  # on the whole validation split: what recipes are chosen by
     seconds: float
     settings: dict
+    test_correct: str = ""  # one "1" (right) or "0" (wrong) per test image, in the split's order
+    subset_seed: int | None = None  # which random label subset (accuracy_vs_classes), None: all labels
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Per test image: right (True) or wrong, for ``stats.bootstrap_interval`` / ``paired_comparison``."""
+        return np.array([c == "1" for c in self.test_correct], dtype=bool)
+
+    def interval(self) -> stats.Interval:
+        """The test accuracy with its 95% bootstrap interval over the test images."""
+        return stats.bootstrap_interval(self.correct)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> RecipeResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+def choose_on_validation(results: list[RecipeResult]) -> RecipeResult:
+    """The recipe with the best validation accuracy (ties: the earlier, simpler row). Never looks at test."""
+    return max(results, key=lambda r: (r.validation_accuracy, -results.index(r)))
+
+
+def compare(a: RecipeResult, b: RecipeResult) -> stats.PairedComparison:
+    """B against A on the same test images (a paired bootstrap and McNemar test, ``tlcourse.stats``)."""
+    return stats.paired_comparison(a.correct, b.correct)
 
 
 def top_k_accuracy(evaluation: train.Evaluation, k: int = 5) -> float:
@@ -149,7 +175,9 @@ class Experiment:
         started = time.perf_counter()
         backbone = self.backbone(backbone_name)
         if "fine_tune_blocks" in settings:
-            return self._run_fine_tune(name, backbone, settings, dataset, started)
+            result, test = self._run_fine_tune(name, backbone, settings, dataset, started)
+            result.test_correct = _right_or_wrong(test)
+            return result, test
         splits = self.splits(dataset, backbone)
         settings = dict(settings)
         if settings.get("l2") == "tuned":
@@ -173,11 +201,15 @@ class Experiment:
             validation_accuracy=train.evaluate(head, splits["validation"], dataset.class_names).accuracy,
             seconds=time.perf_counter() - started,
             settings={**settings, "distortions": distortions},
+            test_correct=_right_or_wrong(test),
         )
         return result, test
 
     def _run_fine_tune(self, name, backbone, settings, dataset, started):
-        config = finetune.FineTuneConfig(blocks=settings["fine_tune_blocks"])
+        # Two phases, batch norms frozen (notebooks/08_fine_tuning.ipynb); other FineTuneConfig fields may be set.
+        fields = {f.name for f in dataclasses.fields(finetune.FineTuneConfig)} - {"blocks"}
+        options = {key: value for key, value in settings.items() if key in fields}
+        config = finetune.FineTuneConfig(blocks=settings["fine_tune_blocks"], **options)
         tuned = finetune.fine_tune(dataset, backbone, self.bottleneck_dir, config, progress=self.progress)
         result = RecipeResult(
             name=name,
@@ -203,12 +235,25 @@ class Experiment:
             scores[l2] = train.evaluate(head, splits["validation"], dataset.class_names).accuracy
         return max(scores, key=lambda l2: (scores[l2], l2))
 
-    def accuracy_vs_classes(self, sizes, recipe: str = "tutorial", seed: int = 0) -> list[RecipeResult]:
-        """The recipe's test accuracy on random subsets of ``sizes`` labels (and on all of them)."""
-        backbone_name, settings, distortions = RECIPES[recipe]
+    def accuracy_vs_classes(
+        self, sizes, recipe: str = "tutorial", seeds=(0, 1, 2), recipes: dict | None = None
+    ) -> list[RecipeResult]:
+        """The recipe's test accuracy on random subsets of ``sizes`` labels, one subset per seed.
+
+        Which labels are drawn changes the accuracy a lot when there are few of them, so each size
+        is measured on several subsets (``subset_seed`` tells them apart); a size equal to the
+        number of labels is measured once.
+        """
+        backbone_name, settings, distortions = (recipes or RECIPES)[recipe]
         results = []
         for size in sizes:
-            subset = restrict(self.dataset, class_subset(self.dataset, size, seed))
-            result, _ = self.run(recipe, backbone_name, settings, distortions, subset)
-            results.append(result)
+            for seed in seeds if size < len(self.dataset.class_names) else seeds[:1]:
+                subset = restrict(self.dataset, class_subset(self.dataset, size, seed))
+                result, _ = self.run(recipe, backbone_name, settings, distortions, subset)
+                result.subset_seed = seed
+                results.append(result)
         return results
+
+
+def _right_or_wrong(evaluation: train.Evaluation) -> str:
+    return "".join("1" if right else "0" for right in evaluation.labels == evaluation.predictions)

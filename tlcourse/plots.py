@@ -140,16 +140,23 @@ def show_misclassified(evaluation, max_images: int = 8, size: float = 2.2):
 def plot_accuracy_vs_classes(curves: dict[str, list]):
     """Test accuracy against the number of labels, one line per recipe (07_many_classes).
 
-    ``curves``: recipe name -> results with ``num_classes`` and ``accuracy`` attributes.
+    ``curves``: recipe name -> results with ``num_classes`` and ``accuracy`` attributes. Several
+    results with the same number of labels (random label subsets) are drawn as dots, their mean
+    as the line and their range as a band: the spread shows how much the choice of labels matters.
     """
     figure, axis = plt.subplots(figsize=(6.5, 4))
-    for name, results in curves.items():
-        axis.plot([r.num_classes for r in results], [r.accuracy for r in results], marker="o", label=name)
+    for index, (name, results) in enumerate(curves.items()):
+        color = f"C{index}"
+        sizes = sorted({r.num_classes for r in results})
+        groups = [[r.accuracy for r in results if r.num_classes == size] for size in sizes]
+        axis.scatter([r.num_classes for r in results], [r.accuracy for r in results], s=12, alpha=0.5, color=color)
+        axis.plot(sizes, [np.mean(g) for g in groups], marker="o", label=name, color=color)
+        axis.fill_between(sizes, [min(g) for g in groups], [max(g) for g in groups], alpha=0.15, color=color)
     axis.set_xscale("log")
     axis.set_xlabel("number of labels")
     axis.set_ylabel("top-1 test accuracy")
     axis.set_ylim(0, 1.02)
-    axis.set_title("More labels, lower accuracy")
+    axis.set_title("More labels, lower accuracy (dots: random label subsets)")
     axis.legend()
     axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -175,14 +182,21 @@ def plot_per_class_accuracy(evaluation, train_counts: dict[str, int]):
 
 
 def plot_recipes(results: list):
-    """Top-1 and top-5 test accuracy of each recipe, in order (07_many_classes)."""
+    """Top-1 (with its 95% interval when known) and top-5 test accuracy of each recipe (07_many_classes)."""
     names = [r.name for r in results]
     positions = np.arange(len(names))
     figure, axis = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
     axis.barh(positions + 0.2, [r.top5_accuracy for r in results], height=0.4, label="top-5", color="tab:gray")
-    axis.barh(positions - 0.2, [r.accuracy for r in results], height=0.4, label="top-1", color="tab:blue")
+    errors = None
+    if all(getattr(r, "test_correct", "") for r in results):  # 95% bootstrap intervals over the test images
+        intervals = [r.interval() for r in results]
+        errors = [[i.value - i.low for i in intervals], [i.high - i.value for i in intervals]]
+    axis.barh(
+        positions - 0.2, [r.accuracy for r in results], height=0.4, label="top-1", color="tab:blue", xerr=errors
+    )
     for position, result in zip(positions, results, strict=True):
-        axis.text(result.accuracy + 0.01, position - 0.2, f"{result.accuracy:.0%}", va="center", fontsize="small")
+        right = result.accuracy + (errors[1][position] if errors else 0)
+        axis.text(right + 0.01, position - 0.2, f"{result.accuracy:.0%}", va="center", fontsize="small")
     axis.set_yticks(positions, names)
     axis.invert_yaxis()
     axis.set_xlim(0, 1.08)
