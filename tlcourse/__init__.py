@@ -16,6 +16,7 @@ SUBMODULES = (
     "atomic",
     "backbones",
     "bottlenecks",
+    "calibration",
     "course",
     "config",
     "data",

@@ -8,7 +8,8 @@ A folder is labelled as fast as bottlenecks are cached: images are decoded in pa
 goes through the model's own preprocessing half, and the network half runs on whole batches.
 
 Shell: ``python label_image.py IMAGE_OR_FOLDER ... [--graph G] [--labels L] [--top_k 5] [--json]``.
-Taught in ``notebooks/04_label_new_images.ipynb``.
+``--threshold P`` answers "unknown" when the top score is not above ``P`` (chosen on validation
+in ``notebooks/09_trust_a_score.ipynb``). Taught in ``notebooks/04_label_new_images.ipynb``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 import tlcourse.backbones  # noqa: F401  (registers the preprocessing layer that .keras models hold)
 from tlcourse import export
 from tlcourse.bottlenecks import image_pipeline
+from tlcourse.calibration import check_threshold
 from tlcourse.data import walk_files
 
 DEFAULT_GRAPH = "retrained_graph.pb"
@@ -40,11 +42,15 @@ class Labelled:
     path: Path
     top: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
+    unknown: bool | None = None  # with a threshold: True when the top score is not above it
 
     def to_json(self) -> dict:
         if self.error:
             return {"image": str(self.path), "error": self.error}
-        return {"image": str(self.path), "top": [{"label": label, "score": score} for label, score in self.top]}
+        result = {"image": str(self.path), "top": [{"label": label, "score": score} for label, score in self.top]}
+        if self.unknown is not None:
+            result["unknown"] = self.unknown
+        return result
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -144,8 +150,14 @@ def label_images(
     final_tensor_name="final_result",
     batch_size: int = 32,
     progress: bool = False,
+    threshold: float | None = None,
 ) -> list[Labelled]:
-    """Top-k (label, score) for every image in ``inputs``, in order; unreadable images carry an ``error``."""
+    """Top-k (label, score) for every image in ``inputs``, in order; unreadable images carry an ``error``.
+
+    With a ``threshold`` (0 to 1), each result's ``unknown`` says whether its top score is not above it.
+    """
+    if threshold is not None:
+        threshold = check_threshold(threshold)
     class_names = read_labels(labels)
     classifier = load_classifier(graph, final_tensor_name)
     results = [Labelled(path) for path in image_paths(inputs)]
@@ -159,10 +171,19 @@ def label_images(
         for indices, images in dataset:
             for index, probabilities in zip(indices.numpy(), np.asarray(classify(images)), strict=True):
                 results[index].top = _top_k(probabilities, class_names, top_k)
+                if threshold is not None:
+                    results[index].unknown = bool(np.max(probabilities) <= threshold)
             bar.update(len(indices))
     for result in results:
         result.error = errors.get(str(result.path))
     return results
+
+
+def _probability(text: str) -> float:
+    try:
+        return check_threshold(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1 (e.g. 0.6), not {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top_k", type=int, default=5, help="how many labels to print per image")
     parser.add_argument("--output_layer", default="final_result", help="output tensor name of a frozen graph")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument(
+        "--threshold",
+        type=_probability,
+        default=None,
+        metavar="P",
+        help="answer 'unknown' when the top score is not above P (0 to 1; choose it on validation images)",
+    )
     args = parser.parse_args(argv)
     inputs = args.images + args.image
     if not inputs:
@@ -183,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no files in {', '.join(inputs)}; give image files or folders that hold them", file=sys.stderr)
         return 2
     try:
-        results = label_images(paths, args.graph, args.labels, args.top_k, args.output_layer, progress=True)
+        results = label_images(
+            paths, args.graph, args.labels, args.top_k, args.output_layer, progress=True, threshold=args.threshold
+        )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -195,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{result.path}: error: {result.error}", file=sys.stderr)
                 continue
             print(result.path)
+            if result.unknown:
+                print(f"  unknown (the top score is not above the threshold {args.threshold:g})")
             for label, score in result.top:
                 print(f"  {label} (score = {score:.5f})")
     return 1 if any(result.error for result in results) else 0

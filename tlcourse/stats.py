@@ -109,6 +109,27 @@ def paired_comparison(
     return PairedComparison(difference, only_a, only_b, mcnemar_p_value(only_a, only_b))
 
 
+def unpaired_difference(
+    correct_a, correct_b, confidence: float = 0.95, num_resamples: int = 2000, seed: int = 0
+) -> Interval:
+    """B minus A with each recipe's images resampled on their own, as if scored on different images.
+
+    For teaching: set beside ``paired_comparison`` on the same data, it shows how much of the
+    noise the pairing removes (the images both recipes find easy or hard cancel out).
+    """
+    a, b = _as_correct(correct_a), _as_correct(correct_b)
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError("no images to compare on")
+    rng = np.random.default_rng(seed)
+    resampled_a = a[rng.integers(0, len(a), size=(num_resamples, len(a)))].mean(axis=1)
+    resampled_b = b[rng.integers(0, len(b), size=(num_resamples, len(b)))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(resampled_b - resampled_a, [tail, 1.0 - tail])
+    return Interval(
+        float(b.mean() - a.mean()), float(low), float(high), int(b.sum() - a.sum()), max(len(a), len(b)), confidence
+    )
+
+
 def mcnemar_p_value(only_a: int, only_b: int) -> float:
     """Exact two-sided McNemar test: under 'no difference' each disagreement is a fair coin."""
     n = only_a + only_b
