@@ -208,7 +208,7 @@ def _nll(logits, labels, temperature) -> float:
     return float(-log_probabilities[np.arange(len(labels)), labels].mean())
 
 
-def _temperature_problem(rng: np.random.Generator, scale: float, count: int = 2000, num_classes: int = 5):
+def _temperature_problem(rng: np.random.Generator, scale: float, count: int = 1000, num_classes: int = 5):
     calibrated = rng.normal(0.0, 1.5, size=(count, num_classes))
     probabilities = np.exp(calibrated) / np.exp(calibrated).sum(axis=1, keepdims=True)
     labels = (rng.random((count, 1)) > np.cumsum(probabilities, axis=1)).sum(axis=1)  # drawn from softmax

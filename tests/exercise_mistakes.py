@@ -1,0 +1,396 @@
+"""Plausible wrong answers to the graded exercises, each with a piece of the message meant for it.
+
+``MISTAKES[name]`` lists ``(wrong_function, expected_message_substring)``; tests/test_exercises.py
+proves each grader fails each of them with that message.
+"""
+
+import hashlib
+import re
+
+import numpy as np
+
+from tlcourse.exercises import basics, confidence
+
+MAX = 2**27 - 1
+
+
+def _position(name: str) -> float:
+    return (int(hashlib.sha1(name.encode("utf-8")).hexdigest(), 16) % (MAX + 1)) * (100.0 / MAX)
+
+
+def _by_position(position, validation_percentage, testing_percentage):
+    if position < validation_percentage:
+        return "validation"
+    if position < validation_percentage + testing_percentage:
+        return "test"
+    return "train"
+
+
+# ---------------------------------------------------------------------------------------------- split_for
+
+
+def split_keeps_nohash(relative, validation_percentage, testing_percentage):
+    return _by_position(_position(relative), validation_percentage, testing_percentage)
+
+
+def split_fraction_position(relative, validation_percentage, testing_percentage):
+    name = re.sub(r"_nohash_.*$", "", relative)
+    position = (int(hashlib.sha1(name.encode()).hexdigest(), 16) % (MAX + 1)) / MAX  # in [0, 1]
+    return _by_position(position, validation_percentage, testing_percentage)
+
+
+def split_divides_percentages(relative, validation_percentage, testing_percentage):
+    name = re.sub(r"_nohash_.*$", "", relative)
+    return _by_position(_position(name), validation_percentage / 100, testing_percentage / 100)
+
+
+def split_test_first(relative, validation_percentage, testing_percentage):
+    position = _position(re.sub(r"_nohash_.*$", "", relative))
+    if position < testing_percentage:
+        return "test"
+    if position < validation_percentage + testing_percentage:
+        return "validation"
+    return "train"
+
+
+def split_md5(relative, validation_percentage, testing_percentage):
+    name = re.sub(r"_nohash_.*$", "", relative)
+    position = (int(hashlib.md5(name.encode()).hexdigest(), 16) % (MAX + 1)) * (100.0 / MAX)
+    return _by_position(position, validation_percentage, testing_percentage)
+
+
+def split_file_name_only(relative, validation_percentage, testing_percentage):
+    name = re.sub(r"_nohash_.*$", "", relative.rsplit("/", 1)[-1])
+    return _by_position(_position(name), validation_percentage, testing_percentage)
+
+
+def split_returns_index(relative, validation_percentage, testing_percentage):
+    return ("train", "validation", "test").index(basics.split_for(relative, validation_percentage, testing_percentage))
+
+
+# ---------------------------------------------------------------------------------- softmax_cross_entropy
+
+
+def _plain_softmax(logits):
+    exps = np.exp(logits)
+    return exps / exps.sum(axis=1, keepdims=True)
+
+
+def sce_no_max_subtraction(logits, labels):
+    n = len(labels)
+    probabilities = _plain_softmax(logits)
+    grad = probabilities.copy()
+    grad[np.arange(n), labels] -= 1
+    return -np.log(probabilities[np.arange(n), labels]).mean(), grad / n
+
+
+def sce_log_of_softmax(logits, labels):
+    n = len(labels)
+    probabilities = _plain_softmax(logits - logits.max(axis=1, keepdims=True))
+    grad = probabilities.copy()
+    grad[np.arange(n), labels] -= 1
+    return -np.log(probabilities[np.arange(n), labels]).mean(), grad / n
+
+
+def sce_sum_not_mean(logits, labels):
+    loss, grad = basics.softmax_cross_entropy(logits, labels)
+    return loss * len(labels), grad * len(labels)
+
+
+def sce_grad_without_1_over_n(logits, labels):
+    loss, grad = basics.softmax_cross_entropy(logits, labels)
+    return loss, grad * len(labels)
+
+
+def sce_grad_sign_flipped(logits, labels):
+    loss, grad = basics.softmax_cross_entropy(logits, labels)
+    return loss, -grad
+
+
+def sce_labels_as_columns(logits, labels):
+    n = len(labels)
+    probabilities = _plain_softmax(logits - logits.max(axis=1, keepdims=True))
+    grad = probabilities.copy()
+    grad[:, labels] -= 1
+    return -np.log(probabilities[:, labels]).mean(), grad / n
+
+
+def sce_forgets_one_hot(logits, labels):
+    loss, _ = basics.softmax_cross_entropy(logits, labels)
+    return loss, _plain_softmax(logits - logits.max(axis=1, keepdims=True)) / len(labels)
+
+
+def sce_shifts_in_place(logits, labels):
+    logits -= logits.max(axis=1, keepdims=True)
+    return basics.softmax_cross_entropy(logits, labels)
+
+
+# ----------------------------------------------------------------------------------------- balanced_batch
+
+
+def batch_uniform_over_images(labels, batch_size, rng):
+    return rng.integers(0, len(labels), size=batch_size)
+
+
+def batch_labels_by_count(labels, batch_size, rng):
+    present, counts = np.unique(labels, return_counts=True)
+    chosen = rng.choice(present, size=batch_size, p=counts / counts.sum())
+    return np.array([rng.choice(np.flatnonzero(labels == label)) for label in chosen])
+
+
+def batch_never_last_label(labels, batch_size, rng):
+    present = np.unique(labels)
+    out = []
+    for _ in range(batch_size):
+        members = np.flatnonzero(labels == present[rng.integers(0, len(present) - 1)])
+        out.append(members[rng.integers(0, len(members))])
+    return np.array(out)
+
+
+def batch_never_last_image(labels, batch_size, rng):
+    present = np.unique(labels)
+    out = []
+    for _ in range(batch_size):
+        members = np.flatnonzero(labels == present[rng.integers(0, len(present))])
+        out.append(members[rng.integers(0, max(1, len(members) - 1))])
+    return np.array(out)
+
+
+def batch_ignores_rng(labels, batch_size, rng):
+    return basics.balanced_batch(labels, batch_size, np.random.default_rng())
+
+
+def batch_every_label_number(labels, batch_size, rng):
+    out = []
+    for _ in range(batch_size):
+        members = np.flatnonzero(labels == rng.integers(0, labels.max() + 1))
+        out.append(members[rng.integers(0, len(members))])
+    return np.array(out)
+
+
+# ------------------------------------------------------------------------------------ train_softmax_layer
+
+
+def _trainer(direction=1.0, update_biases=True, fixed_rate=None, fixed_steps=None, seeded=True):
+    def train_softmax_layer(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
+        rng = np.random.default_rng(seed if seeded else None)
+        weights = np.zeros((bottlenecks.shape[1], num_classes))
+        biases = np.zeros(num_classes)
+        rate = learning_rate if fixed_rate is None else fixed_rate
+        for _ in range(steps if fixed_steps is None else fixed_steps):
+            batch = basics.balanced_batch(labels, batch_size, rng)
+            x = bottlenecks[batch]
+            _, grad = basics.softmax_cross_entropy(x @ weights + biases, labels[batch])
+            weights -= direction * rate * x.T @ grad
+            if update_biases:
+                biases -= direction * rate * grad.sum(axis=0)
+        return weights, biases
+
+    return train_softmax_layer
+
+
+train_ascends = _trainer(direction=-1.0)
+train_forgets_biases = _trainer(update_biases=False)
+train_ignores_learning_rate = _trainer(fixed_rate=0.1)
+train_ignores_steps = _trainer(fixed_steps=150)
+train_unseeded = _trainer(seeded=False)
+
+
+# ----------------------------------------------------------------------------------------- top_k_accuracy
+
+
+def top_k_one_too_many(probabilities, labels, k):
+    top = np.argsort(-probabilities, axis=1)[:, : k + 1]
+    return float(np.mean([label in row for label, row in zip(labels, top, strict=True)]))
+
+
+def top_k_one_too_few(probabilities, labels, k):
+    top = np.argsort(-probabilities, axis=1)[:, : k - 1]
+    return float(np.mean([label in row for label, row in zip(labels, top, strict=True)]))
+
+
+def top_k_smallest(probabilities, labels, k):
+    top = np.argsort(probabilities, axis=1)[:, :k]
+    return float(np.mean([label in row for label, row in zip(labels, top, strict=True)]))
+
+
+def top_k_wrong_axis(probabilities, labels, k):
+    top = np.argsort(-probabilities, axis=0)[:, :k]
+    return float(np.mean([label in top[i % len(top)] for i, label in enumerate(labels)]))
+
+
+def top_k_percent(probabilities, labels, k):
+    top = np.argsort(-probabilities, axis=1)[:, :k]
+    return 100 * float(np.mean([label in row for label, row in zip(labels, top, strict=True)]))
+
+
+# ----------------------------------------------------------------------------------- find_near_duplicates
+
+
+def duplicates_by_dot_product(vectors, threshold):
+    dots = vectors @ vectors.T
+    return [(i, j) for i in range(len(vectors)) for j in range(i + 1, len(vectors)) if dots[i, j] >= threshold]
+
+
+def _cosine_matrix(vectors):
+    lengths = np.linalg.norm(vectors, axis=1)
+    return (vectors @ vectors.T) / np.outer(lengths, lengths)
+
+
+def duplicates_strictly_above(vectors, threshold):
+    cosines = _cosine_matrix(vectors)
+    return [(i, j) for i in range(len(vectors)) for j in range(i + 1, len(vectors)) if cosines[i, j] > threshold]
+
+
+def duplicates_with_self(vectors, threshold):
+    cosines = _cosine_matrix(vectors)
+    return [(i, j) for i in range(len(vectors)) for j in range(i, len(vectors)) if cosines[i, j] >= threshold]
+
+
+def duplicates_both_orders(vectors, threshold):
+    cosines = _cosine_matrix(vectors)
+    n = len(vectors)
+    return [(i, j) for i in range(n) for j in range(n) if i != j and cosines[i, j] >= threshold]
+
+
+def duplicates_lengths_of_columns(vectors, threshold):
+    unit = vectors / np.linalg.norm(vectors, axis=0, keepdims=True)
+    similarity = unit @ unit.T
+    n = len(vectors)
+    return [(i, j) for i in range(n) for j in range(i + 1, n) if similarity[i, j] >= threshold]
+
+
+# ----------------------------------------------------------------------------- expected_calibration_error
+
+
+def _ece(probabilities, labels, num_bins, signed=False, weighted=True, top=True, last_bin=True):
+    confidence = probabilities.max(axis=1) if top else probabilities[np.arange(len(labels)), labels]
+    correct = probabilities.argmax(axis=1) == labels
+    bins = (confidence * num_bins).astype(int)
+    if last_bin:
+        bins = np.minimum(bins, num_bins - 1)
+    total, gaps = 0.0, []
+    for b in range(num_bins):
+        inside = bins == b
+        if inside.any():
+            gap = correct[inside].mean() - confidence[inside].mean()
+            gap = gap if signed else abs(gap)
+            gaps.append(gap)
+            total += inside.mean() * gap
+    return float(total if weighted else np.mean(gaps))
+
+
+def ece_signed_gaps(probabilities, labels, num_bins):
+    return abs(_ece(probabilities, labels, num_bins, signed=True))
+
+
+def ece_unweighted(probabilities, labels, num_bins):
+    return _ece(probabilities, labels, num_bins, weighted=False)
+
+
+def ece_true_label_probability(probabilities, labels, num_bins):
+    return _ece(probabilities, labels, num_bins, top=False)
+
+
+def ece_drops_confidence_one(probabilities, labels, num_bins):
+    return _ece(probabilities, labels, num_bins, last_bin=False)
+
+
+def ece_ten_bins(probabilities, labels, num_bins):
+    return _ece(probabilities, labels, 10)
+
+
+# ---------------------------------------------------------------------------------------- fit_temperature
+
+
+def _nll(logits, labels, temperature):
+    scaled = logits / temperature
+    scaled = scaled - scaled.max(axis=1, keepdims=True)
+    log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
+    return -log_probabilities[np.arange(len(labels)), labels].mean()
+
+
+def temperature_inverse(logits, labels):
+    return 1.0 / confidence.fit_temperature(logits, labels)
+
+
+def temperature_by_accuracy(logits, labels):
+    grid = np.linspace(0.05, 10, 200)
+    accuracy = [np.mean(np.argmax(logits / t, axis=1) == labels) for t in grid]
+    return float(grid[int(np.argmax(accuracy))])
+
+
+def temperature_grid_from_one(logits, labels):
+    grid = np.linspace(1.0, 10.0, 181)
+    return float(grid[int(np.argmin([_nll(logits, labels, t) for t in grid]))])
+
+
+def temperature_nll_of_predictions(logits, labels):
+    grid = np.geomspace(0.01, 100, 200)
+    predicted = np.argmax(logits, axis=1)  # the likelihood of the predicted labels, not the true ones
+    return float(grid[int(np.argmin([_nll(logits, predicted, t) for t in grid]))])
+
+
+MISTAKES = {
+    "split_for": [
+        (split_keeps_nohash, "left out of the hash"),
+        (split_fraction_position, "The percentages are percentages"),
+        (split_divides_percentages, "The percentages are percentages"),
+        (split_test_first, "validation and test are swapped"),
+        (split_md5, "SHA-1"),
+        (split_file_name_only, "Hash the whole path inside the label folder"),
+        (split_returns_index, "return one of the strings"),
+    ],
+    "softmax_cross_entropy": [
+        (sce_no_max_subtraction, "subtract each row's maximum before exp"),
+        (sce_log_of_softmax, "log(0) = -inf"),
+        (sce_sum_not_mean, "you summed over the batch"),
+        (sce_grad_without_1_over_n, "divided by N too"),
+        (sce_grad_sign_flipped, "the gradient has the wrong sign"),
+        (sce_labels_as_columns, "pick each row's own label"),
+        (sce_forgets_one_hot, "numerical gradient"),
+        (sce_shifts_in_place, "changed its input `logits` in place"),
+    ],
+    "balanced_batch": [
+        (batch_uniform_over_images, "pick the label first"),
+        (batch_labels_by_count, "would be drawn 100x more often than one with 10"),
+        (batch_never_last_label, "was never drawn"),
+        (batch_never_last_image, "the last of them: an off-by-one"),
+        (batch_ignores_rng, "draw everything from the rng you are given"),
+        (batch_every_label_number, "labels present"),
+    ],
+    "train_softmax_layer": [
+        (train_ascends, "step against the gradient"),
+        (train_forgets_biases, "the biases never changed"),
+        (train_ignores_learning_rate, "with learning_rate=0 the layer still changed"),
+        (train_ignores_steps, "with steps=0"),
+        (train_unseeded, "two runs with the same seed"),
+    ],
+    "top_k_accuracy": [
+        (top_k_one_too_many, "k + 1 most probable"),
+        (top_k_one_too_few, "only k - 1 labels"),
+        (top_k_smallest, "*least* probable"),
+        (top_k_wrong_axis, "along each row (axis=1)"),
+        (top_k_percent, "not a percentage"),
+    ],
+    "find_near_duplicates": [
+        (duplicates_by_dot_product, "use cosine: divide by the lengths"),
+        (duplicates_strictly_above, "means >=, not >"),
+        (duplicates_with_self, "a vector with itself"),
+        (duplicates_both_orders, "give each pair once"),
+        (duplicates_lengths_of_columns, "cosine similarity"),
+    ],
+    "expected_calibration_error": [
+        (ece_signed_gaps, "take the absolute value of each bin's gap"),
+        (ece_unweighted, "weight each bin's gap by its share of the images"),
+        (ece_true_label_probability, "not on the probability of the true label"),
+        (ece_drops_confidence_one, "confidence of exactly 1.0 are missing"),
+        (ece_ten_bins, "use num_bins"),
+    ],
+    "fit_temperature": [
+        (temperature_inverse, "inverses of the best ones"),
+        (temperature_by_accuracy, "accuracy is the same for every T"),
+        (temperature_grid_from_one, "search below 1 too"),
+        (temperature_nll_of_predictions, "mean negative log-likelihood"),
+    ],
+}

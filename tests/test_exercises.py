@@ -1,0 +1,341 @@
+"""The graded exercises: every reference passes, every grader can fail, and the machinery around them works."""
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tlcourse.exercises as exercises
+from tests.exercise_mistakes import MISTAKES
+from tlcourse import data
+from tlcourse.exercises import basics, core
+
+REQUIRED = {
+    "split_for": "01_prepare_dataset",
+    "softmax_cross_entropy": "03_retrain",
+    "balanced_batch": "03_retrain",
+    "train_softmax_layer": "03_retrain",
+    "top_k_accuracy": "04_label_new_images",
+    "find_near_duplicates": "05_your_data",
+    "expected_calibration_error": "09_trust_a_score",
+    "fit_temperature": "09_trust_a_score",
+}
+
+
+def test_required_exercises_are_registered_with_their_lessons():
+    for name, lesson in REQUIRED.items():
+        assert exercises.REGISTRY[name].lesson == lesson
+        assert exercises.REGISTRY[name].reference.__name__ == name
+        assert f"notebooks/{lesson}.ipynb" in exercises.REGISTRY[name].reference.__doc__
+    assert set(REQUIRED) <= set(exercises.names())
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_the_reference_passes(name):
+    for seed in (1, 2):
+        outcome = exercises.grade(name, exercises.REGISTRY[name].reference, seed=seed)
+        assert outcome.passed, outcome.message
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_the_pasted_reference_source_is_self_contained(name):
+    namespace = {}
+    exec(compile(exercises.reference_source(name), f"<{name}>", "exec"), namespace)  # no imports given
+    assert exercises.grade(name, namespace[name], seed=3).passed
+
+
+@pytest.mark.parametrize(
+    ("name", "index"), [(name, index) for name, mistakes in MISTAKES.items() for index in range(len(mistakes))]
+)
+def test_a_plausible_mistake_fails_with_its_message(name, index):
+    wrong, message = MISTAKES[name][index]
+    outcome = exercises.grade(name, wrong, seed=100 + index)
+    assert outcome.status == "failed", (wrong.__name__, outcome)
+    assert message in outcome.message, (wrong.__name__, outcome.message)
+
+
+def test_every_required_exercise_has_at_least_two_mistakes():
+    for name in REQUIRED:
+        assert len(MISTAKES[name]) >= 2
+
+
+def test_split_for_reference_equals_the_course_rule():
+    rng = np.random.default_rng(0)
+    names = basics._random_names(rng, 3000) + [f"cat_{i}_nohash_{j}.jpg" for i in range(50) for j in range(3)]
+    for validation, testing in ((10, 10), (20, 5), (0, 0), (33.3, 12.5), (50, 50)):
+        for name in names:
+            assert basics.split_for(name, validation, testing) == data.split_for(name, validation, testing), name
+
+
+# ------------------------------------------------------------------------------------------- the runner
+
+
+def test_a_stub_is_not_written_and_the_lesson_goes_on_with_the_reference(capsys):
+    def softmax_cross_entropy(logits, labels):
+        """A docstring, then nothing."""
+        ...  # your code here
+
+    used = exercises.check("softmax_cross_entropy", softmax_cross_entropy)
+    assert used is exercises.REGISTRY["softmax_cross_entropy"].reference
+    printed = capsys.readouterr().out
+    assert "not written yet" in printed and "course's reference solution" in printed
+
+
+def test_not_implemented_and_none_count_as_not_written():
+    def raises(logits, labels):
+        raise NotImplementedError("later")
+
+    def computes_nothing(logits, labels):
+        total = 0
+        for _row in logits:
+            total += 1
+
+    assert exercises.grade("softmax_cross_entropy", raises).status == "not_written"
+    outcome = exercises.grade("softmax_cross_entropy", computes_nothing)
+    assert outcome.status == "not_written" and "`return` is missing" in outcome.message
+
+
+def test_an_exception_is_reported_with_its_type_line_and_input(capsys):
+    def top_k_accuracy(probabilities, labels, k):
+        ranked = np.argsort(-probabilities)
+        return ranked[labels]["oops"]
+
+    used = exercises.check("top_k_accuracy", top_k_accuracy)
+    assert used is exercises.REGISTRY["top_k_accuracy"].reference
+    printed = capsys.readouterr().out
+    assert "raised IndexError" in printed
+    assert 'return ranked[labels]["oops"]' in printed  # the learner's line
+    assert "probabilities = float64 array of shape [300, 10]" in printed  # which input
+    assert "seed=" in printed
+
+
+def test_a_passing_function_is_the_one_the_lesson_goes_on_with(capsys):
+    def top_k_accuracy(probabilities, labels, k):
+        top = np.argsort(-probabilities, axis=1)[:, :k]
+        return float(np.mean([label in row for label, row in zip(labels, top, strict=True)]))
+
+    assert exercises.check("top_k_accuracy", top_k_accuracy) is top_k_accuracy
+    assert "Passed" in capsys.readouterr().out
+
+
+def test_a_failure_prints_the_seed_that_reproduces_it(capsys):
+    wrong = MISTAKES["top_k_accuracy"][0][0]
+    exercises.check("top_k_accuracy", wrong, seed=1234)
+    printed = capsys.readouterr().out
+    assert printed.startswith("Not yet:") and "seed=1234" in printed
+    assert (
+        exercises.grade("top_k_accuracy", wrong, seed=1234).message
+        == exercises.grade("top_k_accuracy", wrong, seed=1234).message
+    )
+
+
+def test_grading_leaves_global_random_state_alone():
+    np.random.seed(5)
+    random.seed(5)
+    expected = (np.random.random(), random.random())
+    np.random.seed(5)
+    random.seed(5)
+    exercises.grade("top_k_accuracy", basics.top_k_accuracy)
+    assert (np.random.random(), random.random()) == expected
+
+
+def test_check_never_raises_but_expect_pass_does(monkeypatch, capsys):
+    wrong = MISTAKES["softmax_cross_entropy"][0][0]
+    monkeypatch.delenv(core.EXPECT_PASS_VARIABLE, raising=False)
+    exercises.check("softmax_cross_entropy", wrong)
+    exercises.check("softmax_cross_entropy", "not a function")
+    monkeypatch.setenv(core.EXPECT_PASS_VARIABLE, "1")
+    with pytest.raises(AssertionError, match="subtract each row's maximum"):
+        exercises.check("softmax_cross_entropy", wrong)
+    reference = exercises.REGISTRY["softmax_cross_entropy"].reference
+    assert exercises.check("softmax_cross_entropy", reference) is reference
+
+
+def test_an_unknown_exercise_name_is_the_lesson_authors_mistake():
+    with pytest.raises(KeyError, match="no exercise named"):
+        exercises.check("softmax", lambda x: x)
+
+
+def test_is_stub():
+    def stub(a):
+        """Doc."""
+        ...
+
+    def stub_pass(a):
+        pass
+
+    def stub_raise(a):
+        raise NotImplementedError
+
+    def written(a):
+        """Doc."""
+        return a
+
+    assert core.is_stub(stub) and core.is_stub(stub_pass) and core.is_stub(stub_raise)
+    assert not core.is_stub(written) and not core.is_stub(len)
+
+
+def test_core_needs_no_tensorflow():
+    code = "import sys, tlcourse.exercises; assert 'tensorflow' not in sys.modules, 'tensorflow was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_topic_module_exists_and_registers():
+    for topic in exercises.TOPICS:
+        module = sys.modules[f"tlcourse.exercises.{topic}"]
+        assert any(e.reference.__module__ == module.__name__ for e in exercises.REGISTRY.values()), topic
+
+
+# ------------------------------------------------------------------------------------------- fill_stubs
+
+STUB_CELL = '''def softmax_cross_entropy(logits, labels):
+    """Stub."""
+    ...  # your code here
+
+
+softmax_cross_entropy = tlc.exercises.check("softmax_cross_entropy", softmax_cross_entropy)
+print("after the check")'''
+
+TWO_STUBS = """def top_k_accuracy(probabilities, labels, k):
+    ...
+
+
+top_k_accuracy = tlc.exercises.check("top_k_accuracy", top_k_accuracy)
+
+def split_for(relative, validation_percentage, testing_percentage):
+    ...
+
+
+split_for = tlc.exercises.check("split_for", split_for)
+"""
+
+
+CODE_FIELDS = {"outputs": [], "execution_count": None}
+
+
+def _notebook(*cells):
+    return {
+        "cells": [
+            {
+                "cell_type": kind,
+                "metadata": {},
+                "source": source,
+                **({"outputs": [], "execution_count": None} if kind == "code" else {}),
+            }
+            for kind, source in cells
+        ],
+        "metadata": {"kernelspec": {"name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def test_fill_stubs_replaces_each_stub_by_the_reference(monkeypatch, capsys):
+    notebook = _notebook(
+        ("markdown", '# Title\n\nexercises.check("nothing", here) in markdown is not code'),
+        ("code", "import numpy as np\nimport tlcourse as tlc"),
+        ("code", STUB_CELL.splitlines(keepends=True)),  # nbformat stores a list of lines
+        ("code", TWO_STUBS),  # or one string
+        ("code", 'tlc.exercises.check("softmax_cross_entropy", lambda l, y: (0.0, l))  # a demo, left alone'),
+    )
+    before = json.dumps(notebook)
+    filled = exercises.fill_stubs(notebook)
+    assert json.dumps(notebook) == before  # the input is not changed
+    cell = "".join(filled["cells"][2]["source"])
+    assert isinstance(filled["cells"][2]["source"], list)
+    assert "..." not in cell and "shifted" in cell and cell.endswith('print("after the check")')
+    assert cell.count("def softmax_cross_entropy") == 1
+    two = filled["cells"][3]["source"]
+    assert isinstance(two, str) and two.count("def top_k_accuracy") == 1 and two.count("def split_for") == 1
+    assert "hashlib" in two and "..." not in two
+    assert filled["cells"][4] == notebook["cells"][4] and filled["cells"][0] == notebook["cells"][0]
+    # the filled cells run, and under TLCOURSE_EXPECT_PASS every check passes
+    monkeypatch.setenv(core.EXPECT_PASS_VARIABLE, "1")
+    namespace = {}
+    for cell in filled["cells"][1:4]:
+        exec("".join(cell["source"]), namespace)
+    assert namespace["split_for"] is not None
+    assert capsys.readouterr().out.count("Passed") == 3
+
+
+def test_fill_stubs_refuses_an_unknown_exercise():
+    notebook = _notebook(("code", 'soft = tlc.exercises.check("softmax_xent", soft)'))
+    with pytest.raises(ValueError, match="unknown exercise 'softmax_xent'"):
+        exercises.fill_stubs(notebook)
+
+
+# ------------------------------------------------------------------------------------------- the command line
+
+LEARNER_FILE = textwrap.dedent(
+    """
+    import numpy as np
+
+
+    def softmax_cross_entropy(logits, labels):
+        exps = np.exp(logits)
+        probabilities = exps / exps.sum(axis=1, keepdims=True)
+        rows = np.arange(len(labels))
+        grad = probabilities.copy()
+        grad[rows, labels] -= 1
+        return -np.log(probabilities[rows, labels]).mean(), grad / len(labels)
+
+
+    def stable(logits, labels):
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        rows = np.arange(len(labels))
+        grad = np.exp(log_probabilities)
+        grad[rows, labels] -= 1
+        return -log_probabilities[rows, labels].mean(), grad / len(labels)
+    """
+)
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "tlcourse.exercises", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_command_line(tmp_path):
+    learner = tmp_path / "mine.py"
+    learner.write_text(LEARNER_FILE)
+    listing = _cli("list")
+    assert listing.returncode == 0 and all(name in listing.stdout for name in REQUIRED)
+    assert "03_retrain" in listing.stdout
+
+    passed = _cli("check", "softmax_cross_entropy", f"{learner}:stable")
+    assert passed.returncode == 0 and "Passed" in passed.stdout
+
+    failed = _cli("check", "softmax_cross_entropy", str(learner))  # the function named like the exercise
+    assert failed.returncode == 1
+    assert "subtract each row's maximum before exp" in failed.stdout and "--seed" in failed.stdout
+
+    usage = _cli("check", "no_such_exercise", f"{learner}:stable")
+    assert usage.returncode == 2 and "no exercise named" in usage.stderr and "Traceback" not in usage.stderr
+
+
+def test_command_line_usage_errors(tmp_path, capsys):
+    from tlcourse.exercises.__main__ import main  # noqa: PLC0415
+
+    learner = tmp_path / "mine.py"
+    learner.write_text(LEARNER_FILE)
+    bad_syntax = tmp_path / "broken.py"
+    bad_syntax.write_text("def softmax_cross_entropy(logits, labels:\n    return 1\n")
+    raises = tmp_path / "raises.py"
+    raises.write_text("import no_such_module_here\n")
+    for args, message in (
+        (("check", "softmax_cross_entropy", str(tmp_path / "missing.py")), "no such file"),
+        (("check", "softmax_cross_entropy", f"{learner}:nothing_here"), "defines no function 'nothing_here'"),
+        (("check", "softmax_cross_entropy", str(bad_syntax)), "syntax error at line 1"),
+        (("check", "softmax_cross_entropy", str(raises)), "raised ModuleNotFoundError while loading"),
+    ):
+        assert main(list(args)) == 2, args
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check"])
+    assert exit_info.value.code == 2
