@@ -12,7 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from tests.images_factory import labelled_folder
-from tlcourse import export, label, retrain
+from tlcourse import export, label, retrain, train
+from tlcourse.data import scan_dataset
 from tlcourse.images import load_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +144,25 @@ def test_misclassified_test_images_are_listed(tmp_path, capsys):
     report = json.loads((tmp_path / "out" / "g.report.json").read_text())
     assert np.sum(report["confusion_matrix"]) == report["num_images"]
     assert set(report["per_class_accuracy"]) == {"a", "b", "c"}
+
+
+def test_final_validation_accuracy_is_the_written_models_on_the_whole_validation_split(tmp_path, monkeypatch):
+    image_dir = noise_dataset(tmp_path / "images", per_label=30)
+    sampled = train._evaluate_sample
+
+    def marked(*arguments):  # training's own evaluations (100 draws with replacement) get a mark
+        loss, accuracy = sampled(*arguments)
+        return loss, accuracy + 1e-3  # a shift keeps early stopping's choice; a report copying one cannot pass
+
+    monkeypatch.setattr(train, "_evaluate_sample", marked)
+    args = args_for(tmp_path, image_dir, "--early_stopping_patience=2", "--eval_step_interval=5")
+    report = retrain.retrain(args, progress=False)
+    validation = [record.path for record in scan_dataset(image_dir).split("validation")]
+    assert len(validation) >= 3
+    out = tmp_path / "out"
+    labelled = label.label_images(validation, out / "g.keras", out / "labels.txt")
+    accuracy = np.mean([result.top[0][0] == result.path.parent.name for result in labelled])
+    assert report["final_validation_accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
 def test_label_image_reads_every_output_format_alike_and_batches_a_folder(stamps_dir, tmp_path):
