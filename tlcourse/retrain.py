@@ -209,7 +209,9 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
 def _train_new_layer(args, config, dataset, backbone, strategy, progress):
     """The tutorial's path: a new layer on cached bottlenecks.
 
-    Returns (model, test evaluation, last validation accuracy, images that failed to decode).
+    Returns (model, test evaluation, validation accuracy, images that failed to decode). The
+    validation accuracy is that of the layer written (the best one, under early stopping),
+    measured on the whole validation split: not the last sampled evaluation of training.
     """
     report = bottlenecks.cache_bottlenecks(dataset.images, backbone, args.bottleneck_dir, progress=progress)
     distorted = None
@@ -217,11 +219,13 @@ def _train_new_layer(args, config, dataset, backbone, strategy, progress):
         train.cache_distorted_variants(dataset, backbone, args.bottleneck_dir, config, progress)
         distorted = train.gather_distorted(dataset, backbone, args.bottleneck_dir, config)
     splits = {name: train.gather(dataset, name, backbone, args.bottleneck_dir) for name in SPLITS}
-    head, history = train.train_head(
+    head, _ = train.train_head(
         splits["train"], splits["validation"], len(dataset.class_names), config, distorted, progress, strategy
     )
     evaluation = train.evaluate(head, _sample(splits["test"], args.test_batch_size, args.seed), dataset.class_names)
-    validation = history.validation_accuracy[-1] if history.validation_accuracy else None
+    validation = None
+    if len(splits["validation"]):
+        validation = train.evaluate(head, splits["validation"], dataset.class_names).accuracy
     return export.full_model(backbone, head), evaluation, validation, report.failures
 
 
