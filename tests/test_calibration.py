@@ -20,13 +20,15 @@ def two_class(confidences, correct):
     return probabilities, labels
 
 
-def test_a_calibrated_set_has_no_gap_and_bins_are_right_closed():
-    # 10 images at 0.8, 8 of them right; 10 at 0.6, 6 right: accuracy equals confidence in each bin.
-    probabilities, labels = two_class([0.8] * 10 + [0.6] * 10, [True] * 8 + [False] * 2 + [True] * 6 + [False] * 4)
+def test_a_calibrated_set_has_no_gap_and_bins_are_left_closed():
+    # 10 images at 0.85 with 8 right, 10 at 0.65 with 7 right: each bin is 0.05 over-confident.
+    probabilities, labels = two_class([0.85] * 10 + [0.65] * 10, [True] * 8 + [False] * 2 + [True] * 7 + [False] * 3)
     bins = calibration.reliability_bins(probabilities, labels, num_bins=10)
-    assert bins.counts[7] == 10 and bins.counts[5] == 10  # 0.8 lies in (0.7, 0.8], 0.6 in (0.5, 0.6]
+    assert bins.counts[8] == 10 and bins.counts[6] == 10  # 0.85 lies in [0.8, 0.9), 0.65 in [0.6, 0.7)
+    assert calibration.expected_calibration_error(probabilities, labels, 10) == pytest.approx(0.05)
+    probabilities, labels = two_class([0.8] * 10, [True] * 8 + [False] * 2)
     assert calibration.expected_calibration_error(probabilities, labels, 10) == pytest.approx(0.0, abs=1e-12)
-    assert list(calibration.bin_index([0.0, 0.1, 0.1001, 1.0], 10)) == [0, 0, 1, 9]
+    assert list(calibration.bin_index([0.0, 0.0999, 0.1, 1.0], 10)) == [0, 0, 1, 9]
 
 
 def test_over_and_under_confident_bins_do_not_cancel():
@@ -38,6 +40,22 @@ def test_over_and_under_confident_bins_do_not_cancel():
     assert one_bin == pytest.approx(abs(0.75 - 0.75))  # one bin hides both gaps
     bins = calibration.reliability_bins(probabilities, labels, 10)
     assert np.isnan(bins.accuracy[0]) and bins.counts.sum() == 20
+
+
+def test_the_library_agrees_with_the_lessons_exercise_references():
+    from tlcourse.exercises import confidence  # noqa: PLC0415
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 3, size=(500, 6))
+    probabilities = calibration.softmax(logits)
+    labels = np.array([rng.choice(6, p=row) for row in calibration.softmax(logits, 2.0)])
+    for num_bins in (5, 10, 15):
+        assert calibration.expected_calibration_error(probabilities, labels, num_bins) == pytest.approx(
+            confidence.expected_calibration_error(probabilities, labels, num_bins)
+        )
+    assert calibration.fit_temperature(logits, labels) == pytest.approx(
+        confidence.fit_temperature(logits, labels), rel=1e-3
+    )
 
 
 def test_fit_temperature_recovers_the_temperature_that_made_the_labels():

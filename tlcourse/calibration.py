@@ -64,10 +64,10 @@ def _check_probabilities(probabilities, labels) -> tuple[np.ndarray, np.ndarray]
 
 
 def bin_index(confidence, num_bins: int) -> np.ndarray:
-    """The bin of each top probability: bin ``i`` holds ``(i / num_bins, (i + 1) / num_bins]``, 0 in the first."""
+    """The bin of each top probability: bin ``i`` holds ``[i / num_bins, (i + 1) / num_bins)``, 1.0 the last."""
     if num_bins < 1:
         raise ValueError(f"num_bins must be at least 1, got {num_bins}")
-    return np.clip(np.ceil(np.asarray(confidence) * num_bins).astype(int) - 1, 0, num_bins - 1)
+    return np.minimum((np.asarray(confidence) * num_bins).astype(int), num_bins - 1)
 
 
 def reliability_bins(probabilities, labels, num_bins: int = 10) -> ReliabilityBins:
@@ -102,7 +102,7 @@ def softmax(logits, temperature: float = 1.0) -> np.ndarray:
     return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
-def fit_temperature(logits, labels, low: float = 0.05, high: float = 20.0) -> float:
+def fit_temperature(logits, labels, low: float = 1e-3, high: float = 1e3) -> float:
     """The temperature in ``[low, high]`` that minimises the validation negative log-likelihood.
 
     The likelihood is smooth and has one minimum in ``log T``, so a golden-section search finds it.
