@@ -1,6 +1,6 @@
 """Reproduce lesson 07's table: the many-classes accuracy collapse and what wins accuracy back.
 
-    python bench/many_classes.py            # the whole table (about 30-40 minutes on 2 cores, caches included)
+    python bench/many_classes.py            # the whole table (about 40 minutes on 2 cores, caches included)
     python bench/many_classes.py --quick    # 25 labels, three recipes: a fast check
 
 Every recipe is measured on the same dataset (``many_classes``, 117 labels) and the same split:
@@ -13,13 +13,17 @@ Every recipe is measured on the same dataset (``many_classes``, 117 labels) and 
 - the seed's own scale: the tutorial's command and the frozen-feature ladder on
   ``many_classes_150`` (over 150 labels).
 
-Writes bench/results/many_classes.{json,md,png} and many_classes_curve.png.
+Writes bench/results/many_classes.{json,md,png} and many_classes_curve.png after each stage (recipes,
+seed scale, curve); rows already measured are kept in runs/bench_many_classes/, so an interrupted
+run goes on where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -48,14 +52,31 @@ from tlcourse.many_classes import (  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 CLASS_COUNTS = (5, 10, 25, 50)
 SUBSET_SEEDS = (0, 1, 2)
+DONE = ROOT / "runs" / "bench_many_classes"  # rows already measured: an interrupted run goes on from there
+
+
+def remembered(key: dict, measure) -> RecipeResult:
+    """``measure()``, or its result from an earlier run with exactly the same ``key`` (dataset, recipe, subset)."""
+    DONE.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = DONE / f"{digest}.json"
+    if path.is_file():
+        return RecipeResult.from_json(json.loads(path.read_text()))
+    result = measure()
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(result.to_json(), default=str))
+    os.replace(temporary, path)
+    return result
 
 
 def run_rows(experiment: Experiment, recipes: dict, label: str) -> tuple[list[RecipeResult], dict[str, str]]:
     """Every recipe once; a recipe that fails is reported as not run (with its error), not hidden."""
     table, failed = [], {}
+    names = sorted(experiment.dataset.class_names)
     for name, (backbone, settings, distortions) in recipes.items():
+        key = {"labels": names, "recipe": name, "backbone": backbone, "settings": settings, "distortions": distortions}
         try:
-            result, _ = experiment.run(name, backbone, settings, distortions)
+            result = remembered(key, lambda: experiment.run(name, backbone, settings, distortions)[0])  # noqa: B023
         except Exception as error:  # noqa: BLE001 - e.g. fine-tuning being rewritten: report it and go on
             traceback.print_exc()
             failed[name] = f"{type(error).__name__}: {error}"
@@ -132,6 +153,84 @@ def curve_json(results: list[RecipeResult]) -> list[dict]:
     ]
 
 
+def curve_recipe(result: RecipeResult) -> tuple:
+    """A measured recipe with its tuned values fixed (the L2 chosen on all labels is not re-tuned per subset)."""
+    settings = {key: value for key, value in result.settings.items() if key != "distortions"}
+    return result.backbone, settings, result.settings.get("distortions")
+
+
+def run_curve(experiment: Experiment, recipe: RecipeResult, sizes) -> list[RecipeResult]:
+    backbone, settings, distortions = curve_recipe(recipe)
+    results = []
+    for size in sizes:
+        for seed in SUBSET_SEEDS:
+            subset = restrict(experiment.dataset, class_subset(experiment.dataset, size, seed))
+            key = {"labels": subset.class_names, "recipe": recipe.name, "settings": settings, "curve": True}
+
+            def measure(subset=subset):
+                return experiment.run(recipe.name, backbone, settings, distortions, subset)[0]
+
+            result = remembered({**key, "distortions": distortions, "backbone": backbone}, measure)
+            result.subset_seed = seed
+            results.append(result)
+            print(f"[curve] {recipe.name}: {size} labels, subset {seed}: {result.accuracy:.1%}", flush=True)
+    return results + [recipe]
+
+
+def write_report(stem: str, summary: dict, table, curves: dict, sizes) -> None:
+    """The results files, from whatever stages have finished (``summary['stages_done']``)."""
+    (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    chosen = summary["chosen_on_validation"]
+    interval = summary["chosen_test_interval"]
+    lines = [
+        f"# Many classes: {summary['num_classes']} labels, {summary['num_test_images']} test images",
+        "",
+        f"`{summary['command']}` ({summary['seconds'] // 60} minutes). "
+        "Top-1 with its 95% bootstrap interval over the test images. Each row is compared with the row it "
+        f"changes one thing from (the ladder: {', '.join(LADDER)}; the Lite2 row swaps the backbone of the "
+        "tuned-L2 row), or, for a separate recipe, with the frozen-feature recipe chosen on validation: "
+        "a paired difference on the same images with its 95% interval.",
+        "",
+        *markdown_rows(summary["techniques"]),
+        "",
+        f"Chosen on validation: **{chosen}** (validation {summary['chosen_validation_accuracy']:.1%}), test "
+        f"{summary['chosen_test_accuracy']:.1%} [{interval['low']:.1%}, {interval['high']:.1%}]; "
+        f"among the frozen-feature recipes: {summary['chosen_frozen_on_validation']}.",
+    ]
+    if summary["not_run"]:
+        lines += ["", "Not run: " + "; ".join(f"{k} ({v})" for k, v in summary["not_run"].items())]
+    if curves:
+        lines += [
+            "",
+            f"## Accuracy against the number of labels ({len(SUBSET_SEEDS)} random label subsets per size)",
+            "",
+            "| labels | " + " | ".join(curves) + " |",
+            "| --- |" + " --- |" * len(curves),
+        ]
+        for size in sizes:
+            cells = []
+            for results in curves.values():
+                values = [r.accuracy for r in results if r.num_classes == size]
+                cells.append(", ".join(f"{v:.1%}" for v in values))
+            lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    seed = summary.get("seed_scale")
+    if seed:
+        lines += [
+            "",
+            f"## The seed's scale: {seed['dataset']}, {seed['num_classes']} labels, "
+            f"{seed['num_test_images']} test images",
+            "",
+            *markdown_rows(seed["techniques"]),
+            "",
+            f"Chosen on validation: **{seed['chosen_on_validation']}**, test {seed['chosen_test_accuracy']:.1%}.",
+        ]
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    tlc.plots.plot_recipes(table).savefig(RESULTS / f"{stem}.png", dpi=100, bbox_inches="tight")
+    if curves:
+        tlc.plots.plot_accuracy_vs_classes(curves).savefig(RESULTS / f"{stem}_curve.png", dpi=100, bbox_inches="tight")
+    print("\n".join(lines), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="25 labels and three recipes")
@@ -148,28 +247,12 @@ def main() -> int:
         experiment.dataset = restrict(dataset, class_subset(dataset, 25))
         recipes, sizes = {name: RECIPES[name] for name in list(RECIPES)[:3]}, (5, 10)
 
+    # Stage 1: every recipe on all the labels.
     table, failed = run_rows(experiment, recipes, "many_classes")
     rows, chosen, chosen_frozen = describe_rows(table)
     chosen_interval = chosen.interval()
     print(f"chosen on validation: {chosen.name}: test {chosen_interval}", flush=True)
-
     num_classes = len(experiment.dataset.class_names)
-    full_sizes = [n for n in sizes if n < num_classes]
-    curves = {}
-    for name in dict.fromkeys(["tutorial", chosen_frozen.name]):
-        full_row = next(r for r in table if r.name == name)
-        curves[name] = experiment.accuracy_vs_classes(full_sizes, name, SUBSET_SEEDS) + [full_row]
-
-    # The seed's own scale: over 150 labels, the tutorial's command and the frozen-feature ladder.
-    big = tlc.data.scan_dataset(tlc.datasets.many_classes_150())
-    big_experiment = Experiment(big, bottleneck_dir, progress=True)
-    big_recipes = dict(LADDER)
-    if args.quick:
-        big_experiment.dataset = restrict(big, class_subset(big, 30))
-        big_recipes = {name: LADDER[name] for name in list(LADDER)[:3]}
-    big_table, big_failed = run_rows(big_experiment, big_recipes, "many_classes_150")
-    big_rows, big_chosen, _ = describe_rows(big_table)
-
     summary = {
         "dataset": "many_classes",
         "num_classes": num_classes,
@@ -187,66 +270,49 @@ def main() -> int:
         "techniques": rows,
         "not_run": failed,
         "ladder": list(LADDER),
-        "accuracy_vs_classes": {name: curve_json(results) for name, results in curves.items()},
         "subset_seeds": list(SUBSET_SEEDS),
-        "seed_scale": {
-            "dataset": "many_classes_150",
-            "num_classes": len(big_experiment.dataset.class_names),
-            "num_images": len(big_experiment.dataset.images),
-            "num_test_images": len(big_experiment.dataset.split("test")),
-            "chosen_on_validation": big_chosen.name,
-            "chosen_test_accuracy": big_chosen.accuracy,
-            "techniques": big_rows,
-            "not_run": big_failed,
-        },
-        "seconds": round(time.perf_counter() - started),
         "command": "python bench/many_classes.py" + (" --quick" if args.quick else ""),
         "versions": tlc.course.environment(),
+        "stages_done": ["recipes"],
     }
-    (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
-    seed = summary["seed_scale"]
-    lines = [
-        f"# Many classes: {num_classes} labels, {summary['num_test_images']} test images",
-        "",
-        f"`{summary['command']}` ({summary['seconds'] // 60} minutes). Top-1 with its 95% bootstrap interval over "
-        "the test images; each row against the row it changes one thing from (the ladder: "
-        f"{', '.join(LADDER)}), or, for a separate recipe, against the frozen-feature recipe chosen on validation, "
-        "as a paired difference on the same images with its 95% interval.",
-        "",
-        *markdown_rows(rows),
-        "",
-        f"Chosen on validation: **{chosen.name}** (validation {chosen.validation_accuracy:.1%}), test "
-        f"{chosen_interval.value:.1%} [{chosen_interval.low:.1%}, {chosen_interval.high:.1%}]; "
-        f"among the frozen-feature recipes: {chosen_frozen.name}.",
-    ]
-    if failed:
-        lines += ["", "Not run: " + "; ".join(f"{k} ({v})" for k, v in failed.items())]
-    lines += [
-        "",
-        f"## Accuracy against the number of labels ({len(SUBSET_SEEDS)} random label subsets per size)",
-        "",
-        "| labels | " + " | ".join(curves) + " |",
-        "| --- |" + " --- |" * len(curves),
-    ]
-    for size in [*full_sizes, num_classes]:
-        cells = []
-        for results in curves.values():
-            values = [r.accuracy for r in results if r.num_classes == size]
-            cells.append(", ".join(f"{v:.1%}" for v in values))
-        lines.append(f"| {size} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"## The seed's scale: many_classes_150, {seed['num_classes']} labels, {seed['num_test_images']} test images",
-        "",
-        *markdown_rows(big_rows),
-        "",
-        f"Chosen on validation: **{big_chosen.name}**, test {big_chosen.accuracy:.1%}.",
-    ]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    tlc.plots.plot_recipes(table).savefig(RESULTS / f"{stem}.png", dpi=100, bbox_inches="tight")
-    tlc.plots.plot_accuracy_vs_classes(curves).savefig(RESULTS / f"{stem}_curve.png", dpi=100, bbox_inches="tight")
-    print("\n".join(lines))
+    def report(stage, curves=None):
+        summary["stages_done"] = sorted({*summary["stages_done"], stage})
+        summary["seconds"] = round(time.perf_counter() - started)
+        write_report(stem, summary, table, curves or {}, [*full_sizes, num_classes])
+
+    full_sizes = [n for n in sizes if n < num_classes]
+    report("recipes")
+
+    # Stage 2: the seed's own scale, over 150 labels: the tutorial's command and the frozen-feature ladder.
+    big = tlc.data.scan_dataset(tlc.datasets.many_classes_150())
+    big_experiment = Experiment(big, bottleneck_dir, progress=True)
+    big_recipes = dict(LADDER)
+    if args.quick:
+        big_experiment.dataset = restrict(big, class_subset(big, 30))
+        big_recipes = {name: LADDER[name] for name in list(LADDER)[:3]}
+    big_table, big_failed = run_rows(big_experiment, big_recipes, "many_classes_150")
+    big_rows, big_chosen, _ = describe_rows(big_table)
+    summary["seed_scale"] = {
+        "dataset": "many_classes_150",
+        "num_classes": len(big_experiment.dataset.class_names),
+        "num_images": len(big_experiment.dataset.images),
+        "num_test_images": len(big_experiment.dataset.split("test")),
+        "chosen_on_validation": big_chosen.name,
+        "chosen_test_accuracy": big_chosen.accuracy,
+        "techniques": big_rows,
+        "not_run": big_failed,
+    }
+    report("seed_scale")
+
+    # Stage 3: accuracy against the number of labels, 3 random label subsets per size, for the tutorial's
+    # command and the frozen-feature recipe chosen on validation (its tuned L2 kept as chosen on all labels).
+    by_name = {r.name: r for r in table}
+    curves = {}
+    for name in dict.fromkeys(["tutorial", chosen_frozen.name]):
+        curves[name] = run_curve(experiment, by_name[name], full_sizes)
+    summary["accuracy_vs_classes"] = {name: curve_json(results) for name, results in curves.items()}
+    report("curve", curves)
     return 0
 
 
