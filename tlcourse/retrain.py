@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import errno
 import json
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcourse import backbones, bottlenecks, export, finetune, train
+from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, train
 from tlcourse.atomic import atomic_directory, atomic_path
 from tlcourse.data import SPLITS, scan_dataset
 
@@ -89,9 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--standardize_bottlenecks", action="store_true", help="scale each feature by the training mean and std"
     )
     better.add_argument(
-        "--fine_tune_blocks", type=int, default=0, help="also train the backbone's last N blocks (EfficientNet-Lite)"
+        "--fine_tune_blocks",
+        type=int,
+        default=0,
+        help="also train the backbone's last N blocks (EfficientNet-Lite), in two phases (lesson 08)",
     )
-    better.add_argument("--fine_tune_epochs", type=int, default=15, help="epochs of fine-tuning (early-stopped)")
+    better.add_argument(
+        "--fine_tune_epochs", type=int, default=15, help="epochs of phase 2 of fine-tuning (early-stopped)"
+    )
     return parser
 
 
@@ -114,8 +120,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if fix:
         parser.error(fix)
     args, unknown = parser.parse_known_args(argv)
-    if args.precision != "float32" and args.fine_tune_blocks:
-        parser.error("--fine_tune_blocks trains in float32; leave out --precision to fine-tune")
+    args.given_flags = _given_flags(parser, argv)
+    if args.fine_tune_blocks:
+        problem = _refused_under_fine_tuning(args)
+        if problem:
+            parser.error(problem)
     if unknown:
         known = [option for action in parser._actions for option in action.option_strings]
         messages = []
@@ -126,6 +135,82 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             messages.append(f"unknown argument {word!r}{hint}")
         parser.error("; ".join(messages))
     return args
+
+
+# Flags that do not apply with --fine_tune_blocks, and why (lesson 08). The others apply: see fine_tune_config.
+FINE_TUNING_REFUSES = {
+    "how_many_training_steps": "fine-tuning trains in epochs: use --fine_tune_epochs",
+    "eval_step_interval": "fine-tuning measures the whole validation split after every epoch",
+    "validation_batch_size": "fine-tuning measures the whole validation split after every epoch",
+}
+
+
+def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The destinations of the flags typed on the command line (not left at their defaults)."""
+    given = set()
+    for action in parser._actions:
+        for option in action.option_strings:
+            if any(word == option or word.startswith(option + "=") for word in argv):
+                given.add(action.dest)
+    return sorted(given)
+
+
+def _flag_given(args: argparse.Namespace, dest: str) -> bool:
+    given = getattr(args, "given_flags", None)
+    if given is None:  # a Namespace not made by parse_args: compare with the default
+        return getattr(args, dest) != build_parser().get_default(dest)
+    return dest in given
+
+
+def _refused_under_fine_tuning(args: argparse.Namespace) -> str | None:
+    """A message naming the first flag that cannot apply together with --fine_tune_blocks, or None."""
+    for dest, reason in FINE_TUNING_REFUSES.items():
+        if _flag_given(args, dest):
+            return f"--{dest} does not apply with --fine_tune_blocks ({reason}); leave it out"
+    if args.precision != "float32":
+        return "--precision: --fine_tune_blocks trains in float32; leave out --precision to fine-tune"
+    if args.distribution_strategy != "default":
+        return "--distribution_strategy: --fine_tune_blocks trains on one device here; leave it out to fine-tune"
+    if args.num_shards > 1 or _flag_given(args, "shard_index"):
+        return "--num_shards/--shard_index cache the frozen layer's bottlenecks; not with --fine_tune_blocks"
+    if args.architecture and args.architecture not in efficientnet_lite.VARIANTS:
+        lite = " or ".join(efficientnet_lite.VARIANTS)
+        return f"--architecture={args.architecture}: --fine_tune_blocks is built for {lite}"
+    if args.fine_tune_blocks < 0 or args.fine_tune_epochs < 1:
+        return "--fine_tune_blocks must be positive and --fine_tune_epochs at least 1"
+    return None
+
+
+def fine_tune_config(args: argparse.Namespace) -> finetune.FineTuneConfig:
+    """The command line mapped onto ``finetune.FineTuneConfig`` (every flag that applies to fine-tuning).
+
+    ``--learning_rate`` is the new layer's rate in phase 1; phase 2 uses a tenth of it. Flags left
+    at their defaults keep the fine-tuning defaults (Adam, 1e-3 then 1e-4, batch 64, label smoothing 0.1).
+    """
+    options = {}
+    if _flag_given(args, "learning_rate"):
+        options.update(head_learning_rate=args.learning_rate, learning_rate=args.learning_rate / 10)
+    for flag, field in [("optimizer", "optimizer"), ("train_batch_size", "batch_size"), ("l2", "l2")]:
+        if _flag_given(args, flag):
+            options[field] = getattr(args, flag)
+    if _flag_given(args, "label_smoothing"):
+        options["label_smoothing"] = args.label_smoothing
+    if args.early_stopping_patience > 0:
+        options["patience"] = args.early_stopping_patience
+    return finetune.FineTuneConfig(
+        blocks=args.fine_tune_blocks,
+        epochs=args.fine_tune_epochs,
+        learning_rate_schedule=args.learning_rate_schedule,
+        standardize_bottlenecks=args.standardize_bottlenecks,
+        seed=args.seed,
+        summaries_dir=args.summaries_dir or None,
+        final_tensor_name=args.final_tensor_name,
+        distortions=train.Distortions(
+            args.flip_left_right, args.random_crop, args.random_scale, args.random_brightness
+        ),
+        num_distorted_variants=args.num_distorted_variants,
+        **options,
+    )
 
 
 def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
@@ -180,10 +265,13 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
         standardize_bottlenecks=args.standardize_bottlenecks,
     )
     if args.fine_tune_blocks:
-        settings = finetune.FineTuneConfig(args.fine_tune_blocks, epochs=args.fine_tune_epochs, seed=args.seed)
+        settings = fine_tune_config(args)
         tuned = finetune.fine_tune(dataset, backbone, args.bottleneck_dir, settings, progress)
-        model, evaluation = export.with_preprocessing(backbone, tuned.model), tuned.test
+        model = export.with_preprocessing(backbone, tuned.model)
+        test = _sample(tuned.splits["test"], args.test_batch_size, args.seed)
+        evaluation = train.evaluate(tuned.trainable, test, dataset.class_names)
         final_validation_accuracy = tuned.evaluate("validation", dataset.class_names).accuracy
+        fine_tuning = dataclasses.asdict(settings)
         failures = tuned.cache_report.failures
     else:
         model, evaluation, final_validation_accuracy, failures = _train_new_layer(
@@ -202,6 +290,8 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
         skipped_files=[{"image": str(s.path), "reason": s.reason} for s in dataset.skipped + failures],
         settings=dict(vars(args)),
     )
+    if args.fine_tune_blocks:
+        result["fine_tuning"] = fine_tuning  # what the two phases ran with (lesson 08)
     write_outputs(args, model, dataset.class_names, result)
     return result
 
