@@ -5,6 +5,7 @@ import random
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -339,3 +340,54 @@ def test_command_line_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["check"])
     assert exit_info.value.code == 2
+
+
+# ------------------------------------------------------------------------------------------- STUBS.md
+
+STUBS = Path(core.__file__).with_name("STUBS.md")
+
+
+def _stub_cells():
+    text = STUBS.read_text(encoding="utf-8")
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+
+
+def _run_cell(source, namespace, number):
+    """Run a cell the way IPython does: its source registered in linecache, so inspect can read it."""
+    import linecache  # noqa: PLC0415
+
+    filename = f"<cell-{number}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+
+
+def test_the_recommended_stub_cells_run_and_fill(monkeypatch, capsys):
+    import tlcourse as tlc  # noqa: PLC0415
+
+    cells = _stub_cells()
+    names = [core.CHECK_LINE.match(cell.strip().splitlines()[-1]).group(1) for cell in cells]
+    assert sorted(names) == sorted(REQUIRED)
+    namespace = {"tlc": tlc, "np": np}
+    for number, cell in enumerate(cells):
+        _run_cell(cell, namespace, number)
+    printed = capsys.readouterr().out
+    assert printed.count("Not written yet") == len(cells) and "Passed" not in printed
+    for name in names:
+        assert namespace[name] is exercises.REGISTRY[name].reference
+        assert exercises.REGISTRY[name].reference.__doc__.count("notebooks/") == 1
+
+    filled = exercises.fill_stubs(_notebook(*[("code", cell) for cell in cells]))
+    monkeypatch.setenv(core.EXPECT_PASS_VARIABLE, "1")
+    namespace = {"tlc": tlc, "np": np}
+    for number, cell in enumerate(filled["cells"]):
+        _run_cell(cell["source"], namespace, 100 + number)
+    assert capsys.readouterr().out.count("Passed") == len(cells)
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_a_correct_answer_written_another_way_passes(name):
+    from tests.exercise_mistakes import CORRECT  # noqa: PLC0415
+
+    for function in CORRECT[name]:
+        outcome = exercises.grade(name, function, seed=7)
+        assert outcome.passed, (function.__name__, outcome.message)

@@ -587,15 +587,13 @@ def top_k_accuracy(probabilities, labels, k):
 
 def _top_k_variants(probabilities, labels, k) -> dict[str, float]:
     """What plausible mistakes return, to name the mistake a learner made."""
-    n = len(labels)
-    rows = np.arange(n)
-    descending = np.argsort(-probabilities, axis=1)
-    by_column = np.argsort(-probabilities, axis=0)
+    true = probabilities[np.arange(len(labels)), labels]
+    by_column = np.argsort(-probabilities, axis=0)  # each column sorted: the wrong axis
     return {
         "k_plus_one": top_k_accuracy(probabilities, labels, k + 1),
         "k_minus_one": top_k_accuracy(probabilities, labels, k - 1),
-        "smallest": float(np.mean([labels[i] in descending[i, ::-1][:k] for i in rows])),
-        "axis": float(np.mean([labels[i] in by_column[i % by_column.shape[0], :k] for i in rows])),
+        "smallest": float(np.mean((probabilities < true[:, None]).sum(axis=1) < k)),
+        "axis": float(np.mean((by_column[:, :k] == labels[:, None]).any(axis=1))),
         "percent": 100.0 * top_k_accuracy(probabilities, labels, k),
     }
 
@@ -628,9 +626,9 @@ def _grade_top_k_accuracy(candidate, rng: np.random.Generator) -> None:
     wrong = [i for i, (a, e) in enumerate(zip(answers, expected, strict=True)) if not np.isclose(a, e, atol=1e-9)]
     if not wrong:
         return
+    variants = [_top_k_variants(p, y, k) for p, y, k in cases]
     for mistake, message in _TOP_K_MESSAGES.items():
-        variants = [_top_k_variants(p, y, k)[mistake] for p, y, k in cases]
-        if all(np.isclose(a, v, atol=1e-9) for a, v in zip(answers, variants, strict=True)):
+        if all(np.isclose(a, v[mistake], atol=1e-9) for a, v in zip(answers, variants, strict=True)):
             probabilities, labels, k = cases[wrong[0]]
             raise GradingFailure(
                 f"top_k_accuracy(probabilities {list(probabilities.shape)}, labels, k={k}) returned "
