@@ -391,3 +391,35 @@ def test_a_correct_answer_written_another_way_passes(name):
     for function in CORRECT[name]:
         outcome = exercises.grade(name, function, seed=7)
         assert outcome.passed, (function.__name__, outcome.message)
+
+
+def test_register_an_exercise_with_a_one_argument_grader(monkeypatch, capsys):
+    monkeypatch.setattr(core, "REGISTRY", dict(core.REGISTRY))
+
+    def double(values):
+        return 2 * values
+
+    def grade_double(candidate):  # no rng: numpy's global generator is seeded for it
+        values = np.random.normal(size=5)
+        if not np.allclose(candidate(values), 2 * values):
+            raise core.GradingFailure("multiply by two")
+
+    core.register(core.Exercise("double", "99_test", "(values) -> values", double, grade_double))
+    assert core.grade("double", lambda values: values * 2).passed
+    assert core.grade("double", lambda values: values + 2).message == "multiply by two"
+    assert core.grade("double", double).passed
+    with pytest.raises(ValueError, match="already registered"):
+        core.register(core.Exercise("double", "99_test", "()", double, grade_double))
+    with pytest.raises(ValueError, match="must be a function named 'triple'"):
+        core.register(core.Exercise("triple", "99_test", "()", double, grade_double))
+
+    def set_nothing(values):
+        values.fill(0)
+
+    def grade_set_nothing(candidate, rng):
+        candidate(rng.normal(size=3))
+
+    core.register(core.Exercise("set_nothing", "99_test", "(values) -> None", set_nothing, grade_set_nothing, True))
+    outcome = core.grade("set_nothing", lambda values: values.fill(0))
+    assert outcome.status == "failed" and "changed its input `values` in place" in outcome.message
+    assert core.grade("set_nothing", lambda values: None).passed  # None allowed for this one
