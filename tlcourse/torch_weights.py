@@ -39,8 +39,12 @@ STORAGE_DTYPES = {
 }
 
 
+MAX_DIMENSIONS = 8  # a conv kernel has 4; anything far above is not a state_dict
+
+
 class UnsafeWeightsError(ValueError):
-    """The weights file asks to run code (or is not a plain state_dict) and was refused."""
+    """The weights file is not a plain, well-formed state_dict (it asks to run code, or a tensor
+    points outside its data) and was refused. Every problem this reader finds raises it."""
 
 
 @dataclass(frozen=True)
@@ -52,19 +56,31 @@ class _StorageType:
         return STORAGE_DTYPES[self.name]
 
 
+@dataclass(frozen=True)
+class _StorageRef:
+    """What a persistent id resolves to: a storage's key and element type."""
+
+    key: str
+    dtype: np.dtype
+
+
 @dataclass
 class _TensorRef:
     """A tensor whose storage bytes come later in the file."""
 
     key: str
+    dtype: np.dtype
     offset: int
     shape: tuple[int, ...]
     stride: tuple[int, ...]
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, hooks=None, metadata=None):
-    key, _dtype = storage
-    return _TensorRef(key, int(storage_offset), tuple(size), tuple(stride))
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_counts(values) -> bool:
+    return isinstance(values, tuple | list) and len(values) <= MAX_DIMENSIONS and all(_is_count(v) for v in values)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -75,7 +91,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor_v2
+            return self._rebuild_tensor_v2
         if (module, name) == ("collections", "OrderedDict"):
             return collections.OrderedDict
         if module == "torch" and name in STORAGE_DTYPES:
@@ -86,6 +102,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
             "reinstall the package it came from (pip install --force-reinstall ...)."
         )
 
+    def _rebuild_tensor_v2(self, storage, storage_offset, size, stride, requires_grad=False, hooks=None, metadata=None):
+        if not isinstance(storage, _StorageRef):
+            raise UnsafeWeightsError(f"{self._path}: a tensor names no declared storage ({storage!r}).")
+        if not (_is_count(storage_offset) and _is_counts(size) and _is_counts(stride) and len(size) == len(stride)):
+            raise UnsafeWeightsError(
+                f"{self._path}: a tensor of storage {storage.key} has a negative or malformed "
+                f"offset, shape or stride ({storage_offset!r}, {size!r}, {stride!r})."
+            )
+        if not isinstance(requires_grad, bool) or hooks not in (None, {}) or metadata is not None:
+            raise UnsafeWeightsError(f"{self._path}: a tensor of storage {storage.key} carries hooks or metadata.")
+        return _TensorRef(storage.key, storage.dtype, storage_offset, tuple(size), tuple(stride))
+
     def persistent_load(self, pid):
         # ("storage", type, key, location, numel[, view_metadata]); older files add a view slot.
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage" and pid[5:] in ((), (None,))):
@@ -93,49 +121,86 @@ class _RestrictedUnpickler(pickle.Unpickler):
         storage_type, key = pid[1], pid[2]
         if not isinstance(storage_type, _StorageType):
             raise UnsafeWeightsError(f"{self._path}: unexpected storage type {storage_type!r}.")
-        self._storages[str(key)] = storage_type.dtype
-        return (str(key), storage_type.dtype)
+        if not isinstance(key, str | int) or isinstance(key, bool):
+            raise UnsafeWeightsError(f"{self._path}: unexpected storage key {key!r}.")
+        key = str(key)
+        if self._storages.setdefault(key, storage_type.dtype) != storage_type.dtype:
+            raise UnsafeWeightsError(f"{self._path}: storage {key} is declared with two element types.")
+        return _StorageRef(key, storage_type.dtype)
 
 
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
-    """Return the tensors of a legacy ``torch.save`` state_dict file as numpy arrays, by name."""
+    """Return the tensors of a legacy ``torch.save`` state_dict file as numpy arrays, by name.
+
+    What is checked, so that a damaged or crafted file raises ``UnsafeWeightsError`` instead of
+    running code or reading memory outside the file: the pickles may name only
+    ``torch._utils._rebuild_tensor_v2``, the ``torch.*Storage`` types and
+    ``collections.OrderedDict``; every persistent id is a well-formed storage reference; every
+    entry of the state_dict is a tensor with a name, no hooks or metadata, a non-negative offset,
+    shape and strides of at most 8 dimensions; its storage is declared, listed and present in
+    full with one element type; the tensor has no more elements than that storage, and the last
+    element it touches lies inside it.
+    """
     path = Path(path)
     data = path.read_bytes()
     stream = io.BytesIO(data)
     storages: dict[str, np.dtype] = {}
+
+    def refuse(reason: str):
+        return UnsafeWeightsError(f"{path}: {reason} Reinstall the package the file came from.")
 
     def next_pickle():
         try:
             return _RestrictedUnpickler(stream, path, storages).load()
         except UnsafeWeightsError:
             raise
-        except Exception as error:  # truncated or garbled file
-            raise ValueError(f"{path}: not a readable PyTorch weights file ({error}).") from error
+        except Exception as error:  # truncated or garbled pickle data
+            raise refuse(f"not a readable PyTorch weights file ({type(error).__name__}: {error}).") from error
 
     if next_pickle() != MAGIC_NUMBER:
-        raise ValueError(f"{path}: not a legacy torch.save file (wrong magic number).")
+        raise refuse("not a legacy torch.save file (wrong magic number).")
     if next_pickle() != PROTOCOL_VERSION:
-        raise ValueError(f"{path}: unsupported torch.save protocol version.")
+        raise refuse("unsupported torch.save protocol version.")
     next_pickle()  # sys info: endianness and type sizes; torch writes little-endian here
     state = next_pickle()
     keys = next_pickle()
     if not isinstance(state, dict) or not isinstance(keys, list):
-        raise UnsafeWeightsError(f"{path}: does not hold a plain state_dict.")
+        raise refuse("does not hold a plain state_dict.")
 
     buffers: dict[str, np.ndarray] = {}
     for key in keys:
-        dtype = storages[str(key)]
-        (count,) = np.frombuffer(stream.read(8), dtype="<i8")
-        raw = stream.read(int(count) * dtype.itemsize)
-        if len(raw) != int(count) * dtype.itemsize:
-            raise ValueError(f"{path}: truncated (storage {key} is short). Reinstall the package it came from.")
-        buffers[str(key)] = np.frombuffer(raw, dtype=dtype)
+        key = str(key)
+        if key not in storages or key in buffers:
+            raise refuse(f"the storage list names {key!r}, which no tensor declared or which is listed twice.")
+        dtype = storages[key]
+        header = stream.read(8)
+        if len(header) != 8:
+            raise refuse(f"truncated (storage {key} has no size).")
+        count = int.from_bytes(header, "little", signed=True)
+        remaining = len(data) - stream.tell()
+        if count < 0 or count * dtype.itemsize > remaining:
+            raise refuse(f"truncated or damaged (storage {key} claims {count} elements; the file is shorter).")
+        buffers[key] = np.frombuffer(stream.read(count * dtype.itemsize), dtype=dtype)
 
     tensors = {}
     for name, ref in state.items():
-        if not isinstance(ref, _TensorRef):
-            raise UnsafeWeightsError(f"{path}: entry {name!r} is not a tensor.")
-        base = buffers[ref.key][ref.offset :]
+        if not isinstance(name, str) or not isinstance(ref, _TensorRef):
+            raise refuse(f"entry {name!r} is not a named tensor.")
+        buffer = buffers.get(ref.key)
+        if buffer is None:
+            raise refuse(f"tensor {name!r} points at storage {ref.key}, which the file does not contain.")
+        if 0 in ref.shape:
+            tensors[name] = np.zeros(ref.shape, dtype=buffer.dtype)
+            continue
+        elements = int(np.prod(ref.shape, dtype=object))
+        if elements > len(buffer):  # a view repeating elements (stride 0) could allocate without bound
+            raise refuse(f"tensor {name!r} has {elements} elements, more than its storage {ref.key} holds.")
+        last = ref.offset + sum((size - 1) * stride for size, stride in zip(ref.shape, ref.stride, strict=True))
+        if last >= len(buffer):
+            raise refuse(
+                f"tensor {name!r} reaches element {last} of storage {ref.key}, which holds only {len(buffer)}."
+            )
+        base = buffer[ref.offset :]
         strides = tuple(s * base.itemsize for s in ref.stride)
         tensors[name] = np.lib.stride_tricks.as_strided(base, shape=ref.shape, strides=strides).copy()
     return tensors
