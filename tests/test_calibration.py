@@ -132,3 +132,14 @@ def test_the_figures_draw():
     assert len(figure.axes) == 2
     figure = calibration.plot_top_probability({"known": np.array([0.9, 0.8]), "unknown": np.array([0.3])}, 0.5)
     assert len(figure.axes) == 2
+
+
+def test_an_ece_difference_carries_its_paired_interval():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0, 3, size=(400, 5))
+    labels = np.array([rng.choice(5, p=row) for row in calibration.softmax(logits)])
+    calibrated, sharpened = calibration.softmax(logits), calibration.softmax(logits, 0.4)
+    worse = calibration.ece_difference(calibrated, sharpened, labels, num_resamples=200)
+    assert worse.value > 0 and worse.significant and "a real difference" in str(worse)
+    same = calibration.ece_difference(calibrated, calibrated, labels, num_resamples=50)
+    assert same.value == 0 and not same.significant

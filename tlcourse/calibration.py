@@ -326,3 +326,40 @@ def plot_intervals(intervals: dict, title: str = "test accuracy with 95% interva
     axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A difference between two measurements on the same images, with its paired bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+    confidence: float = 0.95
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def __str__(self) -> str:
+        verdict = "a real difference" if self.significant else "within noise"
+        return f"{self.value:+.3f} ({self.confidence:.0%} interval {self.low:+.3f} to {self.high:+.3f}: {verdict})"
+
+
+def ece_difference(
+    probabilities_a, probabilities_b, labels, num_bins: int = 10, num_resamples: int = 1000, seed: int = 0
+) -> Difference:
+    """ECE of B minus ECE of A, scored on the same images, with a paired bootstrap interval over the images."""
+    a, labels = _check_probabilities(probabilities_a, labels)
+    b, _ = _check_probabilities(probabilities_b, labels)
+    if a.shape != b.shape:
+        raise ValueError(f"the two sets of scores have different shapes: {a.shape} and {b.shape}")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(labels), size=(num_resamples, len(labels)))
+    resampled = [
+        expected_calibration_error(b[p], labels[p], num_bins) - expected_calibration_error(a[p], labels[p], num_bins)
+        for p in picks
+    ]
+    low, high = np.quantile(resampled, [0.025, 0.975])
+    value = expected_calibration_error(b, labels, num_bins) - expected_calibration_error(a, labels, num_bins)
+    return Difference(float(value), float(low), float(high))
