@@ -40,6 +40,7 @@ import tlcourse as tlc  # noqa: E402
 from tlcourse.many_classes import (  # noqa: E402
     CHANGES_FROM,
     LADDER,
+    OTHER_FEATURES,
     RECIPES,
     Experiment,
     RecipeResult,
@@ -247,42 +248,57 @@ def main() -> int:
         experiment.dataset = restrict(dataset, class_subset(dataset, 25))
         recipes, sizes = {name: RECIPES[name] for name in list(RECIPES)[:3]}, (5, 10)
 
-    # Stage 1: every recipe on all the labels.
-    table, failed = run_rows(experiment, recipes, "many_classes")
-    rows, chosen, chosen_frozen = describe_rows(table)
-    chosen_interval = chosen.interval()
-    print(f"chosen on validation: {chosen.name}: test {chosen_interval}", flush=True)
+    # The expensive rows (augmented variants to cache, another backbone, fine-tuning) run last, so that
+    # the results files hold the cheap rows, the seed's scale and the curve as early as possible.
+    expensive = {"+ cached augmentation", *OTHER_FEATURES}
     num_classes = len(experiment.dataset.class_names)
+    full_sizes = [n for n in sizes if n < num_classes]
     summary = {
         "dataset": "many_classes",
         "num_classes": num_classes,
         "num_images": len(experiment.dataset.images),
         "num_test_images": len(experiment.dataset.split("test")),
-        "baseline_accuracy": table[0].accuracy,
-        "chosen_on_validation": chosen.name,
-        "chosen_validation_accuracy": chosen.validation_accuracy,
-        "chosen_test_accuracy": chosen.accuracy,
-        "chosen_test_interval": {"low": chosen_interval.low, "high": chosen_interval.high},
-        "chosen_frozen_on_validation": chosen_frozen.name,
-        "chosen_frozen_test_accuracy": chosen_frozen.accuracy,
-        "best_by_test_for_reference": max(table, key=lambda r: r.accuracy).name,
-        "gain_points": round(100 * (chosen.accuracy - table[0].accuracy), 1),
-        "techniques": rows,
-        "not_run": failed,
         "ladder": list(LADDER),
         "subset_seeds": list(SUBSET_SEEDS),
         "command": "python bench/many_classes.py" + (" --quick" if args.quick else ""),
         "versions": tlc.course.environment(),
-        "stages_done": ["recipes"],
+        "stages_done": [],
     }
+    table, failed, curves = [], {}, {}
 
-    def report(stage, curves=None):
-        summary["stages_done"] = sorted({*summary["stages_done"], stage})
+    def describe_main():
+        rows, chosen, chosen_frozen = describe_rows(table)
+        interval = chosen.interval()
+        summary.update(
+            {
+                "baseline_accuracy": table[0].accuracy,
+                "chosen_on_validation": chosen.name,
+                "chosen_validation_accuracy": chosen.validation_accuracy,
+                "chosen_test_accuracy": chosen.accuracy,
+                "chosen_test_interval": {"low": interval.low, "high": interval.high},
+                "chosen_frozen_on_validation": chosen_frozen.name,
+                "chosen_frozen_test_accuracy": chosen_frozen.accuracy,
+                "best_by_test_for_reference": max(table, key=lambda r: r.accuracy).name,
+                "gain_points": round(100 * (chosen.accuracy - table[0].accuracy), 1),
+                "techniques": rows,
+                "not_run": failed,
+            }
+        )
+        print(f"chosen on validation: {chosen.name}: test {interval}", flush=True)
+        return chosen_frozen
+
+    def report(stage):
+        summary["stages_done"] = [*summary["stages_done"], stage]
         summary["seconds"] = round(time.perf_counter() - started)
-        write_report(stem, summary, table, curves or {}, [*full_sizes, num_classes])
+        write_report(stem, summary, table, curves, [*full_sizes, num_classes])
 
-    full_sizes = [n for n in sizes if n < num_classes]
-    report("recipes")
+    # Stage 1: the cheap recipes on all the labels.
+    cheap = {name: recipe for name, recipe in recipes.items() if name not in expensive}
+    measured, not_run = run_rows(experiment, cheap, "many_classes")
+    table += measured
+    failed.update(not_run)
+    chosen_cheap = describe_main()
+    report("cheap recipes")
 
     # Stage 2: the seed's own scale, over 150 labels: the tutorial's command and the frozen-feature ladder.
     big = tlc.data.scan_dataset(tlc.datasets.many_classes_150())
@@ -291,28 +307,45 @@ def main() -> int:
     if args.quick:
         big_experiment.dataset = restrict(big, class_subset(big, 30))
         big_recipes = {name: LADDER[name] for name in list(LADDER)[:3]}
-    big_table, big_failed = run_rows(big_experiment, big_recipes, "many_classes_150")
-    big_rows, big_chosen, _ = describe_rows(big_table)
-    summary["seed_scale"] = {
-        "dataset": "many_classes_150",
-        "num_classes": len(big_experiment.dataset.class_names),
-        "num_images": len(big_experiment.dataset.images),
-        "num_test_images": len(big_experiment.dataset.split("test")),
-        "chosen_on_validation": big_chosen.name,
-        "chosen_test_accuracy": big_chosen.accuracy,
-        "techniques": big_rows,
-        "not_run": big_failed,
-    }
-    report("seed_scale")
+    big_table, big_failed = [], {}
+
+    def seed_scale(recipes_now, stage):
+        measured, not_run = run_rows(big_experiment, recipes_now, "many_classes_150")
+        big_table.extend(measured)
+        big_table.sort(key=lambda r: list(big_recipes).index(r.name))
+        big_failed.update(not_run)
+        big_rows, big_chosen, _ = describe_rows(big_table)
+        summary["seed_scale"] = {
+            "dataset": "many_classes_150",
+            "num_classes": len(big_experiment.dataset.class_names),
+            "num_images": len(big_experiment.dataset.images),
+            "num_test_images": len(big_experiment.dataset.split("test")),
+            "chosen_on_validation": big_chosen.name,
+            "chosen_test_accuracy": big_chosen.accuracy,
+            "techniques": big_rows,
+            "not_run": big_failed,
+        }
+        report(stage)
+
+    seed_scale({k: v for k, v in big_recipes.items() if k not in expensive}, "seed scale, cheap recipes")
 
     # Stage 3: accuracy against the number of labels, 3 random label subsets per size, for the tutorial's
-    # command and the frozen-feature recipe chosen on validation (its tuned L2 kept as chosen on all labels).
+    # command and the cheap frozen-feature recipe chosen on validation (its L2 kept as tuned on all labels).
     by_name = {r.name: r for r in table}
-    curves = {}
-    for name in dict.fromkeys(["tutorial", chosen_frozen.name]):
+    for name in dict.fromkeys(["tutorial", chosen_cheap.name]):
         curves[name] = run_curve(experiment, by_name[name], full_sizes)
     summary["accuracy_vs_classes"] = {name: curve_json(results) for name, results in curves.items()}
-    report("curve", curves)
+    summary["curve_recipes"] = list(curves)
+    report("curve")
+
+    # Stage 4: the expensive rows, then the choice on validation among every row.
+    measured, not_run = run_rows(experiment, {k: v for k, v in recipes.items() if k in expensive}, "many_classes")
+    table += measured
+    table.sort(key=lambda r: list(recipes).index(r.name))
+    failed.update(not_run)
+    describe_main()
+    report("expensive recipes")
+    seed_scale({k: v for k, v in big_recipes.items() if k in expensive}, "seed scale, augmentation")
     return 0
 
 
