@@ -423,3 +423,15 @@ def test_register_an_exercise_with_a_one_argument_grader(monkeypatch, capsys):
     outcome = core.grade("set_nothing", lambda values: values.fill(0))
     assert outcome.status == "failed" and "changed its input `values` in place" in outcome.message
     assert core.grade("set_nothing", lambda values: None).passed  # None allowed for this one
+
+
+def test_command_line_fill(tmp_path, capsys):
+    from tlcourse.exercises.__main__ import main  # noqa: PLC0415
+
+    lesson, output = tmp_path / "lesson.ipynb", tmp_path / "filled.ipynb"
+    lesson.write_text(json.dumps(_notebook(("code", STUB_CELL))))
+    assert main(["fill", str(lesson), str(output)]) == 0
+    assert "log_probabilities" in "".join(json.loads(output.read_text())["cells"][0]["source"])
+    lesson.write_text(json.dumps(_notebook(("code", 'x = tlc.exercises.check("nope", x)'))))
+    assert main(["fill", str(lesson), str(output)]) == 2
+    assert "unknown exercise 'nope'" in capsys.readouterr().err

@@ -2,15 +2,19 @@
 
     python -m tlcourse.exercises list
     python -m tlcourse.exercises check NAME FILE.py[:FUNCTION] [--seed N]
+    python -m tlcourse.exercises fill LESSON.ipynb OUTPUT.ipynb
 
 ``check`` loads FILE.py as a module, grades its FUNCTION (by default the one named NAME) and exits
 0 when it passes, 1 when it does not (printing the teaching message), 2 on a usage error.
+``fill`` writes a copy of a lesson with every stub replaced by the reference (``fill_stubs``): CI
+runs it with ``TLCOURSE_EXPECT_PASS=1`` so that the path a correct answer takes runs too.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -66,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         "function", metavar="FILE.py[:FUNCTION]", help="where the function is (FUNCTION defaults to NAME)"
     )
     check.add_argument("--seed", type=int, default=None, help="repeat the random inputs of an earlier run")
+    fill = commands.add_parser("fill", help="copy a lesson with its stubs filled by the references (for CI)")
+    fill.add_argument("notebook", type=Path, help="the lesson, e.g. notebooks/03_retrain.ipynb")
+    fill.add_argument("output", type=Path, help="where to write the filled copy")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -73,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in exercises.names():
             exercise = exercises.REGISTRY[name]
             print(f"{name:<{width}}  {exercise.lesson:<22}  {name}{exercise.signature}")
+        return 0
+    if args.command == "fill":
+        try:
+            notebook = json.loads(args.notebook.read_text(encoding="utf-8"))
+            filled = exercises.fill_stubs(notebook)
+        except (OSError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        args.output.write_text(json.dumps(filled, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {args.output}")
         return 0
     try:
         if args.name not in exercises.REGISTRY:
