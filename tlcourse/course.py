@@ -5,6 +5,7 @@ idempotent ``ensure_*`` functions that rebuild what an earlier notebook would ha
 from __future__ import annotations
 
 import platform
+import re
 import shutil
 from pathlib import Path
 
@@ -61,11 +62,14 @@ def dataset_availability(data_dir: str | Path | None = None) -> dict[str, str]:
         "stamps": datasets.STAMPS_PACKAGE,
         "clipart": datasets.CLIPART_PACKAGE,
         "many_classes": f"{datasets.CLIPART_PACKAGE} and {datasets.STAMPS_PACKAGE}",
+        "many_classes_150": f"{datasets.CLIPART_PACKAGE} and {datasets.STAMPS_PACKAGE}",
         "fashion_mnist": datasets.FASHION_PACKAGE,
     }
     status = {}
     for name in datasets.DATASETS:
-        built = [p for p in data_dir.glob(f"{name}*") if (p / datasets.COMPLETE).is_file()]
+        # the dataset's own folders only ("many_classes_min10", not "many_classes_150_min8")
+        own = re.compile(rf"{re.escape(name)}(_min\d+|_\d+)?")
+        built = [p for p in data_dir.glob(f"{name}*") if own.fullmatch(p.name) and (p / datasets.COMPLETE).is_file()]
         if built:
             status[name] = f"ready at {built[0]}"
         elif name in packages:
