@@ -243,8 +243,9 @@ def _grade_fit_temperature(candidate, rng: np.random.Generator) -> None:
         raise GradingFailure(
             f"your function returned T = {found['over-confident']:.3g} for both over-confident logits (best T "
             f"{best['over-confident']:.3g}) and under-confident ones (best T {best['under-confident']:.3g}). "
-            f"Dividing by T never changes the largest logit, so accuracy is the same for every T: minimise the "
-            f"mean negative log-likelihood, -log softmax(logits / T)[label], instead."
+            f"(If it picks T by accuracy: dividing by T never changes which logit is largest, so accuracy is the "
+            f"same for every T.) Minimise the mean negative log-likelihood of each image's true label, "
+            f"-log softmax(logits / T)[i, labels[i]]."
         )
     if not ok["under-confident"] and found["under-confident"] >= 1.0 > best["under-confident"]:
         raise GradingFailure(

@@ -108,7 +108,7 @@ def _grade_find_near_duplicates(candidate, rng: np.random.Generator) -> None:
         lengths = np.linalg.norm(vectors, axis=1)
         missing, extra = sorted(expected - found), sorted(found - expected)
         if all(dots[i, j] >= threshold for i, j in extra) and all(dots[i, j] < threshold for i, j in missing):
-            i, j = (missing or extra)[0]
+            i, j = max(missing or extra, key=lambda pair: abs(np.log(lengths[pair[0]] / lengths[pair[1]])))
             raise GradingFailure(
                 f"vectors {i} (length {lengths[i]:.3g}) and {j} (length {lengths[j]:.3g}) have cosine similarity "
                 f"{cosines[i, j]:.4f} but dot product {dots[i, j]:.4g}, and your list "
