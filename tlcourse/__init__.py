@@ -31,6 +31,7 @@ SUBMODULES = (
     "plots",
     "retrain",
     "stats",
+    "tflite",
     "torch_weights",
     "train",
     "widgets",

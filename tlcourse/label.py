@@ -1,7 +1,9 @@
 """Label new images with a retrained model: the course's ``label_image.py``.
 
-Reads the frozen graph (``.pb``), a SavedModel folder or a ``.keras`` file. Preprocessing is
-inside every one of them, so it cannot differ from training. A bad image gets its own clear
+Reads the frozen graph (``.pb``), a SavedModel folder, a ``.keras`` file, or a ``.tflite`` file.
+Preprocessing is inside the first three, so it cannot differ from training; a ``.tflite`` model
+takes a fixed-size input, made by ``tlcourse.tflite.resize_for_model`` (the same preprocessing,
+run just before the model, rounded to uint8). A bad image gets its own clear
 error and the others are still labelled.
 
 A folder is labelled the way bottlenecks are cached: images are decoded in parallel, each goes
@@ -97,6 +99,8 @@ def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -
             classifier.preprocess = _only_output(signatures["preprocess"])
             classifier.classify_preprocessed = _only_output(signatures["classify_preprocessed"])
         return classifier
+    if path.suffix == ".tflite":  # fixed-size input: resized outside the model, by the course's own preprocessing
+        return _tflite_classifier(path)
     if path.suffix == ".keras":
         model = keras.models.load_model(path, safe_mode=True)
         classifier = Classifier(lambda images: model(images, training=False).numpy())
@@ -119,6 +123,18 @@ def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -
         classifier.preprocess = wrapped.prune(feeds=f"{export.INPUT_NAME}:0", fetches=preprocessed)
         classifier.classify_preprocessed = wrapped.prune(feeds=preprocessed, fetches=output)
     return classifier
+
+
+def _tflite_classifier(path: Path) -> Classifier:
+    """A ``.tflite`` model through LiteRT (``ai-edge-litert``; see ``tlcourse.tflite`` for why and the fallback)."""
+    from tlcourse import tflite  # noqa: PLC0415
+
+    model = tflite.TFLiteClassifier(path)
+    return Classifier(
+        classify=lambda images: model(np.asarray(model.prepare(images))),
+        preprocess=model.prepare,
+        classify_preprocessed=lambda images: model(np.asarray(images)),
+    )
 
 
 def image_paths(inputs: list[str | Path]) -> list[Path]:
@@ -192,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="label_image.py", description="Label images with a retrained model.")
     parser.add_argument("images", nargs="*", help="image files or folders")
     parser.add_argument("--image", action="append", default=[], help="an image (the classic flag; repeatable)")
-    parser.add_argument("--graph", default=DEFAULT_GRAPH, help="frozen .pb, SavedModel folder or .keras file")
+    parser.add_argument("--graph", default=DEFAULT_GRAPH, help="frozen .pb, SavedModel folder, .keras or .tflite file")
     parser.add_argument("--labels", default=DEFAULT_LABELS, help="labels file written by retrain")
     parser.add_argument("--top_k", type=int, default=5, help="how many labels to print per image")
     parser.add_argument("--output_layer", default="final_result", help="output tensor name of a frozen graph")

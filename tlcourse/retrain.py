@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, train
+from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, tflite, train
 from tlcourse.atomic import atomic_directory, atomic_path
 from tlcourse.data import SPLITS, scan_dataset
 
@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--random_brightness", type=float, default=0, help="random brightness change, in percent")
     add("--architecture", default=None, choices=sorted(backbones.REGISTRY), help="backbone (default: automatic)")
     add("--saved_model_dir", default="", help="also write a SavedModel folder here")
+    add("--output_tflite", default="", help="also write a TFLite model for phones here (fixed-size uint8 input)")
+    add(
+        "--tflite_quantization",
+        default="float32",
+        choices=list(tflite.QUANTIZATIONS),
+        help="int8: a full-integer TFLite model (uint8 in and out), calibrated on training images",
+    )
     add("--num_distorted_variants", type=int, default=4, help="distorted copies cached per training image")
     add("--seed", type=int, default=0, help="random seed: the same seed and data give the same model")
     scale = parser.add_argument_group("beyond one machine")
@@ -125,6 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         problem = _refused_under_fine_tuning(args)
         if problem:
             parser.error(problem)
+    if args.tflite_quantization != "float32" and not args.output_tflite:
+        parser.error(f"--tflite_quantization={args.tflite_quantization} needs --output_tflite=PATH (the file to write)")
     if unknown:
         known = [option for action in parser._actions for option in action.option_strings]
         messages = []
@@ -292,7 +301,7 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
     )
     if args.fine_tune_blocks:
         result["fine_tuning"] = fine_tuning  # what the two phases ran with (lesson 08)
-    write_outputs(args, model, dataset.class_names, result)
+    write_outputs(args, model, dataset.class_names, result, calibration_records=dataset.split("train"))
     return result
 
 
@@ -333,12 +342,25 @@ def output_paths(args: argparse.Namespace) -> dict[str, Path]:
         "keras": graph.with_suffix(".keras"),
         "labels": Path(args.output_labels),
         "report": graph.with_suffix(".report.json"),
+        **({"tflite": Path(args.output_tflite)} if getattr(args, "output_tflite", "") else {}),
     }
 
 
-def write_outputs(args: argparse.Namespace, model, class_names: list[str], result: dict) -> None:
-    """Write every output to a temporary name first, then move them all into place together."""
+def write_outputs(
+    args: argparse.Namespace, model, class_names: list[str], result: dict, calibration_records=None
+) -> None:
+    """Write every output to a temporary name first, then move them all into place together.
+
+    ``calibration_records`` (training images) calibrate an int8 TFLite model (``--tflite_quantization``).
+    """
     paths = output_paths(args)
+    quantization = getattr(args, "tflite_quantization", "float32")
+    representative = None
+    if "tflite" in paths and quantization == "int8":
+        if not calibration_records:
+            raise ValueError("--tflite_quantization=int8 needs training images to calibrate on, and there are none")
+        images, labels = tflite.calibration_images(calibration_records, tflite.model_preprocessing(model))
+        representative = tflite.representative_dataset(images, labels, len(images))
     try:
         with contextlib.ExitStack() as stack:
             temporary = {name: stack.enter_context(atomic_path(path, keep_suffix=True)) for name, path in paths.items()}
@@ -349,6 +371,8 @@ def write_outputs(args: argparse.Namespace, model, class_names: list[str], resul
             if args.saved_model_dir:
                 saved = stack.enter_context(atomic_directory(args.saved_model_dir))
                 export.write_saved_model(model, saved, args.final_tensor_name)
+            if "tflite" in paths:
+                tflite.write_tflite(model, temporary["tflite"], quantization, representative)
     except OSError as error:
         advice = "free some disk space" if error.errno == errno.ENOSPC else "choose another output folder"
         raise OSError(
@@ -360,6 +384,10 @@ def write_outputs(args: argparse.Namespace, model, class_names: list[str], resul
     print(f"wrote {paths['labels']}, {paths['keras']}, {paths['report']}")
     if args.saved_model_dir:
         print(f"wrote SavedModel {args.saved_model_dir}")
+    if "tflite" in paths:
+        size = tflite.model_preprocessing(model).size
+        kind = "full-integer int8, uint8 in and out" if quantization == "int8" else "float32, uint8 in"
+        print(f"wrote {paths['tflite']} (TFLite {kind}: input uint8 RGB [1, {size}, {size}, 3], resized outside)")
 
 
 def main(argv: list[str] | None = None) -> int:

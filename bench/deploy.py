@@ -1,0 +1,322 @@
+"""Deployment benchmark: the three export formats side by side, and the backbones by accuracy, speed and size.
+
+    python bench/deploy.py            # the full run (about 15 minutes on 2 busy cores)
+    python bench/deploy.py --quick    # fewer images and rounds, for a fast check
+
+For a model retrained on ``stamps`` (EfficientNet-Lite0, the tutorial's recipe, 1,000 steps):
+- the fixed-size resize outside the model (``tlcourse.tflite.resize_for_model``) against the
+  course's in-model preprocessing: the model's input in pixel levels, the bottleneck, the answers;
+  and an app-like Pillow resize for comparison;
+- file sizes of the SavedModel, the float TFLite and the full-integer int8 TFLite models;
+- top-1 agreement of each TFLite model with the Keras model on the same fixed-size input, counted
+  in images: the 13 test images, every non-training image, every image; and the same for a model
+  retrained on ``many_classes`` (117 labels) on its 652 test images, where answers are closer calls;
+- milliseconds per image at batch 1 on this CPU (best of interleaved rounds; compare as ratios).
+For each backbone whose weights are here: TFLite sizes and milliseconds per image; its accuracy on
+``many_classes`` comes from bench/results/many_classes.json (same recipe for both Lite models).
+Writes bench/results/deploy.json, deploy.md and deploy.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import tlcourse as tlc  # noqa: E402
+from tlcourse import tflite  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+BOTTLENECKS = ROOT / "runs" / "bottlenecks"
+MANY_CLASSES_ROWS = {
+    "efficientnet_lite0": "+ cached augmentation",
+    "efficientnet_lite2": "+ EfficientNet-Lite2 backbone",
+}
+
+
+def megabytes(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return round(sum(p.stat().st_size for p in files) / 1e6, 2)
+
+
+def train_model(dataset, backbone, steps: int):
+    splits = tlc.train.cached_splits(dataset, backbone, BOTTLENECKS, progress=True)
+    config = tlc.train.TrainConfig(how_many_training_steps=steps, seed=0)
+    head, _ = tlc.train.train_head(
+        splits["train"], splits["validation"], len(dataset.class_names), config, progress=False
+    )
+    evaluation = tlc.train.evaluate(head, splits["test"], dataset.class_names)
+    return tlc.export.full_model(backbone, head), evaluation
+
+
+def load_fixed(records, preprocessing):
+    """(raw images, fixed-size uint8 images) of ``records``."""
+    raw = [tlc.images.load_image(record.path) for record in records]
+    return raw, np.stack([np.asarray(tflite.resize_for_model(image, preprocessing)) for image in raw])
+
+
+def export_all(model, dataset, folder: Path) -> dict[str, Path]:
+    preprocessing = tflite.model_preprocessing(model)
+    paths = {"saved_model": folder / "saved_model", "tflite_float": folder / "model.tflite"}
+    paths["tflite_int8"] = folder / "model_int8.tflite"
+    tlc.export.write_saved_model(model, paths["saved_model"])
+    started = time.perf_counter()
+    tflite.write_tflite(model, paths["tflite_float"])
+    print(f"float TFLite in {time.perf_counter() - started:.0f} s", flush=True)
+    images, labels = tflite.calibration_images(dataset.split("train"), preprocessing)
+    started = time.perf_counter()
+    tflite.write_tflite(model, paths["tflite_int8"], "int8", tflite.representative_dataset(images, labels, len(images)))
+    print(f"int8 TFLite in {time.perf_counter() - started:.0f} s ({len(images)} calibration images)", flush=True)
+    return paths
+
+
+def top1(classify, images, batch_size: int = 16) -> np.ndarray:
+    return np.concatenate([classify(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).argmax(1)
+
+
+def resize_fidelity(backbone, raw, fixed, preprocessing) -> dict:
+    """How far the fixed-size uint8 input (and an app-like Pillow resize) is from the in-model preprocessing."""
+    course = np.concatenate([backbone.preprocess(image[None]).numpy() for image in raw])
+    ours = (fixed.astype(np.float32) - preprocessing.offset) / preprocessing.scale
+    pillow = np.stack([tflite.resize_with_pillow(image, preprocessing) for image in raw])
+    pillow = (pillow.astype(np.float32) - preprocessing.offset) / preprocessing.scale
+    reference = backbone.features_function(course).numpy()
+    result = {}
+    for name, inputs in [("resize_for_model", ours), ("pillow_bicubic", pillow)]:
+        levels = np.abs(inputs - course) * preprocessing.scale
+        vectors = backbone.features_function(inputs).numpy()
+        relative = np.linalg.norm(vectors - reference, axis=1) / np.linalg.norm(reference, axis=1)
+        result[name] = {
+            "input_max_levels": round(float(levels.max()), 2),
+            "input_mean_levels": round(float(levels.mean()), 3),
+            "bottleneck_max_relative": round(float(relative.max()), 4),
+            "bottleneck_mean_relative": round(float(relative.mean()), 4),
+        }
+    return result
+
+
+def end_to_end_agreement(model, raw, fixed, preprocessing) -> dict:
+    """The Keras model on each original image (in-model preprocessing) against the same network on a resized one."""
+    keras_raw = np.array([np.asarray(model(image[None]))[0].argmax() for image in raw])
+    network = tflite.keras_on_fixed_input(model)
+    pillow = np.stack([tflite.resize_with_pillow(image, preprocessing) for image in raw])
+    return {
+        "images": len(raw),
+        "resize_for_model_agree": int((top1(network, fixed) == keras_raw).sum()),
+        "pillow_bicubic_agree": int((top1(network, pillow) == keras_raw).sum()),
+    }
+
+
+def agreement(paths, model, fixed, subsets: dict[str, np.ndarray]) -> dict:
+    keras_top = top1(tflite.keras_on_fixed_input(model), fixed)
+    result = {}
+    for name in ("tflite_float", "tflite_int8"):
+        tops = top1(tflite.TFLiteClassifier(paths[name]), fixed)
+        result[name] = {
+            subset: {"agree": int((tops[mask] == keras_top[mask]).sum()), "images": int(mask.sum())}
+            for subset, mask in subsets.items()
+        }
+    return result
+
+
+def speeds(paths, model, fixed, rounds: int) -> dict[str, float]:
+    """ms per image at batch 1, best of interleaved rounds (a shared machine only ever slows a run down)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    preprocessing = tflite.model_preprocessing(model)
+    saved = tf.saved_model.load(str(paths["saved_model"])).signatures["classify_preprocessed"]
+
+    def saved_model(images):
+        pixels = (images.astype(np.float32) - preprocessing.offset) / preprocessing.scale
+        return next(iter(saved(tf.constant(pixels)).values())).numpy()
+
+    contenders = {
+        "saved_model": saved_model,
+        "tflite_float": tflite.TFLiteClassifier(paths["tflite_float"]),
+        "tflite_int8": tflite.TFLiteClassifier(paths["tflite_int8"]),
+    }
+    best = dict.fromkeys(contenders, float("inf"))
+    for _ in range(rounds):
+        for name, classify in contenders.items():
+            best[name] = min(best[name], tflite.milliseconds_per_image(classify, fixed, batch_size=1, rounds=1))
+    return {name: round(value, 2) for name, value in best.items()}
+
+
+def backbone_row(name: str, dataset, fixed_records, steps: int, rounds: int, folder: Path) -> dict:
+    backbone = tlc.backbones.load_backbone(name)
+    model, evaluation = train_model(dataset, backbone, steps)
+    paths = export_all(model, dataset, folder / name)
+    _, fixed = load_fixed(fixed_records, tflite.model_preprocessing(model))
+    speed = speeds(paths, model, fixed, rounds)
+    many = json.loads((RESULTS / "many_classes.json").read_text()) if (RESULTS / "many_classes.json").is_file() else {}
+    rows = {row["name"]: row for row in many.get("techniques", [])}
+    row = rows.get(MANY_CLASSES_ROWS.get(name, ""), {})
+    return {
+        "backbone": name,
+        "input_size": backbone.input_size,
+        "tflite_float_mb": megabytes(paths["tflite_float"]),
+        "tflite_int8_mb": megabytes(paths["tflite_int8"]),
+        "saved_model_mb": megabytes(paths["saved_model"]),
+        "ms_per_image": speed,
+        "stamps_test_correct": int(round(evaluation.accuracy * len(evaluation.labels))),
+        "stamps_test_images": len(evaluation.labels),
+        "many_classes_accuracy": row.get("accuracy"),
+        "many_classes_recipe": row.get("name"),
+        "many_classes_test_images": many.get("num_test_images"),
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    rows = [row for row in results["backbones"] if row["many_classes_accuracy"] is not None]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for row in rows:
+        for axis, kind in zip(axes, ("tflite_float", "tflite_int8"), strict=True):
+            size = row[f"{kind}_mb"]
+            axis.scatter(row["ms_per_image"][kind], 100 * row["many_classes_accuracy"], s=40 * size, alpha=0.5)
+            axis.annotate(
+                f"{row['backbone']}\n{size:.1f} MB", (row["ms_per_image"][kind], 100 * row["many_classes_accuracy"])
+            )
+    for axis, kind in zip(axes, ("TFLite float", "TFLite int8"), strict=True):
+        axis.set_xlabel(f"ms per image, {kind}, batch 1, this CPU")
+        axis.set_ylabel("many_classes top-1 accuracy (%)")
+        axis.set_title(f"{kind}: marker area = file size")
+        axis.margins(0.4)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    formats, agree = results["formats"], results["agreement"]
+    lines = [
+        "# Deployment: export formats and backbones",
+        "",
+        f"Made by `{results['command']}` on {results['machine']} ({results['date']}).",
+        "",
+        "| format | MB | ms per image | top-1 agreement with Keras (stamps, held out) | many_classes test |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    many = results.get("many_classes_agreement", {})
+    for name in ("saved_model", "tflite_float", "tflite_int8"):
+        held = agree.get(name, {}).get("held_out", {"agree": "same network", "images": ""})
+        held_text = f"{held['agree']} of {held['images']}" if held["images"] else held["agree"]
+        mc = many.get(name, {}).get("test")
+        mc_text = f"{mc['agree']} of {mc['images']}" if mc else "same network"
+        lines.append(f"| {name} | {formats[name]['mb']} | {formats[name]['ms_per_image']} | {held_text} | {mc_text} |")
+    fidelity = results["resize"]
+    lines += [
+        "",
+        "Resize outside the model vs the course's in-model preprocessing (stamps, every image):",
+        "",
+        "| resize | input max / mean (pixel levels) | bottleneck max / mean relative change | same answer |",
+        "| --- | --- | --- | --- |",
+    ]
+    end_to_end = results["end_to_end"]
+    for name in ("resize_for_model", "pillow_bicubic"):
+        f = fidelity[name]
+        lines.append(
+            f"| {name} | {f['input_max_levels']} / {f['input_mean_levels']} | {f['bottleneck_max_relative']} / "
+            f"{f['bottleneck_mean_relative']} | {end_to_end[name + '_agree']} of {end_to_end['images']} |"
+        )
+    lines += [
+        "",
+        "| backbone | input | float MB | int8 MB | ms float | ms int8 | many_classes accuracy |",
+        "| --- " * 7 + "|",
+    ]
+    for row in results["backbones"]:
+        accuracy = f"{row['many_classes_accuracy']:.1%}" if row["many_classes_accuracy"] is not None else "n/a"
+        speed = row["ms_per_image"]
+        lines.append(
+            f"| {row['backbone']} | {row['input_size']} | {row['tflite_float_mb']} | {row['tflite_int8_mb']} | "
+            f"{speed['tflite_float']} | {speed['tflite_int8']} | {accuracy} |"
+        )
+    lines += ["", results["notes"], ""]
+    path.write_text("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer images and rounds")
+    args = parser.parse_args(argv)
+    rounds, speed_images, many_test = (1, 16, 120) if args.quick else (3, 48, None)
+    started = time.perf_counter()
+    stamps = tlc.data.scan_dataset(tlc.datasets.stamps())
+    backbone = tlc.backbones.load_backbone("efficientnet_lite0")
+    model, _ = train_model(stamps, backbone, 1000)
+    preprocessing = tflite.model_preprocessing(model)
+    raw, fixed = load_fixed(stamps.images, preprocessing)
+    folder = Path(tempfile.mkdtemp(prefix="deploy_bench_"))
+    try:
+        paths = export_all(model, stamps, folder / "stamps")
+        splits = np.array([record.split for record in stamps.images])
+        subsets = {"test": splits == "test", "held_out": splits != "train", "all": np.ones(len(splits), bool)}
+        results = {
+            "resize": resize_fidelity(backbone, raw, fixed, preprocessing),
+            "end_to_end": end_to_end_agreement(model, raw, fixed, preprocessing),
+            "agreement": agreement(paths, model, fixed, subsets),
+        }
+        speed = speeds(paths, model, fixed[:speed_images], rounds)
+        results["formats"] = {
+            name: {"mb": megabytes(paths[name]), "ms_per_image": speed[name]}
+            for name in ("saved_model", "tflite_float", "tflite_int8")
+        }
+        print(json.dumps(results, indent=1), flush=True)
+
+        many = tlc.data.scan_dataset(tlc.datasets.many_classes())
+        many_model, many_evaluation = train_model(many, backbone, 1000)
+        many_paths = export_all(many_model, many, folder / "many_classes")
+        test_records = many.split("test")[:many_test]
+        _, many_fixed = load_fixed(test_records, preprocessing)
+        all_test = np.ones(len(test_records), bool)
+        results["many_classes_agreement"] = agreement(many_paths, many_model, many_fixed, {"test": all_test})
+        results["many_classes_keras_test_accuracy"] = round(many_evaluation.accuracy, 4)
+        results["many_classes_formats_mb"] = {name: megabytes(path) for name, path in many_paths.items()}
+        print(json.dumps(results["many_classes_agreement"], indent=1), flush=True)
+
+        names = ["efficientnet_lite0", "efficientnet_lite2"]
+        if tlc.backbones.inception_weights_path(tlc.config.models_dir()).is_file():
+            names.append("inception_v3")
+        speed_records = stamps.images[:speed_images]
+        results["backbones"] = [
+            backbone_row(name, stamps, speed_records, 1000, rounds, folder / "backbones") for name in names
+        ]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    skipped = "" if "inception_v3" in names else " Inception-v3 was left out: its weights are not here (offline)."
+    results.update(
+        notes=(
+            "Agreement: the TFLite model against the Keras model on the same fixed-size uint8 input, counted in "
+            "images. ms per image: batch 1, best of interleaved rounds in this process; a shared machine only "
+            "slows a run down, so compare as ratios within the run." + skipped
+        ),
+        runtime=tflite.interpreter_class()[1],
+        command="python bench/deploy.py" + (" --quick" if args.quick else ""),
+        machine=f"{platform.machine()}, {os.cpu_count()} cores",
+        date=time.strftime("%Y-%m-%d"),
+        seconds=round(time.perf_counter() - started),
+        versions=tlc.course.environment(),
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "deploy.json").write_text(json.dumps(results, indent=2))
+    write_markdown(results, RESULTS / "deploy.md")
+    plot(results, RESULTS / "deploy.png")
+    print((RESULTS / "deploy.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The representative-dataset exercise (lesson 10): the reference passes, plausible mistakes fail with their message."""
+
+import numpy as np
+import pytest
+
+import tlcourse.exercises as exercises
+from tlcourse import tflite
+from tlcourse.exercises import deploy
+
+NAME = "representative_dataset"
+
+
+def first_images(images, labels, num_samples):
+    """The first num_samples images: all of one label when the folder scan sorts them."""
+    return lambda: ([image[None].astype(np.float32)] for image in images[:num_samples])
+
+
+def scaled_to_unit(images, labels, num_samples):
+    generate = deploy.representative_dataset(images, labels, num_samples)
+    return lambda: ([item[0] / 255.0] for item in generate())
+
+
+def no_batch_dimension(images, labels, num_samples):
+    generate = deploy.representative_dataset(images, labels, num_samples)
+    return lambda: ([item[0][0]] for item in generate())
+
+
+def bare_arrays(images, labels, num_samples):
+    generate = deploy.representative_dataset(images, labels, num_samples)
+    return lambda: (item[0] for item in generate())
+
+
+def uint8_arrays(images, labels, num_samples):
+    generate = deploy.representative_dataset(images, labels, num_samples)
+    return lambda: ([item[0].astype(np.uint8)] for item in generate())
+
+
+def a_generator_not_a_function(images, labels, num_samples):
+    return deploy.representative_dataset(images, labels, num_samples)()
+
+
+def one_pass_only(images, labels, num_samples):
+    items = deploy.representative_dataset(images, labels, num_samples)()
+    return lambda: items  # the same generator every call: empty the second time
+
+
+def every_image(images, labels, num_samples):
+    return deploy.representative_dataset(images, labels, len(images))
+
+
+def first_of_each_label_repeated(images, labels, num_samples):
+    firsts = {}
+    for index, label in enumerate(labels):
+        firsts.setdefault(label, index)
+    order = list(firsts.values())
+    return lambda: ([images[order[k % len(order)]][None].astype(np.float32)] for k in range(num_samples))
+
+
+MISTAKES = [
+    (first_images, "Take the labels in turn"),
+    (scaled_to_unit, "keep the raw 0-255 pixels"),
+    (no_batch_dimension, "without the batch dimension"),
+    (bare_arrays, "yield a list holding it"),
+    (uint8_arrays, "whose input is float32"),
+    (a_generator_not_a_function, "not a function"),
+    (one_pass_only, "each call must start over"),
+    (every_image, "not num_samples"),
+    (first_of_each_label_repeated, "the same image more than once"),
+]
+
+
+def test_registered_with_its_lesson():
+    exercise = exercises.REGISTRY[NAME]
+    assert (
+        exercise.lesson == "10_deploy_to_phone" and "notebooks/10_deploy_to_phone.ipynb" in exercise.reference.__doc__
+    )
+
+
+@pytest.mark.parametrize("reference", [deploy.representative_dataset, tflite.representative_dataset])
+def test_the_reference_and_the_package_function_pass(reference):
+    for seed in range(5):
+        outcome = exercises.grade(NAME, reference, seed=seed)
+        assert outcome.passed, outcome.message
+
+
+def test_the_pasted_reference_source_is_self_contained():
+    namespace = {}
+    exec(compile(exercises.reference_source(NAME), f"<{NAME}>", "exec"), namespace)  # no imports given
+    assert exercises.grade(NAME, namespace[NAME], seed=3).passed
+
+
+@pytest.mark.parametrize(("wrong", "message"), MISTAKES, ids=[m[0].__name__ for m in MISTAKES])
+def test_a_plausible_mistake_fails_with_its_message(wrong, message):
+    for seed in (11, 12):
+        outcome = exercises.grade(NAME, wrong, seed=seed)
+        assert outcome.status == "failed", outcome
+        assert message in outcome.message, outcome.message
+
+
+def test_a_stub_is_not_written():
+    def representative_dataset(images, labels, num_samples):
+        """A stub."""
+        ...
+
+    assert exercises.grade(NAME, representative_dataset, seed=0).status == "not_written"

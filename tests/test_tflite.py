@@ -1,0 +1,178 @@
+"""TFLite export (float and full-integer int8), its fixed-size resize, and labelling with .tflite files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+
+from tests.images_factory import labelled_folder
+from tlcourse import backbones, export, label, retrain, tflite
+from tlcourse.images import load_image
+
+REPO = Path(__file__).resolve().parents[1]
+LITE0 = backbones.REGISTRY["efficientnet_lite0"].preprocessing
+
+
+def small_model(num_classes=3, seed=0):
+    """The course's preprocessing in front of a small random network: converts in seconds."""
+    keras.utils.set_random_seed(seed)
+    classifier = keras.Sequential(
+        [
+            keras.Input((LITE0.size, LITE0.size, 3)),
+            keras.layers.Conv2D(8, 3, strides=4, activation="relu6"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(num_classes, activation="softmax", name="final_result"),
+        ]
+    )
+    backbone = SimpleNamespace(
+        preprocessing_layer=lambda: backbones.ImagePreprocessing(**vars(LITE0), name="preprocessing")
+    )
+    return export.with_preprocessing(backbone, classifier)
+
+
+def random_images(count, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        rng.integers(0, 256, (int(rng.integers(60, 400)), int(rng.integers(60, 400)), 3), np.uint8)
+        for _ in range(count)
+    ]
+
+
+def test_the_resize_is_the_courses_preprocessing_to_half_a_pixel_level():
+    for image in random_images(6):
+        fixed = np.asarray(tflite.resize_for_model(image, LITE0))
+        assert fixed.shape == (LITE0.size, LITE0.size, 3) and fixed.dtype == np.uint8
+        course = backbones.preprocess_images(image[None], LITE0).numpy()[0] * LITE0.scale + LITE0.offset
+        assert np.abs(fixed - course).max() <= 0.5 + 1e-3
+    batch = np.stack(random_images(2, seed=1)[:1] * 2)
+    assert np.asarray(tflite.resize_for_model(batch, LITE0)).shape == (2, LITE0.size, LITE0.size, 3)
+
+
+def test_float_export_agrees_with_keras_and_takes_uint8(tmp_path):
+    model = small_model()
+    path = tmp_path / "model.tflite"
+    tflite.write_tflite(model, path)
+    classifier = tflite.TFLiteClassifier(path)
+    assert (classifier.input_size, classifier.input_dtype, classifier.quantization) == (224, np.uint8, "float32")
+    fixed = np.stack([np.asarray(tflite.resize_for_model(image, LITE0)) for image in random_images(8)])
+    expected = tflite.keras_on_fixed_input(model)(fixed)  # the Keras model on the same fixed-size images
+    np.testing.assert_allclose(classifier(fixed), expected, atol=1e-4)
+    np.testing.assert_allclose(classifier(fixed[:1]), expected[:1], atol=1e-4)  # batch size changes both ways
+
+
+def test_int8_export_is_full_integer_and_labels_a_folder(tmp_path):
+    model = small_model()
+    images = np.stack([np.asarray(tflite.resize_for_model(image, LITE0)) for image in random_images(12)])
+    representative = tflite.representative_dataset(images, [0, 1, 2] * 4, 12)
+    path = tmp_path / "model_int8.tflite"
+    tflite.write_tflite(model, path, "int8", representative)
+    classifier = tflite.TFLiteClassifier(path)
+    assert (classifier.input_dtype, classifier.output_dtype, classifier.quantization) == (np.uint8, np.uint8, "int8")
+    details = classifier._interpreter.get_tensor_details()
+    float_tensors = [d["name"] for d in details if d["dtype"] == np.float32]
+    assert not float_tensors, f"a full-integer model holds no float tensors, found {float_tensors[:5]}"
+    probabilities = classifier(images[:4])
+    assert probabilities.shape == (4, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=0.05)
+
+    folder = labelled_folder(tmp_path / "photos", ("a", "b"), per_label=2)
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    results = label.label_images([folder], path, tmp_path / "labels.txt", top_k=2)
+    assert len(results) == 4 and all(not r.error and len(r.top) == 2 for r in results)
+
+
+def test_int8_without_representative_images_is_refused_with_a_clear_message(tmp_path):
+    with pytest.raises(tflite.TFLiteExportError, match="int8 quantization needs representative images"):
+        tflite.convert(small_model(), "int8")
+    with pytest.raises(tflite.TFLiteExportError, match="quantization must be one of"):
+        tflite.convert(small_model(), "int4")
+    with pytest.raises(SystemExit):
+        retrain.parse_args(["--image_dir=d", "--tflite_quantization=int8"])
+    refused = subprocess.run(
+        [sys.executable, "-m", "tlcourse.retrain", "--image_dir=d", "--tflite_quantization=int8"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2 and "--tflite_quantization=int8 needs --output_tflite" in refused.stderr
+
+
+def test_a_file_that_is_not_tflite_is_refused(tmp_path):
+    (tmp_path / "fake.tflite").write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match="not a TFLite model"):
+        tflite.TFLiteClassifier(tmp_path / "fake.tflite")
+
+
+def test_the_representative_dataset_takes_every_label_in_turn():
+    images = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
+    labels = [0] * 6 + [1] * 3 + [2]
+    items = list(tflite.representative_dataset(images, labels, 5)())
+    assert len(items) == 5 and all(len(item) == 1 and item[0].shape == (1, 2, 2, 3) for item in items)
+    assert all(item[0].dtype == np.float32 for item in items)
+    chosen = [int(np.flatnonzero((images == item[0][0]).all(axis=(1, 2, 3)))[0]) for item in items]
+    assert sorted(labels[i] for i in chosen) == [0, 0, 1, 1, 2]
+
+
+@pytest.mark.slow
+def test_retrain_writes_tflite_and_label_image_agrees_with_keras(stamps_dir, tmp_path):
+    """The issue's check: retrain.py --output_tflite, then label_image.py on a folder, for float and int8."""
+    common = [
+        f"--image_dir={stamps_dir}",
+        f"--bottleneck_dir={REPO / 'runs' / 'bottlenecks'}",
+        "--how_many_training_steps=300",
+        "--summaries_dir=",
+        "--architecture=efficientnet_lite0",
+        f"--output_graph={tmp_path / 'graph.pb'}",
+        f"--output_labels={tmp_path / 'labels.txt'}",
+    ]
+    int8_path = tmp_path / "model_int8.tflite"
+    trained = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tlcourse.retrain",
+            *common,
+            f"--output_tflite={int8_path}",
+            "--tflite_quantization=int8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "full-integer int8" in trained.stdout
+    keras_model = keras.models.load_model(tmp_path / "graph.keras")
+    float_path = tmp_path / "model.tflite"
+    tflite.write_tflite(keras_model, float_path)
+    assert int8_path.stat().st_size < float_path.stat().st_size / 2.5
+
+    folder = stamps_dir / "fruit"
+    paths = sorted(folder.iterdir())
+    fixed = np.stack([np.asarray(tflite.resize_for_model(load_image(p), LITE0)) for p in paths])
+    keras_top = tflite.keras_on_fixed_input(keras_model)(fixed).argmax(axis=1)  # Keras on the same fixed input
+    class_names = (tmp_path / "labels.txt").read_text().split()
+    for path, floor in [(float_path, 1.0), (int8_path, 0.9)]:
+        labelled = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tlcourse.label",
+                str(folder),
+                f"--graph={path}",
+                f"--labels={tmp_path / 'labels.txt'}",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert labelled.returncode == 0, labelled.stderr[-3000:]
+        results = {Path(item["image"]).name: item for item in json.loads(labelled.stdout)}
+        assert len(results) == len(paths) and all(len(item["top"]) == 5 for item in results.values())
+        tops = [results[p.name]["top"][0]["label"] for p in paths]
+        agreement = np.mean([top == class_names[k] for top, k in zip(tops, keras_top, strict=True)])
+        assert agreement >= floor, (path.name, agreement)

@@ -1,0 +1,163 @@
+"""Exercise of the deployment lesson (10): the representative dataset that calibrates an int8 model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tlcourse.exercises.core import Exercise, GradingFailure, register
+
+
+def representative_dataset(images, labels, num_samples):
+    """Calibration data for int8 conversion: a function that the TFLite converter calls to get inputs.
+
+    images: uint8 array [N, size, size, 3], already resized to the model's input.
+    labels: the label of each image (N ints or strings); the images may be sorted by label.
+    num_samples: how many images to use at most.
+
+    Return a function without arguments (the converter calls it, maybe more than once); each call
+    yields min(num_samples, N) items, each a list holding one float32 array [1, size, size, 3] of
+    raw 0-255 pixels (the float model's input: the model scales pixels itself). Take the labels in
+    turn (one image of each label, then a second of each, ...), so that every label is calibrated.
+    Taught in notebooks/10_deploy_to_phone.ipynb.
+    """
+    import numpy as np
+
+    images = np.asarray(images)
+    by_label = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    chosen = []
+    rank = 0
+    while len(chosen) < min(num_samples, len(images)):
+        for indices in by_label.values():
+            if rank < len(indices) and len(chosen) < num_samples:
+                chosen.append(indices[rank])
+        rank += 1
+
+    def generate():
+        for index in chosen:
+            yield [images[index][None].astype(np.float32)]
+
+    return generate
+
+
+def _case(rng: np.random.Generator, num_labels: int, per_label: list[int], size: int):
+    """Images sorted by label (as a folder scan gives them), each distinct; their labels."""
+    labels = [label for label in range(num_labels) for _ in range(per_label[label])]
+    images = rng.integers(0, 256, (len(labels), size, size, 3), dtype=np.uint8)
+    images[:, 0, 0, 0] = np.arange(len(labels)) % 256  # distinct even when two draws collide
+    return images, labels
+
+
+def _items(candidate, images, labels, num_samples, call: str) -> list:
+    generate = candidate(images, labels, num_samples)
+    if not callable(generate):
+        kind = type(generate).__name__
+        raise GradingFailure(
+            f"{call} returned a {kind}, not a function. The converter wants a function it can call (maybe more "
+            "than once) to get a fresh generator: define `def generate(): ... yield ...` inside and `return generate`."
+        )
+    first = generate()
+    try:
+        items = list(first)
+    except TypeError:
+        raise GradingFailure(
+            f"calling the function returned by {call} gave a {type(first).__name__}, which cannot be iterated: "
+            "the inner function must `yield` its items (a generator function)."
+        ) from None
+    again = list(generate())
+    if len(again) != len(items):
+        raise GradingFailure(
+            f"the first call of the returned function gave {len(items)} items, the second {len(again)}: each call "
+            "must start over. Build the generator inside the function, not once outside it (a generator is "
+            "used up after one pass, and the converter may pass over the data twice)."
+        )
+    return items
+
+
+def _check_item(item, images, size: int) -> int:
+    """The index of the image an item holds; raises with a teaching message when the item is malformed."""
+    if isinstance(item, np.ndarray):
+        raise GradingFailure(
+            f"an item was a bare array of shape {list(item.shape)}: yield a list holding it, `[array]`. The "
+            "converter takes one array per model input, in a list (this model has one input)."
+        )
+    if not isinstance(item, (list, tuple)) or len(item) != 1:
+        raise GradingFailure(
+            f"an item was {type(item).__name__} of length {len(item) if hasattr(item, '__len__') else '?'}"
+            ": yield a list holding exactly one array, `[array]` (the model has one input)."
+        )
+    array = np.asarray(item[0])
+    if array.shape == (size, size, 3):
+        raise GradingFailure(
+            f"an array had shape {list(array.shape)}, without the batch dimension: the model's input is "
+            f"[1, {size}, {size}, 3]. Add it with `image[None]` (or np.expand_dims(image, 0))."
+        )
+    if array.shape != (1, size, size, 3):
+        raise GradingFailure(f"an array had shape {list(array.shape)}; each must be [1, {size}, {size}, 3].")
+    if array.dtype != np.float32:
+        raise GradingFailure(
+            f"an array had dtype {array.dtype}: the converter feeds the float model, whose input is float32 "
+            "(it quantizes to uint8 afterwards). Convert with `.astype(np.float32)`."
+        )
+    if array.max() <= 1.0 + 1e-6 or array.min() < 0:
+        raise GradingFailure(
+            f"the values ran from {array.min():.3g} to {array.max():.3g}: keep the raw 0-255 pixels. The model "
+            "scales them itself ((x - 127) / 128); scaled inputs calibrate the wrong ranges and the int8 model "
+            "would clip every real photo."
+        )
+    matches = np.flatnonzero((images.astype(np.float32) == array[0]).all(axis=(1, 2, 3)))
+    if len(matches) == 0:
+        raise GradingFailure("an array was not one of the images (changed pixels?): yield the images as they are.")
+    return int(matches[0])
+
+
+def _grade(candidate, rng: np.random.Generator) -> None:
+    size = int(rng.integers(3, 7))
+    num_labels = int(rng.integers(3, 6))
+    per_label = [int(n) for n in rng.integers(4, 9, num_labels)]
+    images, labels = _case(rng, num_labels, per_label, size)
+    num_samples = int(rng.integers(num_labels + 1, 2 * num_labels))  # fewer than the images, more than the labels
+    call = f"representative_dataset(images of {len(images)} sorted by label, labels, num_samples={num_samples})"
+    items = _items(candidate, images, labels, num_samples, call)
+    if len(items) != num_samples:
+        raise GradingFailure(
+            f"{call} yielded {len(items)} items, not num_samples={num_samples}: yield exactly "
+            "min(num_samples, len(images)) calibration images."
+        )
+    chosen = [_check_item(item, images, size) for item in items]
+    if len(set(chosen)) != len(chosen):
+        raise GradingFailure(
+            f"{call} yielded the same image more than once while others were unused: every item should be a "
+            "different image (take the first, then the second image of each label, ...)."
+        )
+    counts = np.bincount([labels[i] for i in chosen], minlength=num_labels)
+    if counts.min() == 0 or counts.max() - counts.min() > 1:
+        raise GradingFailure(
+            f"{call} gave label counts {counts.tolist()}. Images come sorted by label (a folder scan), so the first "
+            f"{num_samples} are mostly one label and the int8 ranges would be calibrated on it alone. Take the labels "
+            "in turn: counts should differ by at most one."
+        )
+    # Fewer images than num_samples: all of them, once each. Labels as strings, in shuffled order.
+    images, labels = _case(rng, 2, [2, 3], size)
+    names = np.array(["birds", "fruit"])[labels].tolist()
+    order = rng.permutation(len(names))
+    images, names = images[order], [names[i] for i in order]
+    items = _items(candidate, images, names, 10, "representative_dataset(5 images, string labels, num_samples=10)")
+    chosen = sorted(_check_item(item, images, size) for item in items)
+    if chosen != list(range(len(images))):
+        raise GradingFailure(
+            f"with 5 images and num_samples=10 it yielded images {chosen}: when there are fewer images than "
+            "num_samples, yield each image once (string labels such as 'birds' must work too)."
+        )
+
+
+register(
+    Exercise(
+        name="representative_dataset",
+        lesson="10_deploy_to_phone",
+        signature="(images [N, size, size, 3] uint8, labels [N], num_samples) -> a function yielding [float32 array]",
+        reference=representative_dataset,
+        grade=_grade,
+    )
+)
