@@ -40,7 +40,6 @@ import tlcourse as tlc  # noqa: E402
 from tlcourse.many_classes import (  # noqa: E402
     CHANGES_FROM,
     LADDER,
-    OTHER_FEATURES,
     RECIPES,
     Experiment,
     RecipeResult,
@@ -248,9 +247,9 @@ def main() -> int:
         experiment.dataset = restrict(dataset, class_subset(dataset, 25))
         recipes, sizes = {name: RECIPES[name] for name in list(RECIPES)[:3]}, (5, 10)
 
-    # The expensive rows (augmented variants to cache, another backbone, fine-tuning) run last, so that
-    # the results files hold the cheap rows, the seed's scale and the curve as early as possible.
-    expensive = {"+ cached augmentation", *OTHER_FEATURES}
+    # Work is done in order of importance, one row at a time, and the results files are rewritten after
+    # each: on a busy machine an interrupted run still leaves the rows, the curve and the seed's scale
+    # measured so far (and a rerun goes on from there).
     num_classes = len(experiment.dataset.class_names)
     full_sizes = [n for n in sizes if n < num_classes]
     summary = {
@@ -265,8 +264,18 @@ def main() -> int:
         "stages_done": [],
     }
     table, failed, curves = [], {}, {}
+    big_experiment, big_table, big_failed = None, [], {}
 
-    def describe_main():
+    def report(stage):
+        summary["stages_done"] = [*summary["stages_done"], stage]
+        summary["seconds"] = round(time.perf_counter() - started)
+        write_report(stem, summary, table, curves, [*full_sizes, num_classes])
+
+    def main_row(name):
+        measured, not_run = run_rows(experiment, {name: recipes[name]}, "many_classes")
+        table.extend(measured)
+        table.sort(key=lambda r: list(recipes).index(r.name))
+        failed.update(not_run)
         rows, chosen, chosen_frozen = describe_rows(table)
         interval = chosen.interval()
         summary.update(
@@ -284,35 +293,18 @@ def main() -> int:
                 "not_run": failed,
             }
         )
-        print(f"chosen on validation: {chosen.name}: test {interval}", flush=True)
-        return chosen_frozen
+        report(f"many_classes: {name}")
 
-    def report(stage):
-        summary["stages_done"] = [*summary["stages_done"], stage]
-        summary["seconds"] = round(time.perf_counter() - started)
-        write_report(stem, summary, table, curves, [*full_sizes, num_classes])
-
-    # Stage 1: the cheap recipes on all the labels.
-    cheap = {name: recipe for name, recipe in recipes.items() if name not in expensive}
-    measured, not_run = run_rows(experiment, cheap, "many_classes")
-    table += measured
-    failed.update(not_run)
-    chosen_cheap = describe_main()
-    report("cheap recipes")
-
-    # Stage 2: the seed's own scale, over 150 labels: the tutorial's command and the frozen-feature ladder.
-    big = tlc.data.scan_dataset(tlc.datasets.many_classes_150())
-    big_experiment = Experiment(big, bottleneck_dir, progress=True)
-    big_recipes = dict(LADDER)
-    if args.quick:
-        big_experiment.dataset = restrict(big, class_subset(big, 30))
-        big_recipes = {name: LADDER[name] for name in list(LADDER)[:3]}
-    big_table, big_failed = [], {}
-
-    def seed_scale(recipes_now, stage):
-        measured, not_run = run_rows(big_experiment, recipes_now, "many_classes_150")
+    def seed_row(name):
+        nonlocal big_experiment
+        if big_experiment is None:
+            big = tlc.data.scan_dataset(tlc.datasets.many_classes_150())
+            big_experiment = Experiment(big, bottleneck_dir, progress=True)
+            if args.quick:
+                big_experiment.dataset = restrict(big, class_subset(big, 30))
+        measured, not_run = run_rows(big_experiment, {name: LADDER[name]}, "many_classes_150")
         big_table.extend(measured)
-        big_table.sort(key=lambda r: list(big_recipes).index(r.name))
+        big_table.sort(key=lambda r: list(LADDER).index(r.name))
         big_failed.update(not_run)
         big_rows, big_chosen, _ = describe_rows(big_table)
         summary["seed_scale"] = {
@@ -325,27 +317,32 @@ def main() -> int:
             "techniques": big_rows,
             "not_run": big_failed,
         }
-        report(stage)
+        report(f"many_classes_150: {name}")
 
-    seed_scale({k: v for k, v in big_recipes.items() if k not in expensive}, "seed scale, cheap recipes")
+    def curve(name):
+        # 3 random label subsets per size; a tuned recipe keeps the L2 chosen on all the labels.
+        curves[name] = run_curve(experiment, next(r for r in table if r.name == name), full_sizes)
+        summary["accuracy_vs_classes"] = {key: curve_json(results) for key, results in curves.items()}
+        summary["curve_recipes"] = list(curves)
+        report(f"curve: {name}")
 
-    # Stage 3: accuracy against the number of labels, 3 random label subsets per size, for the tutorial's
-    # command and the cheap frozen-feature recipe chosen on validation (its L2 kept as tuned on all labels).
-    by_name = {r.name: r for r in table}
-    for name in dict.fromkeys(["tutorial", chosen_cheap.name]):
-        curves[name] = run_curve(experiment, by_name[name], full_sizes)
-    summary["accuracy_vs_classes"] = {name: curve_json(results) for name, results in curves.items()}
-    summary["curve_recipes"] = list(curves)
-    report("curve")
-
-    # Stage 4: the expensive rows, then the choice on validation among every row.
-    measured, not_run = run_rows(experiment, {k: v for k, v in recipes.items() if k in expensive}, "many_classes")
-    table += measured
-    table.sort(key=lambda r: list(recipes).index(r.name))
-    failed.update(not_run)
-    describe_main()
-    report("expensive recipes")
-    seed_scale({k: v for k, v in big_recipes.items() if k in expensive}, "seed scale, augmentation")
+    first = [name for name in list(LADDER)[:4] if name in recipes]  # tutorial .. tuned L2: quick to train
+    for name in first:
+        main_row(name)
+    curve("tutorial")
+    for name in first if not args.quick else first[:3]:
+        seed_row(name)
+    rest = [name for name in recipes if name not in first]
+    if "+ label smoothing 0.1" in rest:
+        main_row("+ label smoothing 0.1")
+    curve(describe_rows([r for r in table if "fine_tune_blocks" not in r.settings])[1].name)
+    if not args.quick:
+        seed_row("+ label smoothing 0.1")
+    for name in rest:
+        if name not in {r.name for r in table}:
+            main_row(name)
+    if not args.quick:
+        seed_row("+ cached augmentation")
     return 0
 
 

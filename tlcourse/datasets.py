@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from tlcourse import config
 from tlcourse.download import download
-from tlcourse.images import MAX_PIXELS, load_image
+from tlcourse.images import load_image
 
 COMPLETE = ".complete"  # written last: a folder without it is an interrupted build and is redone
 MAX_SIDE = 512  # materialised images are at most this wide or high: backbones see 224-299 px
@@ -125,10 +125,16 @@ def _build_folder(destination: Path, write) -> Path:
     return destination
 
 
-def _save_jpeg_on_white(source: Path, target: Path, max_side: int = MAX_SIDE) -> None:
+def _jpeg_on_white(source: Path, max_side: int = MAX_SIDE) -> bytes:
     image = Image.fromarray(load_image(source))
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)  # keeps the aspect ratio
-    image.save(target, "JPEG", quality=92)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def _save_jpeg_on_white(source: Path, target: Path, max_side: int = MAX_SIDE) -> None:
+    target.write_bytes(_jpeg_on_white(source, max_side))
 
 
 def stamps(data_dir: str | Path | None = None) -> Path:
@@ -218,21 +224,22 @@ def _package_folders(root: Path, prefix: str) -> dict[str, Path]:
     return {f"{prefix}/{p.relative_to(root).as_posix()}": p for p in sorted(root.rglob("*")) if p.is_dir()}
 
 
-def folded_classes(folders: dict[str, Path], min_images: int, usable=None) -> dict[str, list[Path]]:
+def folded_classes(folders: dict[str, Path], min_images: int, content_key=None) -> dict[str, list[Path]]:
     """Label -> unique PNGs, each image under the most specific folder that holds ``min_images``.
 
     ``folders`` maps slash-separated names (``"clipart/animals/birds"``) to folders. A folder with
     fewer than ``min_images`` images is folded into its parent folder (deepest first, again until
     nothing changes); a file filed under a folder and one of its ancestors belongs to the deepest;
     a file whose copies sit in unrelated folders is dropped, since its label is ambiguous.
-    ``usable(path)`` (optional) leaves out images that could not be written, before counting.
+    Copies are found by ``content_key(path)`` (default: the file's bytes); a key of None leaves
+    the image out, before counting.
     """
     owners = defaultdict(dict)  # content digest -> {folder name: its first copy there}
     for name, folder in sorted(folders.items()):
         for png in sorted(folder.glob("*.png")):
-            if usable is not None and not usable(png):
-                continue
-            owners[hashlib.sha256(png.read_bytes()).hexdigest()].setdefault(name, png)
+            key = content_key(png) if content_key else hashlib.sha256(png.read_bytes()).hexdigest()
+            if key is not None:
+                owners[key].setdefault(name, png)
 
     def parent(name: str) -> str | None:
         head, _, _ = name.rpartition("/")
@@ -261,46 +268,48 @@ def folded_classes(folders: dict[str, Path], min_images: int, usable=None) -> di
         labels -= {name for name in small if name.count("/") == depth}
 
 
-def _small_enough(path: Path) -> bool:
-    """A readable image within the pixel limit ``images.load_image`` enforces (reads the header only)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                return image.width * image.height <= MAX_PIXELS
-    except (OSError, Image.DecompressionBombError):
-        return False
-
-
 def many_classes_150(min_images: int = 8, data_dir: str | Path | None = None) -> Path:
     """The tutorial's own scale, about 150 labels: every folder of ``openclipart-png`` and of
     ``tuxpaint-stamps-default`` (photos and drawings) with at least ``min_images`` unique images.
 
-    Smaller folders are folded into their parents (see ``folded_classes``). Labels are the folder
+    Smaller folders are folded into their parents (see ``folded_classes``); copies are found by
+    the image written (two PNG files of the same picture are one image). Labels are the folder
     paths, ``clipart-animals_birds``, ``stamps-food_fruit_cartoon``; file names keep the sub-folder
     an image came from, so no two images collide. The 117-label ``many_classes`` is unchanged.
     Used by ``bench/many_classes.py`` (the seed's scenario) and ``notebooks/07_many_classes.ipynb``.
     """
     data_dir = Path(data_dir or config.data_dir())
+    destination = data_dir / f"many_classes_150_min{min_images}"
+    if (destination / COMPLETE).is_file():
+        return destination
     clipart_root = debian_package_root(CLIPART_PACKAGE, CLIPART_ROOT, data_dir)
     stamps_root = debian_package_root(STAMPS_PACKAGE, STAMPS_ROOT, data_dir)
     folders = {**_package_folders(clipart_root, "clipart"), **_package_folders(stamps_root, "stamps")}
-    roots = {"clipart": clipart_root, "stamps": stamps_root}
-    classes = folded_classes(folders, min_images, usable=_small_enough)
+    jpegs = {}  # PNG -> the JPEG written for it: two PNGs that give the same JPEG are the same image
+    bar = tqdm(total=sum(len(list(f.glob("*.png"))) for f in folders.values()), desc="many classes (150)")
+
+    def content_key(png: Path) -> str | None:
+        bar.update()
+        try:
+            jpegs[png] = _jpeg_on_white(png)
+        except ValueError as error:  # e.g. a possible decompression bomb
+            print(f"{png}: skipped ({error})", file=sys.stderr)
+            return None
+        return hashlib.sha256(jpegs[png]).hexdigest()
+
+    classes = folded_classes(folders, min_images, content_key)
+    bar.close()
 
     def write(folder: Path) -> None:
-        for name, pngs in tqdm(classes.items(), desc="many classes (150)", unit="label"):
+        for name, pngs in classes.items():
             source, _, path = name.partition("/")
             label_folder = folder / f"{source}-{path.replace('/', '_')}"
             label_folder.mkdir()
             for png in pngs:
                 inside = png.relative_to(folders[name]).with_suffix(".jpg").as_posix().replace("/", "__")
-                try:
-                    _save_jpeg_on_white(png, label_folder / inside)
-                except ValueError as error:
-                    print(f"{png.relative_to(roots[source])}: skipped ({error})", file=sys.stderr)
+                (label_folder / inside).write_bytes(jpegs[png])
 
-    return _build_folder(data_dir / f"many_classes_150_min{min_images}", write)
+    return _build_folder(destination, write)
 
 
 def _read_idx(path: Path) -> np.ndarray:
