@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import pickletools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return _StorageRef(key, storage_type.dtype)
 
 
+def _check_opcodes(pickle_data) -> None:
+    """Read the next pickle's opcodes in Python before the C unpickler runs them.
+
+    A damaged length or memo index makes the C unpickler reserve gigabytes before it notices
+    (``LONG_BINPUT 1543506005`` asks for a 12 GB memo table); pickletools checks every length
+    against the data, and a memo index can't exceed the number of bytes of a real pickle.
+    """
+    for opcode, argument, _position in pickletools.genops(io.BytesIO(pickle_data)):
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(argument) > len(pickle_data):
+            raise ValueError(f"memo index {argument} is larger than the file")
+
+
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Return the tensors of a legacy ``torch.save`` state_dict file as numpy arrays, by name.
 
@@ -151,6 +164,7 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 
     def next_pickle():
         try:
+            _check_opcodes(memoryview(data)[stream.tell() :])
             return _RestrictedUnpickler(stream, path, storages).load()
         except UnsafeWeightsError:
             raise
