@@ -275,7 +275,8 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
     )
     if args.fine_tune_blocks:
         settings = fine_tune_config(args)
-        tuned = finetune.fine_tune(dataset, backbone, args.bottleneck_dir, settings, progress)
+        unfolded = backbones.load_backbone(backbone.name, args.model_dir, fold_batch_norms=False)
+        tuned = finetune.fine_tune(dataset, backbone, args.bottleneck_dir, settings, progress, unfolded)
         model = export.with_preprocessing(backbone, tuned.model)
         test = _sample(tuned.splits["test"], args.test_batch_size, args.seed)
         evaluation = train.evaluate(tuned.trainable, test, dataset.class_names)
