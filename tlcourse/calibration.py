@@ -279,9 +279,16 @@ def plot_reliability(curves: dict[str, ReliabilityBins]):
         width = bins.edges[1] - bins.edges[0]
         used = bins.counts > 0
         axis.bar(centres[used], bins.accuracy[used], width=width * 0.9, color="tab:blue", label="accuracy")
-        gap_bottom = np.minimum(bins.accuracy[used], bins.confidence[used])
-        gap = np.abs(bins.accuracy[used] - bins.confidence[used])
-        axis.bar(centres[used], gap, bottom=gap_bottom, width=width * 0.9, color="tab:red", alpha=0.35, label="gap")
+        axis.bar(  # from the accuracy to the mean confidence: up when over-confident, down when under-confident
+            centres[used],
+            bins.confidence[used] - bins.accuracy[used],
+            bottom=bins.accuracy[used],
+            width=width * 0.9,
+            facecolor=(1.0, 0.0, 0.0, 0.2),
+            edgecolor="tab:red",
+            hatch="//",
+            label="gap to mean confidence",
+        )
         axis.plot([0, 1], [0, 1], "k--", linewidth=1)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
@@ -311,7 +318,8 @@ def plot_top_probability(groups: dict[str, np.ndarray], threshold: float | None 
 
 
 def plot_intervals(intervals: dict, title: str = "test accuracy with 95% intervals"):
-    """Accuracies with their bootstrap intervals (``stats.Interval``), one row each."""
+    """Accuracies or differences with their bootstrap intervals (``stats.Interval``), one row each;
+    a line marks zero when an interval reaches it."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     names = list(intervals)
@@ -320,6 +328,9 @@ def plot_intervals(intervals: dict, title: str = "test accuracy with 95% interva
         interval = intervals[name]
         axis.plot([interval.low, interval.high], [row, row], color="tab:blue", linewidth=3)
         axis.plot(interval.value, row, "o", color="k")
+    if min(interval.low for interval in intervals.values()) <= 0:
+        axis.axvline(0, color="k", linewidth=1)
+    axis.xaxis.set_major_formatter(lambda value, _: f"{value:+.0%}" if value else "0")
     axis.set_yticks(range(len(names)), names)
     axis.invert_yaxis()
     axis.set_title(title, fontsize="medium")
