@@ -21,6 +21,7 @@ SUBMODULES = (
     "config",
     "data",
     "datasets",
+    "depths",
     "download",
     "exercises",
     "export",
@@ -35,6 +36,7 @@ SUBMODULES = (
     "torch_weights",
     "train",
     "widgets",
+    "your_data",
 )
 
 
