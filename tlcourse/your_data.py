@@ -392,8 +392,8 @@ def near_copy(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """Another shot of the same photo: turned a few degrees, cropped a little, resized back."""
     picture = Image.fromarray(np.asarray(image, np.uint8))
     width, height = picture.size
-    picture = picture.rotate(float(rng.uniform(-10, 10)), resample=Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
-    keep = rng.uniform(0.8, 0.92)
+    picture = picture.rotate(float(rng.uniform(-5, 5)), resample=Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
+    keep = rng.uniform(0.88, 0.97)
     crop_w, crop_h = int(width * keep), int(height * keep)
     left, top = int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
     return picture.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.Resampling.BICUBIC)
