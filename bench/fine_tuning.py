@@ -160,6 +160,7 @@ def main() -> int:
     stem = "fine_tuning_quick" if args.quick else "fine_tuning"
     (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(summary))
+    (RESULTS / "fine_tuning_rows.partial.json").unlink(missing_ok=True)
     print(markdown(summary))
     return 0
 
