@@ -11,6 +11,11 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
+# Where the course is published, and the one line every lesson's set-up cell runs on Colab to install it.
+# tests/test_installed_lessons.py checks that each notebook uses exactly this line; change it here and there.
+PACKAGE_SOURCE = "tlcourse @ git+https://github.com/tlcourse/tlcourse"
+COLAB_INSTALL_LINE = f'!pip install -q "{PACKAGE_SOURCE}"'
+
 
 def project_root() -> Path:
     """``$TLCOURSE_HOME``, else the repository checkout holding this package, else ``~/tlcourse``."""
