@@ -47,7 +47,8 @@ import sys as _sys
 _installed = _os.path.realpath(_os.environ["TLCOURSE_INSTALLED_AT"]) + _os.sep
 _loaded = {name: getattr(module, "__file__", None) for name, module in _sys.modules.items()
            if name == "tlcourse" or name.startswith("tlcourse.")}
-_elsewhere = {name: path for name, path in _loaded.items() if path and not _os.path.realpath(path).startswith(_installed)}
+_elsewhere = {name: path for name, path in _loaded.items()
+              if path and not _os.path.realpath(path).startswith(_installed)}
 assert _loaded and not _elsewhere, f"tlcourse modules not imported from the installed wheel: {_elsewhere}"
 print(f"{len(_loaded)} tlcourse modules, all from the installed wheel")
 """
