@@ -97,7 +97,9 @@ def test_inception_v3_downloads_checks_hash_and_loads(inception_weights_file, ht
     digest = hashlib.sha256(inception_weights_file.read_bytes()).hexdigest()
     model_dir = tmp_path / "inception"
     options = dict(base_url=url, expected_hash=digest)
-    assert backbones.default_backbone_name(model_dir, **options) == "inception_v3"
+    assert backbones.default_backbone_name(model_dir) == "efficientnet_lite0"  # asking: not there yet
+    assert backbones.fetch_default_backbone(model_dir, **options) == "inception_v3"  # the explicit fetch
+    assert backbones.default_backbone_name(model_dir) == "inception_v3"  # now usable, offline
     backbone = backbones.load_backbone("inception_v3", model_dir, **options)
     image = load_image(photo("chelsea.png"))
     vector = backbone.bottlenecks(image)
@@ -117,12 +119,27 @@ def test_inception_v3_wrong_hash_leaves_model_dir_as_it_was(inception_weights_fi
     assert sorted(p.name for p in model_dir.iterdir()) == ["notes.txt"]
 
 
-def test_default_falls_back_to_the_embedded_backbone_when_offline(tmp_path, http_server, capsys):
+def test_fetching_the_default_falls_back_to_the_embedded_backbone_when_offline(tmp_path, http_server, capsys):
     _, url = http_server  # serves an empty folder: the weights are not there
     model_dir = tmp_path / "models"
-    assert backbones.default_backbone_name(model_dir, announce=True, base_url=url) == "efficientnet_lite0"
-    assert "using the embedded efficientnet_lite0" in capsys.readouterr().out
+    assert backbones.fetch_default_backbone(model_dir, announce=True, base_url=url) == "efficientnet_lite0"
+    said = capsys.readouterr().out
+    assert "fetching Inception-v3's weights" in said and "using the embedded efficientnet_lite0" in said
     assert not model_dir.exists() or list(model_dir.iterdir()) == []
+
+
+def test_asking_for_the_default_never_touches_the_network(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("default_backbone_name must not open a connection")
+
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    model_dir = tmp_path / "models"
+    assert backbones.default_backbone_name(model_dir) == "efficientnet_lite0"
+    assert not model_dir.exists()  # nothing written either
+    model_dir.mkdir()
+    backbones.inception_weights_path(model_dir).write_bytes(b"weights fetched earlier")
+    assert backbones.default_backbone_name(model_dir) == "inception_v3"
+    assert backbones.fetch_default_backbone(model_dir, announce=True) == "inception_v3"  # present: no fetch either
 
 
 def test_unknown_backbone_names_the_choices():

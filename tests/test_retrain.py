@@ -285,3 +285,20 @@ def test_label_image_says_so_when_a_folder_holds_no_files(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert label.main([str(tmp_path / "empty")]) == 2
     assert "no files in" in capsys.readouterr().err
+
+
+def test_main_without_architecture_fetches_the_classic_default_and_names_it(monkeypatch):
+    asked, ran = [], []
+    monkeypatch.setattr(retrain.backbones, "fetch_default_backbone", lambda *a, **k: asked.append(k) or "inception_v3")
+    monkeypatch.setattr(retrain, "retrain", lambda args, **k: ran.append(args.architecture))
+    assert retrain.main(["--image_dir=d"]) == 0
+    assert asked == [{"announce": True}] and ran == ["inception_v3"]
+    asked.clear(), ran.clear()
+    assert retrain.main(["--image_dir=d", "--architecture=efficientnet_lite0"]) == 0
+    assert asked == [] and ran == ["efficientnet_lite0"]  # a named backbone: no fetch
+
+
+def test_main_reports_a_user_mistake_in_one_line(tmp_path, capsys):
+    code = retrain.main([f"--image_dir={tmp_path / 'nowhere'}", "--architecture=efficientnet_lite0"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and "nowhere" in err and "Traceback" not in err

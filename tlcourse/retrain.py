@@ -27,6 +27,7 @@ import numpy as np
 from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, tflite, train
 from tlcourse.atomic import atomic_directory, atomic_path
 from tlcourse.data import SPLITS, scan_dataset
+from tlcourse.errors import command_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,13 +392,12 @@ def write_outputs(
         print(f"wrote {paths['tflite']} (TFLite {kind}: input uint8 RGB [1, {size}, {size}, 3], resized outside)")
 
 
+@command_line  # a user's mistake prints "error: ..." and exits 1, never a traceback
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        retrain(args)
-    except (ValueError, RuntimeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.architecture is None and not args.fine_tune_blocks:  # the classic default: Inception-v3, fetched if online
+        args.architecture = backbones.fetch_default_backbone(args.model_dir, announce=True)
+    retrain(args)
     return 0
 
 

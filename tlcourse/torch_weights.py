@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tlcourse.errors import TLCourseError
+
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
 
@@ -43,7 +45,7 @@ STORAGE_DTYPES = {
 MAX_DIMENSIONS = 8  # a conv kernel has 4; anything far above is not a state_dict
 
 
-class UnsafeWeightsError(ValueError):
+class UnsafeWeightsError(TLCourseError, ValueError):
     """The weights file is not a plain, well-formed state_dict (it asks to run code, or a tensor
     points outside its data) and was refused. Every problem this reader finds raises it."""
 
