@@ -20,6 +20,7 @@ them through `tlc.config.project_root() / "bench" / "results"`. `models` and `ru
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,16 +67,24 @@ def test_every_setup_cell_installs_the_course_with_the_one_colab_line(path):
 
 
 def build_and_install_wheel(tmp: Path) -> Path:
-    """The wheel built from the checkout, installed with `pip install --no-deps --target`; returns that folder."""
-    wheels, site = tmp / "wheel", tmp / "site"
+    """The wheel built from the checkout, installed with `pip install --no-deps --target`; returns that folder.
+
+    It is built from a clean copy of the sources, so that a stale `build/` folder in the checkout
+    (which setuptools would pack) can neither add modules to the wheel nor hide missing ones.
+    """
+    source, wheels, site = tmp / "source", tmp / "wheel", tmp / "site"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "tlcourse", source / "tlcourse", ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     offline = subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(source)],
         capture_output=True,
         text=True,
     )
-    if offline.returncode != 0:  # the venv's setuptools may be older than pyproject.toml needs: pip fetches one
-        subprocess.run([*pip, "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)], check=True)
+    if offline.returncode != 0:  # the venv's setuptools (65) is older than pyproject.toml's license needs: fetch one
+        subprocess.run([*pip, "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)], check=True)
     (wheel,) = wheels.glob("tlcourse-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "-q", "--target", str(site), str(wheel)], check=True)
     return site
