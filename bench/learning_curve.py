@@ -70,8 +70,8 @@ def main() -> int:
         "# How many images a label needs",
         "",
         f"`{summary['command']}` ({summary['seconds']} s). Accuracy on the held-out images (validation and test "
-        "splits) of a new layer trained on N images per label drawn at random; mean over the draws, and in "
-        "brackets the lowest and the highest draw. The tutorial asks for 1,000 images per label at least.",
+        "splits) of a new layer trained on N images per label drawn at random; mean over the draws, with the "
+        "lowest and the highest draw. The tutorial asks for 1,000 images per label at least.",
         "",
     ]
     for name in datasets:
