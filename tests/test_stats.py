@@ -93,3 +93,10 @@ def test_bad_inputs_are_refused_with_a_message():
         stats.bootstrap_interval([])
     with pytest.raises(ValueError, match="one right/wrong value per image"):
         stats.bootstrap_interval([[True, False]])
+
+
+def test_all_right_still_has_an_interval_below_one():
+    interval = stats.bootstrap_interval(np.ones(13, dtype=bool))
+    assert interval.value == 1.0 and interval.high == 1.0
+    assert 0.74 < interval.low < 0.76  # Clopper-Pearson: 0.025 ** (1 / 13)
+    assert stats.bootstrap_interval(np.zeros(13, dtype=bool)).high > 0.24

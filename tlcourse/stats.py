@@ -49,7 +49,9 @@ def bootstrap_interval(correct, confidence: float = 0.95, num_resamples: int = 2
     """Accuracy of a per-image right/wrong vector, with a percentile bootstrap interval.
 
     The test images are resampled with replacement ``num_resamples`` times; the interval holds
-    the middle ``confidence`` of the resampled accuracies.
+    the middle ``confidence`` of the resampled accuracies. When every image is right (or every
+    one wrong) resampling can only give that same accuracy, so the open side comes from the
+    exact (Clopper-Pearson) bound instead: 13 of 13 right still allows an accuracy down to 75%.
     """
     correct = _as_correct(correct)
     total = len(correct)
@@ -59,7 +61,12 @@ def bootstrap_interval(correct, confidence: float = 0.95, num_resamples: int = 2
     resampled = correct[rng.integers(0, total, size=(num_resamples, total))].mean(axis=1)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(resampled, [tail, 1.0 - tail])
-    return Interval(float(correct.mean()), float(low), float(high), int(correct.sum()), total, confidence)
+    right = int(correct.sum())
+    if right == total:
+        low = tail ** (1.0 / total)
+    elif right == 0:
+        high = 1.0 - tail ** (1.0 / total)
+    return Interval(float(correct.mean()), float(low), float(high), right, total, confidence)
 
 
 @dataclass(frozen=True)
