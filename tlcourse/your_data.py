@@ -360,11 +360,19 @@ def out_of_fold_losses(
 
 
 def show_top_losses(
-    split: Bottlenecks, given: np.ndarray, layer: LinearLayer, class_names, count: int = 8, flipped=None, losses=None
+    split: Bottlenecks,
+    given: np.ndarray,
+    layer: LinearLayer,
+    class_names,
+    count: int = 8,
+    flipped=None,
+    losses=None,
+    true_labels=None,
 ):
     """The training images the layer disagrees with most: given label, its own answer, the loss
     (05_your_data). ``flipped`` (optional) marks the images whose label was changed on purpose;
-    ``losses`` (optional) ranks by other losses than the layer's own (``out_of_fold_losses``)."""
+    ``losses`` (optional) ranks by other losses than the layer's own (``out_of_fold_losses``);
+    ``true_labels`` (optional, when you planted the errors) are shown instead of the layer's answer."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     losses = layer.losses(split.vectors, given) if losses is None else np.asarray(losses)
@@ -377,7 +385,10 @@ def show_top_losses(
         axis.axis("off")
     for axis, i in zip(axes.flat, order, strict=False):
         axis.imshow(load_image(split.records[i].path))
-        title = f"given: {class_names[given[i]]}\nlayer: {class_names[predicted[i]]}\nloss {losses[i]:.1f}"
+        second = (
+            f"true: {class_names[true_labels[i]]}" if true_labels is not None else f"layer: {class_names[predicted[i]]}"
+        )
+        title = f"given: {class_names[given[i]]}\n{second}\nloss {losses[i]:.1f}"
         if flipped is not None:
             title += " (flipped)" if flipped[i] else " (label right)"
         axis.set_title(title, fontsize="x-small")
