@@ -43,10 +43,8 @@ from tlcourse import tflite  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BOTTLENECKS = ROOT / "runs" / "bottlenecks"
-MANY_CLASSES_ROWS = {
-    "efficientnet_lite0": "+ cached augmentation",
-    "efficientnet_lite2": "+ EfficientNet-Lite2 backbone",
-}
+# Rows of bench/results/many_classes.json trained like TUNED below; a backbone without one gets no accuracy.
+MANY_CLASSES_ROWS = {"efficientnet_lite0": "+ tuned L2"}
 
 
 def megabytes(path: Path) -> float:
@@ -173,6 +171,14 @@ def speeds(paths, model, fixed, rounds: int) -> dict[str, float]:
 
 def backbone_row(name: str, dataset, fixed_records, steps: int, rounds: int, folder: Path, done=None) -> dict:
     """Sizes, speeds and accuracies of one backbone; ``done`` (model, evaluation, paths) reuses an export."""
+    try:
+        return _backbone_row(name, dataset, fixed_records, steps, rounds, folder, done)
+    except Exception as error:  # one backbone failing must not lose the others' figures
+        print(f"{name}: {type(error).__name__}: {error}", flush=True)
+        return {"backbone": name, "error": f"{type(error).__name__}: {str(error)[:300]}"}
+
+
+def _backbone_row(name, dataset, fixed_records, steps, rounds, folder, done) -> dict:
     backbone = tlc.backbones.load_backbone(name)
     if done is None:
         model, evaluation = train_model(dataset, backbone, steps)
@@ -200,7 +206,7 @@ def backbone_row(name: str, dataset, fixed_records, steps: int, rounds: int, fol
 
 
 def plot(results: dict, path: Path) -> None:
-    rows = [row for row in results["backbones"] if row["many_classes_accuracy"] is not None]
+    rows = [row for row in results["backbones"] if row.get("many_classes_accuracy") is not None]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for row in rows:
         for axis, kind in zip(axes, ("tflite_float", "tflite_int8"), strict=True):
@@ -255,7 +261,7 @@ def write_markdown(results: dict, path: Path) -> None:
         "| backbone | input | float MB | int8 MB | ms float | ms int8 | many_classes accuracy |",
         "| --- " * 7 + "|",
     ]
-    for row in results["backbones"]:
+    for row in [row for row in results["backbones"] if "error" not in row]:
         accuracy = f"{row['many_classes_accuracy']:.1%}" if row["many_classes_accuracy"] is not None else "n/a"
         speed = row["ms_per_image"]
         lines.append(
