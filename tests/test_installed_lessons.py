@@ -94,9 +94,10 @@ def copy_lessons_with_stubs_filled(folder: Path) -> None:
     folder.mkdir()
     for path in NOTEBOOKS:
         notebook = fill_stubs(json.loads(path.read_text()))
-        notebook["cells"].append(
-            {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": PROVENANCE_CELL}
-        )
+        cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": PROVENANCE_CELL}
+        if (notebook.get("nbformat"), notebook.get("nbformat_minor", 0)) >= (4, 5):
+            cell["id"] = "tlcourse-installed-provenance"  # nbformat 4.5 wants an id on every cell
+        notebook["cells"].append(cell)
         (folder / path.name).write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
