@@ -10,6 +10,7 @@ Taught in ``notebooks/09_trust_a_score.ipynb``; used by ``bench/many_classes.py`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import lgamma
 
 import numpy as np
 
@@ -150,6 +151,4 @@ def mcnemar_p_value(only_a: int, only_b: int) -> float:
 
 
 def _log_binomial(n: int, k: int) -> float:
-    from math import lgamma  # noqa: PLC0415
-
     return lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1)
