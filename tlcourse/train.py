@@ -25,7 +25,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tlcourse import bottlenecks as bottleneck_cache
-from tlcourse.data import Dataset, ImageRecord
+from tlcourse.data import SPLITS, Dataset, ImageRecord
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def cached_splits(dataset: Dataset, backbone, bottleneck_dir=None, progress: boo
 
     bottleneck_dir = bottleneck_dir or config.project_root() / "runs" / "bottlenecks"
     bottleneck_cache.cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)
-    return {name: gather(dataset, name, backbone, bottleneck_dir) for name in ("train", "validation", "test")}
+    return {name: gather(dataset, name, backbone, bottleneck_dir) for name in SPLITS}
 
 
 def cache_distorted_variants(dataset: Dataset, backbone, bottleneck_dir, config: TrainConfig, progress=True):
