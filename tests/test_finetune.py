@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.test_retrain import small_stamps
+from tests.test_retrain import config_for, small_stamps
 from tlcourse import backbones, finetune, label, retrain
 from tlcourse.images import load_image
 
@@ -61,36 +61,22 @@ def test_batch_norm_statistics_move_only_in_the_trap(lite0, unfolded, batch_norm
     assert summary["trainable"] > 0 and summary["frozen"] > 0
 
 
-def args_for(tmp_path, image_dir, *extra):
-    return retrain.parse_args(
-        [
-            f"--image_dir={image_dir}",
-            f"--bottleneck_dir={tmp_path / 'bn'}",
-            f"--output_graph={tmp_path / 'out' / 'g.pb'}",
-            f"--output_labels={tmp_path / 'out' / 'labels.txt'}",
-            f"--summaries_dir={tmp_path / 'logs'}",
-            "--architecture=efficientnet_lite0",
-            *extra,
-        ]
-    )
-
-
 def test_retrain_with_fine_tuning_applies_its_flags_and_exports_a_model_that_labels(stamps_dir, tmp_path):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=10)
-    args = args_for(
+    settings = config_for(
         tmp_path,
         image_dir,
-        "--fine_tune_blocks=1",
-        "--fine_tune_epochs=2",
-        "--learning_rate=0.003",
-        "--l2=0.0001",
-        "--flip_left_right",
-        "--num_distorted_variants=1",
-        "--test_batch_size=2",
+        fine_tune_blocks=1,
+        fine_tune_epochs=2,
+        learning_rate=0.003,
+        l2=0.0001,
+        flip_left_right=True,
+        num_distorted_variants=1,
+        test_batch_size=2,
     )
-    result = retrain.retrain(args, False)
-    assert result["final_validation_accuracy"] > 0.5  # 3 labels: chance is 1/3
-    assert result["num_images"] == 2  # --test_batch_size
+    result = retrain.retrain(settings, False)
+    assert result.final_validation_accuracy > 0.5  # 3 labels: chance is 1/3
+    assert len(result.evaluation.labels) == 2  # test_batch_size
     report = json.loads((tmp_path / "out" / "g.report.json").read_text())
     assert report["fine_tuning"]["head_learning_rate"] == 0.003
     assert report["fine_tuning"]["learning_rate"] == pytest.approx(0.0003)
@@ -104,19 +90,21 @@ def test_retrain_with_fine_tuning_applies_its_flags_and_exports_a_model_that_lab
 
 
 def test_flags_map_onto_the_fine_tuning_config():
-    args = retrain.parse_args(
+    settings = retrain.RetrainConfig.from_args(
         "--image_dir=d --fine_tune_blocks=2 --optimizer=sgd --learning_rate=0.01 --learning_rate_schedule=cosine "
         "--l2=0.001 --label_smoothing=0 --early_stopping_patience=5 --train_batch_size=32 --standardize_bottlenecks "
         "--random_crop=10 --summaries_dir=logs --seed=3 --final_tensor_name=out".split()
     )
-    config = retrain.fine_tune_config(args)
+    config = settings.fine_tune_config()
     assert (config.optimizer, config.head_learning_rate, config.learning_rate) == ("sgd", 0.01, pytest.approx(0.001))
     assert (config.learning_rate_schedule, config.l2, config.label_smoothing) == ("cosine", 0.001, 0.0)
     assert (config.patience, config.batch_size, config.standardize_bottlenecks) == (5, 32, True)
     assert (config.distortions.random_crop, str(config.summaries_dir), config.seed) == (10, "logs", 3)
     assert config.final_tensor_name == "out"
-    defaults = retrain.fine_tune_config(retrain.parse_args(["--image_dir=d", "--fine_tune_blocks=2"]))
+    defaults = retrain.RetrainConfig.from_args(["--image_dir=d", "--fine_tune_blocks=2"]).fine_tune_config()
     assert defaults == finetune.FineTuneConfig(blocks=2, summaries_dir="retrain_logs")  # the fine-tuning defaults
+    same = retrain.RetrainConfig(image_dir="d", fine_tune_blocks=2, optimizer="adam", train_batch_size=32)
+    assert (same.fine_tune_config().optimizer, same.fine_tune_config().batch_size) == ("adam", 32)
 
 
 @pytest.mark.parametrize(
@@ -139,7 +127,7 @@ def test_a_flag_that_cannot_apply_is_refused_with_its_name(flag, capsys):
 
 
 def test_the_lesson_07_flags_parse():
-    args = retrain.parse_args(
+    args = retrain.RetrainConfig.from_args(
         "--image_dir=d --optimizer=adam --learning_rate_schedule=cosine --l2=0.001 --label_smoothing=0.1 "
         "--early_stopping_patience=5 --standardize_bottlenecks --fine_tune_blocks=2 --fine_tune_epochs=4".split()
     )

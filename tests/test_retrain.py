@@ -40,6 +40,7 @@ def run(args, cwd, script):
 
 @pytest.mark.slow
 def test_the_tutorials_two_commands_as_typed(stamps_dir, tmp_path):
+    """The one test that names no backbone, on purpose: the classic default (Lite0 when offline)."""
     small_stamps(stamps_dir, tmp_path / "Dataset_Name")
     trained = run(SEED_COMMAND, tmp_path, "retrain.py")
     assert trained.returncode == 0, trained.stderr[-3000:]
@@ -60,7 +61,7 @@ def test_the_tutorials_two_commands_as_typed(stamps_dir, tmp_path):
 
 
 def test_every_classic_flag_parses_with_its_meaning():
-    args = retrain.parse_args(
+    args = retrain.RetrainConfig.from_args(
         "--image_dir=d --output_graph=g.pb --output_labels=l.txt --summaries_dir=s --how_many_training_steps=7 "
         "--learning_rate=0.5 --testing_percentage=20 --validation_percentage=15 --eval_step_interval=3 "
         "--train_batch_size=9 --test_batch_size=11 --validation_batch_size=13 --print_misclassified_test_images "
@@ -75,16 +76,41 @@ def test_every_classic_flag_parses_with_its_meaning():
     assert (args.model_dir, args.bottleneck_dir, args.final_tensor_name) == ("m", "b", "out")
     assert (args.random_crop, args.random_scale, args.random_brightness) == (10, 20, 30)
     assert (args.architecture, args.saved_model_dir) == ("efficientnet_lite2", "sm")
-    defaults = retrain.parse_args(["--image_dir=d"])
+    defaults = retrain.RetrainConfig.from_args(["--image_dir=d"])
     assert (defaults.how_many_training_steps, defaults.learning_rate, defaults.train_batch_size) == (4000, 0.01, 100)
     assert (defaults.test_batch_size, defaults.validation_batch_size, defaults.eval_step_interval) == (-1, 100, 10)
     assert (defaults.testing_percentage, defaults.validation_percentage) == (10, 10)
     assert defaults.final_tensor_name == "final_result" and not defaults.flip_left_right
+    assert defaults == retrain.RetrainConfig(image_dir="d", given=frozenset({"image_dir"}))  # one set of defaults
+    assert defaults.to_json() == retrain.RetrainConfig(image_dir="d").to_json()
+
+
+def test_every_setting_is_a_flag_with_a_help_line():
+    parser = retrain.build_parser()
+    flags = {action.dest: action for action in parser._actions if action.dest != "help"}
+    assert set(flags) == {setting.name for setting in retrain.settings()}
+    assert all(action.help for action in flags.values())
+    for setting in retrain.settings():
+        if setting.name != "image_dir":
+            assert parser.get_default(setting.name) == setting.default, setting.name
+
+
+def test_the_library_names_parameters_and_the_command_line_names_flags(capsys):
+    with pytest.raises(retrain.SettingError) as refused:
+        retrain.RetrainConfig(image_dir="d", fine_tune_blocks=2, eval_step_interval=5)
+    assert str(refused.value).startswith("eval_step_interval does not apply with fine_tune_blocks")
+    assert refused.value.for_command_line().startswith("--eval_step_interval does not apply with --fine_tune_blocks")
+    with pytest.raises(retrain.SettingError, match="^optimizer must be one of sgd, adam"):
+        retrain.RetrainConfig(image_dir="d", optimizer="adagrad")
+    with pytest.raises(SystemExit) as exit_info:  # typed, even at its default, it is refused too
+        retrain.RetrainConfig.from_args(["--image_dir=d", "--fine_tune_blocks=2", "--eval_step_interval=10"])
+    assert exit_info.value.code == 2
+    assert "error: --eval_step_interval does not apply with --fine_tune_blocks" in capsys.readouterr().err
 
 
 def test_a_space_after_equals_shows_the_corrected_command(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        retrain.parse_args(["--how_many_training_steps=10", "--image_dir=", "Dataset_Name"])
+        retrain.RetrainConfig.from_args(["--how_many_training_steps=10", "--image_dir=", "Dataset_Name"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "python retrain.py --how_many_training_steps=10 --image_dir=Dataset_Name" in error
@@ -93,7 +119,7 @@ def test_a_space_after_equals_shows_the_corrected_command(capsys):
 
 def test_an_unknown_flag_lists_close_matches(capsys):
     with pytest.raises(SystemExit):
-        retrain.parse_args(["--image_dir=d", "--how_many_trainig_steps=5"])
+        retrain.RetrainConfig.from_args(["--image_dir=d", "--how_many_trainig_steps=5"])
     assert "did you mean --how_many_training_steps" in capsys.readouterr().err
 
 
@@ -101,18 +127,20 @@ def noise_dataset(root, labels=("a", "b", "c"), per_label=20):
     return labelled_folder(root, labels, per_label)  # random pixels: nothing to learn
 
 
-def args_for(tmp_path, image_dir, *extra):
-    return retrain.parse_args(
-        [
-            f"--image_dir={image_dir}",
-            f"--bottleneck_dir={tmp_path / 'bn'}",
-            f"--output_graph={tmp_path / 'out' / 'g.pb'}",
-            f"--output_labels={tmp_path / 'out' / 'labels.txt'}",
-            f"--summaries_dir={tmp_path / 'logs'}",
-            "--how_many_training_steps=60",
-            "--architecture=efficientnet_lite0",
-            *extra,
-        ]
+def config_for(tmp_path, image_dir, **settings):
+    """A small run's settings under ``tmp_path``: Lite0, 60 steps (fine-tuning counts epochs instead)."""
+    steps = {} if settings.get("fine_tune_blocks") else {"how_many_training_steps": 60}
+    return retrain.RetrainConfig(
+        **{
+            "image_dir": image_dir,
+            "bottleneck_dir": tmp_path / "bn",
+            "output_graph": tmp_path / "out" / "g.pb",
+            "output_labels": tmp_path / "out" / "labels.txt",
+            "summaries_dir": tmp_path / "logs",
+            "architecture": "efficientnet_lite0",
+            **steps,
+            **settings,
+        }
     )
 
 
@@ -123,11 +151,12 @@ def test_retrain_is_seeded_and_summaries_are_readable_by_tensorboard(tmp_path):
         model = keras.models.load_model(tmp_path / "out" / "g.keras")
         return model.get_layer("retrained_head").get_weights()[0]
 
-    first = retrain.retrain(args_for(tmp_path, image_dir), progress=False)
+    first = retrain.retrain(config_for(tmp_path, image_dir), progress=False)
     weights = head_weights()
-    second = retrain.retrain(args_for(tmp_path, image_dir, "--summaries_dir="), progress=False)
-    assert first["accuracy"] == second["accuracy"]
-    assert first["confusion_matrix"] == second["confusion_matrix"]
+    second = retrain.retrain(config_for(tmp_path, image_dir, summaries_dir=""), progress=False)
+    assert first.evaluation.accuracy == second.evaluation.accuracy
+    assert first.report["confusion_matrix"] == second.report["confusion_matrix"]
+    assert first.paths["keras"] == tmp_path / "out" / "g.keras" and first.paths["report"].is_file()
     np.testing.assert_array_equal(weights, head_weights())
     for part in ("train", "validation"):
         events = EventAccumulator(str(tmp_path / "logs" / part))
@@ -138,9 +167,9 @@ def test_retrain_is_seeded_and_summaries_are_readable_by_tensorboard(tmp_path):
 
 def test_misclassified_test_images_are_listed(tmp_path, capsys):
     image_dir = noise_dataset(tmp_path / "images")  # random pixels: the test set must have errors
-    result = retrain.retrain(args_for(tmp_path, image_dir, "--print_misclassified_test_images"), progress=False)
+    result = retrain.retrain(config_for(tmp_path, image_dir, print_misclassified_test_images=True), progress=False)
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("misclassified: ")]
-    assert len(printed) == len(result["misclassified"]) > 0
+    assert len(printed) == len(result.report["misclassified"]) > 0
     report = json.loads((tmp_path / "out" / "g.report.json").read_text())
     assert np.sum(report["confusion_matrix"]) == report["num_images"]
     assert set(report["per_class_accuracy"]) == {"a", "b", "c"}
@@ -155,20 +184,23 @@ def test_final_validation_accuracy_is_the_written_models_on_the_whole_validation
         return loss, accuracy + 1e-3  # a shift keeps early stopping's choice; a report copying one cannot pass
 
     monkeypatch.setattr(train, "_evaluate_sample", marked)
-    args = args_for(tmp_path, image_dir, "--early_stopping_patience=2", "--eval_step_interval=5")
-    report = retrain.retrain(args, progress=False)
+    settings = config_for(tmp_path, image_dir, early_stopping_patience=2, eval_step_interval=5)
+    result = retrain.retrain(settings, progress=False)
     validation = [record.path for record in scan_dataset(image_dir).split("validation")]
     assert len(validation) >= 3
     out = tmp_path / "out"
     labelled = label.label_images(validation, out / "g.keras", out / "labels.txt")
     accuracy = np.mean([result.top[0][0] == result.path.parent.name for result in labelled])
-    assert report["final_validation_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert result.final_validation_accuracy == pytest.approx(accuracy, abs=1e-6)
+    assert result.report["final_validation_accuracy"] == result.final_validation_accuracy
 
 
 def test_label_image_reads_every_output_format_alike_and_batches_a_folder(stamps_dir, tmp_path):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
-    args = args_for(tmp_path, image_dir, f"--saved_model_dir={tmp_path / 'out' / 'saved'}")
-    retrain.retrain(args, progress=False)
+    result = retrain.retrain(
+        config_for(tmp_path, image_dir, saved_model_dir=tmp_path / "out" / "saved"), progress=False
+    )
+    assert result.paths["saved_model"] == tmp_path / "out" / "saved"
     photos = sorted((stamps_dir / "birds").iterdir())[-6:]  # photos of different sizes
     assert len({load_image(photo).shape for photo in photos}) > 1
     labels = tmp_path / "out" / "labels.txt"
@@ -186,7 +218,7 @@ def test_label_image_reads_every_output_format_alike_and_batches_a_folder(stamps
 
 def test_a_graph_without_its_two_halves_is_labelled_one_image_at_a_time(stamps_dir, tmp_path):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
-    retrain.retrain(args_for(tmp_path, image_dir), progress=False)
+    retrain.retrain(config_for(tmp_path, image_dir), progress=False)
     model = keras.models.load_model(tmp_path / "out" / "g.keras")
     serve = tf.function(
         lambda image: tf.identity(model(image), name="final_result"),
@@ -206,7 +238,7 @@ def test_a_graph_without_its_two_halves_is_labelled_one_image_at_a_time(stamps_d
 
 def test_label_image_reports_a_bad_image_and_labels_the_rest(stamps_dir, tmp_path, capsys):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
-    retrain.retrain(args_for(tmp_path, image_dir), progress=False)
+    retrain.retrain(config_for(tmp_path, image_dir), progress=False)
     folder = tmp_path / "new"
     shutil.copytree(stamps_dir / "fruit", folder)
     (folder / "broken.jpg").write_text("not a picture")
@@ -233,7 +265,7 @@ def test_label_image_reports_a_bad_image_and_labels_the_rest(stamps_dir, tmp_pat
 
 def test_a_failed_retrain_leaves_the_previous_outputs_intact(tmp_path, monkeypatch):
     image_dir = noise_dataset(tmp_path / "images")
-    retrain.retrain(args_for(tmp_path, image_dir), progress=False)
+    retrain.retrain(config_for(tmp_path, image_dir), progress=False)
     out = tmp_path / "out"
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
@@ -243,7 +275,7 @@ def test_a_failed_retrain_leaves_the_previous_outputs_intact(tmp_path, monkeypat
 
     monkeypatch.setattr(export, "write_frozen_graph", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        retrain.retrain(args_for(tmp_path, image_dir, "--how_many_training_steps=30"), progress=False)
+        retrain.retrain(config_for(tmp_path, image_dir, how_many_training_steps=30), progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     (labelled,) = label.label_images([next(image_dir.rglob("*.jpg"))], out / "g.pb", out / "labels.txt")
     assert len(labelled.top) == 3
@@ -251,16 +283,12 @@ def test_a_failed_retrain_leaves_the_previous_outputs_intact(tmp_path, monkeypat
 
 def test_distortions_are_cached_once_and_reused(tmp_path, capsys):
     image_dir = noise_dataset(tmp_path / "images", per_label=8)
-    distort = (
-        "--flip_left_right",
-        "--random_crop=10",
-        "--random_scale=10",
-        "--random_brightness=10",
-        "--num_distorted_variants=2",
+    distort = dict(
+        flip_left_right=True, random_crop=10, random_scale=10, random_brightness=10, num_distorted_variants=2
     )
-    retrain.retrain(args_for(tmp_path, image_dir, *distort), progress=True)
+    retrain.retrain(config_for(tmp_path, image_dir, **distort), progress=True)
     first = capsys.readouterr().out
-    retrain.retrain(args_for(tmp_path, image_dir, *distort), progress=True)
+    retrain.retrain(config_for(tmp_path, image_dir, **distort), progress=True)
     second = capsys.readouterr().out
     variants = sorted(p.name for p in (tmp_path / "bn").glob("*/*") if p.name.startswith("distorted-"))
     assert len(variants) == 2
@@ -270,15 +298,15 @@ def test_distortions_are_cached_once_and_reused(tmp_path, capsys):
 
 def test_bfloat16_precision_caches_apart_and_its_model_labels_images(stamps_dir, tmp_path):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
-    retrain.retrain(args_for(tmp_path, image_dir), progress=False)
-    report = retrain.retrain(args_for(tmp_path, image_dir, "--precision=bfloat16"), progress=False)
-    assert report["accuracy"] > 0.5
+    retrain.retrain(config_for(tmp_path, image_dir), progress=False)
+    result = retrain.retrain(config_for(tmp_path, image_dir, precision="bfloat16"), progress=False)
+    assert result.evaluation.accuracy > 0.5
     assert len(list((tmp_path / "bn").iterdir())) == 2  # one cache folder per precision
     photos = sorted((stamps_dir / "fruit").iterdir())[-3:]
     for labelled in label.label_images(photos, tmp_path / "out" / "g.pb", tmp_path / "out" / "labels.txt"):
         assert labelled.error is None and abs(sum(score for _, score in labelled.top) - 1) < 1e-3
-    with pytest.raises(SystemExit):
-        args_for(tmp_path, image_dir, "--precision=bfloat16", "--fine_tune_blocks=1")
+    with pytest.raises(retrain.SettingError, match="^precision: fine_tune_blocks trains in float32"):
+        config_for(tmp_path, image_dir, precision="bfloat16", fine_tune_blocks=1)
 
 
 def test_label_image_says_so_when_a_folder_holds_no_files(tmp_path, capsys):
@@ -290,7 +318,7 @@ def test_label_image_says_so_when_a_folder_holds_no_files(tmp_path, capsys):
 def test_main_without_architecture_fetches_the_classic_default_and_names_it(monkeypatch):
     asked, ran = [], []
     monkeypatch.setattr(retrain.backbones, "fetch_default_backbone", lambda *a, **k: asked.append(k) or "inception_v3")
-    monkeypatch.setattr(retrain, "retrain", lambda args, **k: ran.append(args.architecture))
+    monkeypatch.setattr(retrain, "retrain", lambda settings, **k: ran.append(settings.architecture))
     assert retrain.main(["--image_dir=d"]) == 0
     assert asked == [{"announce": True}] and ran == ["inception_v3"]
     asked.clear(), ran.clear()

@@ -90,8 +90,8 @@ def test_int8_without_representative_images_is_refused_with_a_clear_message(tmp_
         tflite.convert(small_model(), "int8")
     with pytest.raises(tflite.TFLiteExportError, match="quantization must be one of"):
         tflite.convert(small_model(), "int4")
-    with pytest.raises(SystemExit):
-        retrain.parse_args(["--image_dir=d", "--tflite_quantization=int8"])
+    with pytest.raises(retrain.SettingError, match="^tflite_quantization=int8 needs output_tflite=PATH"):
+        retrain.RetrainConfig(image_dir="d", tflite_quantization="int8")
     refused = subprocess.run(
         [sys.executable, "-m", "tlcourse.retrain", "--image_dir=d", "--tflite_quantization=int8"],
         capture_output=True,

@@ -15,18 +15,16 @@ def model(tmp_path_factory):
     """A small retrained model in all three formats, and a few images to label."""
     root = tmp_path_factory.mktemp("threshold")
     images = labelled_folder(root / "images", per_label=8)
-    args = retrain.parse_args(
-        [
-            f"--image_dir={images}",
-            f"--bottleneck_dir={root / 'bn'}",
-            f"--output_graph={root / 'out' / 'g.pb'}",
-            f"--output_labels={root / 'out' / 'labels.txt'}",
-            f"--saved_model_dir={root / 'out' / 'saved'}",
-            "--how_many_training_steps=40",
-            "--architecture=efficientnet_lite0",
-        ]
+    settings = retrain.RetrainConfig(
+        image_dir=images,
+        bottleneck_dir=root / "bn",
+        output_graph=root / "out" / "g.pb",
+        output_labels=root / "out" / "labels.txt",
+        saved_model_dir=root / "out" / "saved",
+        how_many_training_steps=40,
+        architecture="efficientnet_lite0",
     )
-    retrain.retrain(args, progress=False)
+    retrain.retrain(settings, progress=False)
     return root / "out", sorted((images / "a").iterdir())[:3]
 
 

@@ -126,18 +126,16 @@ def ensure_retrained_model(image_dir=None, run_dir=None, steps: int | None = Non
     image_dir = Path(image_dir or datasets.stamps())
     run_dir = Path(run_dir or notebook_run_dir("retrain"))
     steps = steps or (200 if config.small_data() else 1000)
-    args = retrain.parse_args(
-        [
-            f"--image_dir={image_dir}",
-            f"--bottleneck_dir={config.project_root() / 'runs' / 'bottlenecks'}",
-            f"--how_many_training_steps={steps}",
-            f"--summaries_dir={run_dir / 'training_summaries'}",
-            f"--output_graph={run_dir / 'retrained_graph.pb'}",
-            f"--output_labels={run_dir / 'retrained_labels.txt'}",
-            "--architecture=efficientnet_lite0",
-        ]
+    settings = retrain.RetrainConfig(
+        image_dir=image_dir,
+        bottleneck_dir=config.project_root() / "runs" / "bottlenecks",
+        how_many_training_steps=steps,
+        summaries_dir=run_dir / "training_summaries",
+        output_graph=run_dir / "retrained_graph.pb",
+        output_labels=run_dir / "retrained_labels.txt",
+        architecture="efficientnet_lite0",
     )
-    paths = retrain.output_paths(args)
+    paths = settings.output_paths()
     if not all(path.is_file() for path in paths.values()):
-        retrain.retrain(args, progress=False)
+        retrain.retrain(settings, progress=False)
     return paths

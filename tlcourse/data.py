@@ -170,7 +170,7 @@ def scan_dataset(root: str | Path, validation_percentage: float = 10.0, testing_
     """Scan ``root`` (one sub-folder per label) into a ``Dataset``; see the module docstring."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise ValueError(f"{root}: not a folder. Point --image_dir at a folder with one sub-folder per label.")
+        raise ValueError(f"{root}: not a folder. Point image_dir at a folder with one sub-folder per label.")
     if not (
         0 <= validation_percentage and 0 <= testing_percentage and validation_percentage + testing_percentage < 100
     ):

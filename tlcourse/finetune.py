@@ -96,7 +96,7 @@ def split_backbone(backbone: Backbone, blocks: int, unfolded: Backbone | None = 
     """
     total = num_blocks(backbone.name)
     if not 1 <= blocks < total:
-        raise ValueError(f"--fine_tune_blocks must be between 1 and {total - 1}")
+        raise ValueError(f"blocks (retrain's fine_tune_blocks) must be between 1 and {total - 1}")
     start = total - blocks
     cut = backbone.features.get_layer(efficientnet_lite.block_output_layer(backbone.name, start - 1)).output
     if unfolded is None:

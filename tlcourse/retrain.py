@@ -7,7 +7,14 @@
 
 Steps: scan the image folder, cache the bottlenecks, train the new layer, print the final test
 accuracy, write the model files (all atomically). Also installed as ``tlcourse-retrain``.
-Taught in ``notebooks/03_retrain.ipynb``.
+
+From Python, the same run without a command line (as TensorFlow Hub's ``make_image_classifier_lib``):
+
+    result = retrain(RetrainConfig(image_dir="Dataset_Name", how_many_training_steps=1000))
+    result.paths["graph"], result.evaluation.accuracy, result.final_validation_accuracy
+
+Every field of ``RetrainConfig`` is the flag of the same name; ``RetrainConfig.from_args(argv)``
+reads a command line. Taught in ``notebooks/03_retrain.ipynb``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import errno
 import json
 import shlex
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,85 +35,281 @@ import numpy as np
 from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, tflite, train
 from tlcourse.atomic import atomic_directory, atomic_path
 from tlcourse.data import SPLITS, scan_dataset
-from tlcourse.errors import command_line
+from tlcourse.errors import TLCourseError, command_line
+
+SCALING = "beyond one machine"
+BEYOND = "beyond the tutorial (lesson 07: many classes)"
+
+
+def _setting(default, help: str, choices=None, group: str | None = None):
+    """A field of ``RetrainConfig``: its classic default and one line saying what it does (the flag's help)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "group": group})
+
+
+class SettingError(TLCourseError, ValueError):
+    """Settings that cannot go together. The message names parameters; the command line shows flags.
+
+    ``template`` writes every parameter as ``{name}``: ``str(error)`` fills in the names as they
+    are, ``for_command_line()`` as flags (``--name``).
+    """
+
+    def __init__(self, template: str):
+        self.template = template
+        super().__init__(template.format_map(_Names("")))
+
+    def for_command_line(self) -> str:
+        return self.template.format_map(_Names("--"))
+
+
+class _Names(dict):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, name: str) -> str:
+        return self.prefix + name
+
+
+# Settings that do not apply with fine_tune_blocks, and why (lesson 08). The others apply: see fine_tune_config.
+FINE_TUNING_REFUSES = {
+    "how_many_training_steps": "fine-tuning trains in epochs: use {fine_tune_epochs}",
+    "eval_step_interval": "fine-tuning measures the whole validation split after every epoch",
+    "validation_batch_size": "fine-tuning measures the whole validation split after every epoch",
+}
+
+
+@dataclass
+class RetrainConfig:
+    """Everything ``retrain`` runs with; each field is the ``retrain.py`` flag of the same name.
+
+    The defaults are the classic tutorial's. Under ``fine_tune_blocks``, ``learning_rate``,
+    ``optimizer``, ``train_batch_size``, ``l2`` and ``label_smoothing`` keep the fine-tuning
+    defaults unless set (see ``fine_tune_config``).
+    """
+
+    image_dir: str | Path = _setting(dataclasses.MISSING, "folder with one sub-folder of images per label")
+    output_graph: str | Path = _setting("retrained_graph.pb", "frozen graph to write (a .keras file goes beside it)")
+    output_labels: str | Path = _setting("retrained_labels.txt", "labels file to write, one per line")
+    summaries_dir: str | Path = _setting("retrain_logs", "TensorBoard summaries ('' to skip)")
+    how_many_training_steps: int = _setting(4000, "training steps")
+    learning_rate: float = _setting(0.01, "SGD learning rate")
+    testing_percentage: float = _setting(10.0, "percentage of images for the test split")
+    validation_percentage: float = _setting(10.0, "percentage of images for validation")
+    eval_step_interval: int = _setting(10, "evaluate on validation every N steps")
+    train_batch_size: int = _setting(100, "images per training step")
+    test_batch_size: int = _setting(-1, "test images to evaluate (-1: all)")
+    validation_batch_size: int = _setting(100, "validation images per evaluation (-1: all)")
+    print_misclassified_test_images: bool = _setting(False, "list the test images it got wrong")
+    model_dir: str | Path | None = _setting(None, "where pretrained weights are downloaded or converted")
+    bottleneck_dir: str | Path = _setting("bottlenecks", "bottleneck cache folder")
+    final_tensor_name: str = _setting("final_result", "name of the output tensor in the graph")
+    flip_left_right: bool = _setting(False, "randomly mirror training images")
+    random_crop: float = _setting(0.0, "random crop margin, in percent")
+    random_scale: float = _setting(0.0, "random zoom, in percent")
+    random_brightness: float = _setting(0.0, "random brightness change, in percent")
+    architecture: str | None = _setting(
+        None, "backbone (default: Inception-v3 if fetched, else efficientnet_lite0)", sorted(backbones.REGISTRY)
+    )
+    saved_model_dir: str | Path = _setting("", "also write a SavedModel folder here")
+    output_tflite: str | Path = _setting("", "also write a TFLite model for phones here (fixed-size uint8 input)")
+    tflite_quantization: str = _setting(
+        "float32",
+        "int8: a full-integer TFLite model (uint8 in and out), calibrated on training images",
+        list(tflite.QUANTIZATIONS),
+    )
+    num_distorted_variants: int = _setting(4, "distorted copies cached per training image")
+    seed: int = _setting(0, "random seed: the same seed and data give the same model")
+    num_shards: int = _setting(1, "split bottleneck caching into N shards ...", group=SCALING)
+    shard_index: int = _setting(0, "... and cache only shard K, then stop", group=SCALING)
+    distribution_strategy: str = _setting(
+        "default",
+        "tf.distribute strategy for training; train_batch_size is the global batch",
+        ["default", "mirrored", "multi_worker_mirrored"],
+        SCALING,
+    )
+    precision: str = _setting(
+        "float32",
+        "bfloat16: the backbone runs faster on CPUs with AMX and on GPUs; bottlenecks move a few percent",
+        ["float32", "bfloat16"],
+        SCALING,
+    )
+    optimizer: str = _setting("sgd", "optimizer of the new layer", ["sgd", "adam"], BEYOND)
+    learning_rate_schedule: str = _setting("constant", "constant, or cosine decay to 0", ["constant", "cosine"], BEYOND)
+    l2: float = _setting(0.0, "L2 penalty on the new layer's weights", group=BEYOND)
+    label_smoothing: float = _setting(0.0, "e.g. 0.1", group=BEYOND)
+    early_stopping_patience: int = _setting(0, "stop after N evaluations without progress; keep the best", group=BEYOND)
+    standardize_bottlenecks: bool = _setting(False, "scale each feature by the training mean and std", group=BEYOND)
+    fine_tune_blocks: int = _setting(
+        0, "also train the backbone's last N blocks (EfficientNet-Lite), in two phases (lesson 08)", group=BEYOND
+    )
+    fine_tune_epochs: int = _setting(15, "epochs of phase 2 of fine-tuning (early-stopped)", group=BEYOND)
+    # Not a flag: the settings given on purpose, even at their classic default (from_args fills it in).
+    given: frozenset[str] = field(default=frozenset(), repr=False, metadata={"flag": False})
+
+    def __post_init__(self):
+        for setting in settings():
+            choices, value = setting.metadata.get("choices"), getattr(self, setting.name)
+            if choices and value is not None and value not in choices:
+                raise SettingError(f"{{{setting.name}}} must be one of {', '.join(choices)}, not {value!r}")
+        if self.fine_tune_blocks:
+            problem = self._refused_under_fine_tuning()
+            if problem:
+                raise SettingError(problem)
+        if self.tflite_quantization != "float32" and not self.output_tflite:
+            raise SettingError(
+                f"{{tflite_quantization}}={self.tflite_quantization} needs {{output_tflite}}=PATH (the file to write)"
+            )
+
+    @classmethod
+    def from_args(cls, argv: list[str] | None = None) -> RetrainConfig:
+        """The command line (``sys.argv[1:]`` by default) as a config; a mistake exits 2 naming the flag."""
+        argv = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser()
+        fix = _space_after_equals(argv)
+        if fix:
+            parser.error(fix)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            known = [option for action in parser._actions for option in action.option_strings]
+            messages = []
+            for word in unknown:
+                flag = word.split("=", 1)[0]
+                close = difflib.get_close_matches(flag, known, n=3, cutoff=0.6)
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                messages.append(f"unknown argument {word!r}{hint}")
+            parser.error("; ".join(messages))
+        try:
+            return cls(**vars(args), given=_given_flags(parser, argv))
+        except SettingError as error:
+            parser.error(error.for_command_line())
+
+    def is_set(self, name: str) -> bool:
+        """True when the setting ``name`` was given on purpose or differs from its classic default."""
+        return name in self.given or getattr(self, name) != _DEFAULTS[name]
+
+    def _refused_under_fine_tuning(self) -> str | None:
+        """A message naming the first setting that cannot apply together with fine_tune_blocks, or None."""
+        for name, reason in FINE_TUNING_REFUSES.items():
+            if self.is_set(name):
+                return f"{{{name}}} does not apply with {{fine_tune_blocks}} ({reason}); leave it out"
+        if self.precision != "float32":
+            return "{precision}: {fine_tune_blocks} trains in float32; leave out {precision} to fine-tune"
+        if self.distribution_strategy != "default":
+            return "{distribution_strategy}: {fine_tune_blocks} trains on one device here; leave it out to fine-tune"
+        if self.num_shards > 1 or self.is_set("shard_index"):
+            return "{num_shards}/{shard_index} cache the frozen layer's bottlenecks; not with {fine_tune_blocks}"
+        if self.architecture and self.architecture not in efficientnet_lite.VARIANTS:
+            lite = " or ".join(efficientnet_lite.VARIANTS)
+            return f"{{architecture}}={self.architecture}: {{fine_tune_blocks}} is built for {lite}"
+        if self.fine_tune_blocks < 0 or self.fine_tune_epochs < 1:
+            return "{fine_tune_blocks} must be positive and {fine_tune_epochs} at least 1"
+        return None
+
+    def _shared(self) -> dict:
+        """The settings training and fine-tuning take alike."""
+        return dict(
+            seed=self.seed,
+            summaries_dir=self.summaries_dir or None,
+            final_tensor_name=self.final_tensor_name,
+            distortions=train.Distortions(
+                self.flip_left_right, self.random_crop, self.random_scale, self.random_brightness
+            ),
+            num_distorted_variants=self.num_distorted_variants,
+            learning_rate_schedule=self.learning_rate_schedule,
+            standardize_bottlenecks=self.standardize_bottlenecks,
+        )
+
+    def train_config(self) -> train.TrainConfig:
+        """The settings of the new layer's training (``train.train_head``)."""
+        return train.TrainConfig(
+            how_many_training_steps=self.how_many_training_steps,
+            learning_rate=self.learning_rate,
+            train_batch_size=self.train_batch_size,
+            eval_step_interval=self.eval_step_interval,
+            validation_batch_size=self.validation_batch_size,
+            optimizer=self.optimizer,
+            l2=self.l2,
+            label_smoothing=self.label_smoothing,
+            early_stopping_patience=self.early_stopping_patience,
+            **self._shared(),
+        )
+
+    def fine_tune_config(self) -> finetune.FineTuneConfig:
+        """The settings of ``finetune.fine_tune``: every one that applies to fine-tuning.
+
+        ``learning_rate`` is the new layer's rate in phase 1; phase 2 uses a tenth of it. Settings
+        not set keep the fine-tuning defaults (Adam, 1e-3 then 1e-4, batch 64, label smoothing 0.1).
+        """
+        options = {}
+        if self.is_set("learning_rate"):
+            options.update(head_learning_rate=self.learning_rate, learning_rate=self.learning_rate / 10)
+        for name, option in [("optimizer", "optimizer"), ("train_batch_size", "batch_size"), ("l2", "l2")]:
+            if self.is_set(name):
+                options[option] = getattr(self, name)
+        if self.is_set("label_smoothing"):
+            options["label_smoothing"] = self.label_smoothing
+        if self.early_stopping_patience > 0:
+            options["patience"] = self.early_stopping_patience
+        return finetune.FineTuneConfig(
+            blocks=self.fine_tune_blocks, epochs=self.fine_tune_epochs, **self._shared(), **options
+        )
+
+    def output_paths(self) -> dict[str, Path]:
+        """The files ``retrain`` writes: graph, keras, labels, report, and tflite when asked for."""
+        graph = Path(self.output_graph)
+        return {
+            "graph": graph,
+            "keras": graph.with_suffix(".keras"),
+            "labels": Path(self.output_labels),
+            "report": graph.with_suffix(".report.json"),
+            **({"tflite": Path(self.output_tflite)} if self.output_tflite else {}),
+        }
+
+    def to_json(self) -> dict:
+        """The settings, as the report stores them."""
+        return {setting.name: getattr(self, setting.name) for setting in settings()}
+
+
+def settings() -> list[dataclasses.Field]:
+    """The fields of ``RetrainConfig`` that are settings (each one a flag)."""
+    return [item for item in dataclasses.fields(RetrainConfig) if item.metadata.get("flag", True)]
+
+
+_DEFAULTS = {item.name: item.default for item in settings()}
+
+
+@dataclass
+class RetrainResult:
+    """What ``retrain`` wrote and measured."""
+
+    paths: dict[str, Path]  # the files written: graph, keras, labels, report (tflite, saved_model when asked)
+    evaluation: train.Evaluation | None  # on the test split (None for a caching-only shard run)
+    final_validation_accuracy: float | None  # of the model written, on the whole validation split
+    report: dict  # the evaluation report, as written to paths["report"] (a shard run: its counts)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per ``RetrainConfig`` setting, its help and default from the field."""
     parser = argparse.ArgumentParser(
         prog="retrain.py",
         description="Retrain the final layer of a pretrained image model on your own labelled photos.",
         allow_abbrev=False,
     )
-    add = parser.add_argument
-    add("--image_dir", required=True, help="folder with one sub-folder of images per label")
-    add("--output_graph", default="retrained_graph.pb", help="frozen graph to write (a .keras file goes beside it)")
-    add("--output_labels", default="retrained_labels.txt", help="labels file to write, one per line")
-    add("--summaries_dir", default="retrain_logs", help="TensorBoard summaries ('' to skip)")
-    add("--how_many_training_steps", type=int, default=4000, help="training steps")
-    add("--learning_rate", type=float, default=0.01, help="SGD learning rate")
-    add("--testing_percentage", type=float, default=10, help="percentage of images for the test split")
-    add("--validation_percentage", type=float, default=10, help="percentage of images for validation")
-    add("--eval_step_interval", type=int, default=10, help="evaluate on validation every N steps")
-    add("--train_batch_size", type=int, default=100, help="images per training step")
-    add("--test_batch_size", type=int, default=-1, help="test images to evaluate (-1: all)")
-    add("--validation_batch_size", type=int, default=100, help="validation images per evaluation (-1: all)")
-    add("--print_misclassified_test_images", action="store_true", help="list the test images it got wrong")
-    add("--model_dir", default=None, help="where pretrained weights are downloaded or converted")
-    add("--bottleneck_dir", default="bottlenecks", help="bottleneck cache folder")
-    add("--final_tensor_name", default="final_result", help="name of the output tensor in the graph")
-    add("--flip_left_right", action="store_true", help="randomly mirror training images")
-    add("--random_crop", type=float, default=0, help="random crop margin, in percent")
-    add("--random_scale", type=float, default=0, help="random zoom, in percent")
-    add("--random_brightness", type=float, default=0, help="random brightness change, in percent")
-    add("--architecture", default=None, choices=sorted(backbones.REGISTRY), help="backbone (default: automatic)")
-    add("--saved_model_dir", default="", help="also write a SavedModel folder here")
-    add("--output_tflite", default="", help="also write a TFLite model for phones here (fixed-size uint8 input)")
-    add(
-        "--tflite_quantization",
-        default="float32",
-        choices=list(tflite.QUANTIZATIONS),
-        help="int8: a full-integer TFLite model (uint8 in and out), calibrated on training images",
-    )
-    add("--num_distorted_variants", type=int, default=4, help="distorted copies cached per training image")
-    add("--seed", type=int, default=0, help="random seed: the same seed and data give the same model")
-    scale = parser.add_argument_group("beyond one machine")
-    scale.add_argument("--num_shards", type=int, default=1, help="split bottleneck caching into N shards ...")
-    scale.add_argument("--shard_index", type=int, default=0, help="... and cache only shard K, then stop")
-    scale.add_argument(
-        "--distribution_strategy",
-        default="default",
-        choices=["default", "mirrored", "multi_worker_mirrored"],
-        help="tf.distribute strategy for training; --train_batch_size is the global batch",
-    )
-    scale.add_argument(
-        "--precision",
-        default="float32",
-        choices=["float32", "bfloat16"],
-        help="bfloat16: the backbone runs faster on CPUs with AMX and on GPUs; bottlenecks move a few percent",
-    )
-    better = parser.add_argument_group("beyond the tutorial (lesson 07: many classes)")
-    better.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="optimizer of the new layer")
-    better.add_argument("--learning_rate_schedule", default="constant", choices=["constant", "cosine"])
-    better.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the new layer's weights")
-    better.add_argument("--label_smoothing", type=float, default=0.0, help="e.g. 0.1")
-    better.add_argument(
-        "--early_stopping_patience",
-        type=int,
-        default=0,
-        help="stop after N evaluations without progress; keep the best",
-    )
-    better.add_argument(
-        "--standardize_bottlenecks", action="store_true", help="scale each feature by the training mean and std"
-    )
-    better.add_argument(
-        "--fine_tune_blocks",
-        type=int,
-        default=0,
-        help="also train the backbone's last N blocks (EfficientNet-Lite), in two phases (lesson 08)",
-    )
-    better.add_argument(
-        "--fine_tune_epochs", type=int, default=15, help="epochs of phase 2 of fine-tuning (early-stopped)"
-    )
+    groups = {}
+    for setting in settings():
+        group = setting.metadata["group"]
+        if group and group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        add = groups[group].add_argument if group else parser.add_argument
+        flag, help_line = f"--{setting.name}", setting.metadata["help"]
+        if setting.default is dataclasses.MISSING:
+            add(flag, required=True, help=help_line)
+        elif isinstance(setting.default, bool):
+            add(flag, action="store_true", help=help_line)
+        else:
+            kind = type(setting.default) if setting.default is not None else str
+            kind = str if kind is Path else kind
+            add(flag, type=kind, default=setting.default, choices=setting.metadata["choices"], help=help_line)
     return parser
 
 
@@ -121,209 +325,93 @@ def _space_after_equals(argv: list[str]) -> str | None:
     return None
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    fix = _space_after_equals(argv)
-    if fix:
-        parser.error(fix)
-    args, unknown = parser.parse_known_args(argv)
-    args.given_flags = _given_flags(parser, argv)
-    if args.fine_tune_blocks:
-        problem = _refused_under_fine_tuning(args)
-        if problem:
-            parser.error(problem)
-    if args.tflite_quantization != "float32" and not args.output_tflite:
-        parser.error(f"--tflite_quantization={args.tflite_quantization} needs --output_tflite=PATH (the file to write)")
-    if unknown:
-        known = [option for action in parser._actions for option in action.option_strings]
-        messages = []
-        for word in unknown:
-            flag = word.split("=", 1)[0]
-            close = difflib.get_close_matches(flag, known, n=3, cutoff=0.6)
-            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            messages.append(f"unknown argument {word!r}{hint}")
-        parser.error("; ".join(messages))
-    return args
-
-
-# Flags that do not apply with --fine_tune_blocks, and why (lesson 08). The others apply: see fine_tune_config.
-FINE_TUNING_REFUSES = {
-    "how_many_training_steps": "fine-tuning trains in epochs: use --fine_tune_epochs",
-    "eval_step_interval": "fine-tuning measures the whole validation split after every epoch",
-    "validation_batch_size": "fine-tuning measures the whole validation split after every epoch",
-}
-
-
-def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> frozenset[str]:
     """The destinations of the flags typed on the command line (not left at their defaults)."""
     given = set()
     for action in parser._actions:
         for option in action.option_strings:
             if any(word == option or word.startswith(option + "=") for word in argv):
                 given.add(action.dest)
-    return sorted(given)
+    return frozenset(given)
 
 
-def _flag_given(args: argparse.Namespace, dest: str) -> bool:
-    given = getattr(args, "given_flags", None)
-    if given is None:  # a Namespace not made by parse_args: compare with the default
-        return getattr(args, dest) != build_parser().get_default(dest)
-    return dest in given
+def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
+    """Run the whole flow for ``config``; returns what it wrote and measured (the report is also on disk).
 
-
-def _refused_under_fine_tuning(args: argparse.Namespace) -> str | None:
-    """A message naming the first flag that cannot apply together with --fine_tune_blocks, or None."""
-    for dest, reason in FINE_TUNING_REFUSES.items():
-        if _flag_given(args, dest):
-            return f"--{dest} does not apply with --fine_tune_blocks ({reason}); leave it out"
-    if args.precision != "float32":
-        return "--precision: --fine_tune_blocks trains in float32; leave out --precision to fine-tune"
-    if args.distribution_strategy != "default":
-        return "--distribution_strategy: --fine_tune_blocks trains on one device here; leave it out to fine-tune"
-    if args.num_shards > 1 or _flag_given(args, "shard_index"):
-        return "--num_shards/--shard_index cache the frozen layer's bottlenecks; not with --fine_tune_blocks"
-    if args.architecture and args.architecture not in efficientnet_lite.VARIANTS:
-        lite = " or ".join(efficientnet_lite.VARIANTS)
-        return f"--architecture={args.architecture}: --fine_tune_blocks is built for {lite}"
-    if args.fine_tune_blocks < 0 or args.fine_tune_epochs < 1:
-        return "--fine_tune_blocks must be positive and --fine_tune_epochs at least 1"
-    return None
-
-
-def fine_tune_config(args: argparse.Namespace) -> finetune.FineTuneConfig:
-    """The command line mapped onto ``finetune.FineTuneConfig`` (every flag that applies to fine-tuning).
-
-    ``--learning_rate`` is the new layer's rate in phase 1; phase 2 uses a tenth of it. Flags left
-    at their defaults keep the fine-tuning defaults (Adam, 1e-3 then 1e-4, batch 64, label smoothing 0.1).
+    With ``num_shards`` above 1 it only caches its shard of the bottlenecks and returns. With
+    ``fine_tune_blocks`` it caches the activations below the trainable top instead of bottlenecks.
     """
-    options = {}
-    if _flag_given(args, "learning_rate"):
-        options.update(head_learning_rate=args.learning_rate, learning_rate=args.learning_rate / 10)
-    for flag, field in [("optimizer", "optimizer"), ("train_batch_size", "batch_size"), ("l2", "l2")]:
-        if _flag_given(args, flag):
-            options[field] = getattr(args, flag)
-    if _flag_given(args, "label_smoothing"):
-        options["label_smoothing"] = args.label_smoothing
-    if args.early_stopping_patience > 0:
-        options["patience"] = args.early_stopping_patience
-    return finetune.FineTuneConfig(
-        blocks=args.fine_tune_blocks,
-        epochs=args.fine_tune_epochs,
-        learning_rate_schedule=args.learning_rate_schedule,
-        standardize_bottlenecks=args.standardize_bottlenecks,
-        seed=args.seed,
-        summaries_dir=args.summaries_dir or None,
-        final_tensor_name=args.final_tensor_name,
-        distortions=train.Distortions(
-            args.flip_left_right, args.random_crop, args.random_scale, args.random_brightness
-        ),
-        num_distorted_variants=args.num_distorted_variants,
-        **options,
-    )
-
-
-def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
-    """Run the whole flow for parsed ``args``; returns the evaluation report (also written to disk).
-
-    With ``--num_shards`` above 1 it only caches its shard of the bottlenecks and returns. With
-    ``--fine_tune_blocks`` it caches the activations below the trainable top instead of bottlenecks.
-    """
-    strategy = train.make_strategy(args.distribution_strategy)  # first: multi-worker needs it so
-    if args.distribution_strategy != "default":
-        print(f"training on {strategy.num_replicas_in_sync} replica(s) with {args.distribution_strategy}")
-    dataset = scan_dataset(args.image_dir, args.validation_percentage, args.testing_percentage)
+    strategy = train.make_strategy(config.distribution_strategy)  # first: multi-worker needs it so
+    if config.distribution_strategy != "default":
+        print(f"training on {strategy.num_replicas_in_sync} replica(s) with {config.distribution_strategy}")
+    dataset = scan_dataset(config.image_dir, config.validation_percentage, config.testing_percentage)
     print(dataset.summary(), flush=True)
-    backbone = backbones.load_backbone(args.architecture, args.model_dir, args.precision)
+    backbone = backbones.load_backbone(config.architecture, config.model_dir, config.precision)
     print(f"backbone: {backbone.name} ({backbone.bottleneck_size}-d bottleneck, fingerprint {backbone.fingerprint})")
 
-    if args.num_shards > 1:
-        report = bottlenecks.cache_bottlenecks(
+    if config.num_shards > 1:
+        cached = bottlenecks.cache_bottlenecks(
             dataset.images,
             backbone,
-            args.bottleneck_dir,
+            config.bottleneck_dir,
             progress,
-            num_shards=args.num_shards,
-            shard_index=args.shard_index,
+            num_shards=config.num_shards,
+            shard_index=config.shard_index,
         )
-        print(f"cached shard {args.shard_index} of {args.num_shards}; run without --num_shards to train")
-        return {
-            "shard_index": args.shard_index,
-            "num_shards": args.num_shards,
-            "computed": report.computed,
-            "cached": report.hits,
-            "failed": len(report.failures),
-        }
-    config = train.TrainConfig(
-        how_many_training_steps=args.how_many_training_steps,
-        learning_rate=args.learning_rate,
-        train_batch_size=args.train_batch_size,
-        eval_step_interval=args.eval_step_interval,
-        validation_batch_size=args.validation_batch_size,
-        seed=args.seed,
-        summaries_dir=args.summaries_dir or None,
-        distortions=train.Distortions(
-            args.flip_left_right, args.random_crop, args.random_scale, args.random_brightness
-        ),
-        num_distorted_variants=args.num_distorted_variants,
-        final_tensor_name=args.final_tensor_name,
-        optimizer=args.optimizer,
-        learning_rate_schedule=args.learning_rate_schedule,
-        l2=args.l2,
-        label_smoothing=args.label_smoothing,
-        early_stopping_patience=args.early_stopping_patience,
-        standardize_bottlenecks=args.standardize_bottlenecks,
-    )
-    if args.fine_tune_blocks:
-        settings = fine_tune_config(args)
-        unfolded = backbones.load_backbone(backbone.name, args.model_dir, fold_batch_norms=False)
-        tuned = finetune.fine_tune(dataset, backbone, args.bottleneck_dir, settings, progress, unfolded)
+        print(f"cached shard {config.shard_index} of {config.num_shards}; run without num_shards above 1 to train")
+        counts = {"shard_index": config.shard_index, "num_shards": config.num_shards, "computed": cached.computed}
+        return RetrainResult({}, None, None, {**counts, "cached": cached.hits, "failed": len(cached.failures)})
+    if config.fine_tune_blocks:
+        settings = config.fine_tune_config()
+        unfolded = backbones.load_backbone(backbone.name, config.model_dir, fold_batch_norms=False)
+        tuned = finetune.fine_tune(dataset, backbone, config.bottleneck_dir, settings, progress, unfolded)
         model = export.with_preprocessing(backbone, tuned.model)
-        test = _sample(tuned.splits["test"], args.test_batch_size, args.seed)
+        test = _sample(tuned.splits["test"], config.test_batch_size, config.seed)
         evaluation = train.evaluate(tuned.trainable, test, dataset.class_names)
         final_validation_accuracy = tuned.evaluate("validation", dataset.class_names).accuracy
-        fine_tuning = dataclasses.asdict(settings)
         failures = tuned.cache_report.failures
     else:
         model, evaluation, final_validation_accuracy, failures = _train_new_layer(
-            args, config, dataset, backbone, strategy, progress
+            config, dataset, backbone, strategy, progress
         )
     print(f"Final test accuracy = {evaluation.accuracy:.1%} (N={len(evaluation.labels)})")
-    if args.print_misclassified_test_images:
+    if config.print_misclassified_test_images:
         for record, true, predicted in evaluation.misclassified():
             print(f"misclassified: {record.path}  label={true}  predicted={predicted}")
 
-    result = evaluation.to_json()
-    result.update(
+    report = evaluation.to_json()
+    report.update(
         backbone=backbone.name,
         fingerprint=backbone.fingerprint,
         final_validation_accuracy=final_validation_accuracy,
         skipped_files=[{"image": str(s.path), "reason": s.reason} for s in dataset.skipped + failures],
-        settings=dict(vars(args)),
+        settings=config.to_json(),
     )
-    if args.fine_tune_blocks:
-        result["fine_tuning"] = fine_tuning  # what the two phases ran with (lesson 08)
-    write_outputs(args, model, dataset.class_names, result, calibration_records=dataset.split("train"))
-    return result
+    if config.fine_tune_blocks:
+        report["fine_tuning"] = dataclasses.asdict(settings)  # what the two phases ran with (lesson 08)
+    paths = write_outputs(config, model, dataset.class_names, report, calibration_records=dataset.split("train"))
+    return RetrainResult(paths, evaluation, final_validation_accuracy, report)
 
 
-def _train_new_layer(args, config, dataset, backbone, strategy, progress):
+def _train_new_layer(config: RetrainConfig, dataset, backbone, strategy, progress):
     """The tutorial's path: a new layer on cached bottlenecks.
 
     Returns (model, test evaluation, validation accuracy, images that failed to decode). The
     validation accuracy is that of the layer written (the best one, under early stopping),
     measured on the whole validation split: not the last sampled evaluation of training.
     """
-    report = bottlenecks.cache_bottlenecks(dataset.images, backbone, args.bottleneck_dir, progress=progress)
+    settings = config.train_config()
+    report = bottlenecks.cache_bottlenecks(dataset.images, backbone, config.bottleneck_dir, progress=progress)
     distorted = None
-    if config.distortions.active and config.num_distorted_variants > 0:
-        train.cache_distorted_variants(dataset, backbone, args.bottleneck_dir, config, progress)
-        distorted = train.gather_distorted(dataset, backbone, args.bottleneck_dir, config)
-    splits = {name: train.gather(dataset, name, backbone, args.bottleneck_dir) for name in SPLITS}
+    if settings.distortions.active and settings.num_distorted_variants > 0:
+        train.cache_distorted_variants(dataset, backbone, config.bottleneck_dir, settings, progress)
+        distorted = train.gather_distorted(dataset, backbone, config.bottleneck_dir, settings)
+    splits = {name: train.gather(dataset, name, backbone, config.bottleneck_dir) for name in SPLITS}
     head, _ = train.train_head(
-        splits["train"], splits["validation"], len(dataset.class_names), config, distorted, progress, strategy
+        splits["train"], splits["validation"], len(dataset.class_names), settings, distorted, progress, strategy
     )
-    evaluation = train.evaluate(head, _sample(splits["test"], args.test_batch_size, args.seed), dataset.class_names)
+    test = _sample(splits["test"], config.test_batch_size, config.seed)
+    evaluation = train.evaluate(head, test, dataset.class_names)
     validation = None
     if len(splits["validation"]):
         validation = train.evaluate(head, splits["validation"], dataset.class_names).accuracy
@@ -337,67 +425,63 @@ def _sample(split: train.Bottlenecks, size: int, seed: int) -> train.Bottlenecks
     return train.Bottlenecks(split.vectors[chosen], split.labels[chosen], [split.records[i] for i in chosen])
 
 
-def output_paths(args: argparse.Namespace) -> dict[str, Path]:
-    graph = Path(args.output_graph)
-    return {
-        "graph": graph,
-        "keras": graph.with_suffix(".keras"),
-        "labels": Path(args.output_labels),
-        "report": graph.with_suffix(".report.json"),
-        **({"tflite": Path(args.output_tflite)} if getattr(args, "output_tflite", "") else {}),
-    }
-
-
 def write_outputs(
-    args: argparse.Namespace, model, class_names: list[str], result: dict, calibration_records=None
-) -> None:
+    config: RetrainConfig, model, class_names: list[str], report: dict, calibration_records=None
+) -> dict[str, Path]:
     """Write every output to a temporary name first, then move them all into place together.
 
-    ``calibration_records`` (training images) calibrate an int8 TFLite model (``--tflite_quantization``).
+    ``calibration_records`` (training images) calibrate an int8 TFLite model (``tflite_quantization``).
+    Returns the paths written (``config.output_paths()``, and ``saved_model`` when asked for).
     """
-    paths = output_paths(args)
-    quantization = getattr(args, "tflite_quantization", "float32")
+    paths = config.output_paths()
     representative = None
-    if "tflite" in paths and quantization == "int8":
+    if "tflite" in paths and config.tflite_quantization == "int8":
         if not calibration_records:
-            raise ValueError("--tflite_quantization=int8 needs training images to calibrate on, and there are none")
+            raise SettingError("{tflite_quantization}=int8 needs training images to calibrate on, and there are none")
         images, labels = tflite.calibration_images(calibration_records, tflite.model_preprocessing(model))
         representative = tflite.representative_dataset(images, labels, len(images))
     try:
         with contextlib.ExitStack() as stack:
             temporary = {name: stack.enter_context(atomic_path(path, keep_suffix=True)) for name, path in paths.items()}
-            export.write_frozen_graph(model, temporary["graph"], args.final_tensor_name)
+            export.write_frozen_graph(model, temporary["graph"], config.final_tensor_name)
             model.save(temporary["keras"])
             temporary["labels"].write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
-            temporary["report"].write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
-            if args.saved_model_dir:
-                saved = stack.enter_context(atomic_directory(args.saved_model_dir))
-                export.write_saved_model(model, saved, args.final_tensor_name)
+            temporary["report"].write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+            if config.saved_model_dir:
+                saved = stack.enter_context(atomic_directory(config.saved_model_dir))
+                export.write_saved_model(model, saved, config.final_tensor_name)
             if "tflite" in paths:
-                tflite.write_tflite(model, temporary["tflite"], quantization, representative)
+                tflite.write_tflite(model, temporary["tflite"], config.tflite_quantization, representative)
     except OSError as error:
         advice = "free some disk space" if error.errno == errno.ENOSPC else "choose another output folder"
         raise OSError(
             f"could not write the model files next to {paths['graph']} ({error.strerror or error}); {advice} "
             "and run again. Earlier outputs there were left as they were."
         ) from error
-    tensors = f"input 'image:0' uint8 [batch, height, width, 3], output '{args.final_tensor_name}:0'"
+    tensors = f"input 'image:0' uint8 [batch, height, width, 3], output '{config.final_tensor_name}:0'"
     print(f"wrote {paths['graph']} ({tensors})")
     print(f"wrote {paths['labels']}, {paths['keras']}, {paths['report']}")
-    if args.saved_model_dir:
-        print(f"wrote SavedModel {args.saved_model_dir}")
+    if config.saved_model_dir:
+        paths["saved_model"] = Path(config.saved_model_dir)
+        print(f"wrote SavedModel {config.saved_model_dir}")
     if "tflite" in paths:
         size = tflite.model_preprocessing(model).size
-        kind = "full-integer int8, uint8 in and out" if quantization == "int8" else "float32, uint8 in"
+        kind = "full-integer int8, uint8 in and out" if config.tflite_quantization == "int8" else "float32, uint8 in"
         print(f"wrote {paths['tflite']} (TFLite {kind}: input uint8 RGB [1, {size}, {size}, 3], resized outside)")
+    return paths
 
 
 @command_line  # a user's mistake prints "error: ..." and exits 1, never a traceback
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.architecture is None and not args.fine_tune_blocks:  # the classic default: Inception-v3, fetched if online
-        args.architecture = backbones.fetch_default_backbone(args.model_dir, announce=True)
-    retrain(args)
+    config = RetrainConfig.from_args(argv)
+    if config.architecture is None and not config.fine_tune_blocks:  # the classic default: Inception-v3 if online
+        config = dataclasses.replace(
+            config, architecture=backbones.fetch_default_backbone(config.model_dir, announce=True)
+        )
+    try:
+        retrain(config)
+    except SettingError as error:  # the library names parameters; here they are flags
+        raise SettingError(error.for_command_line()) from None
     return 0
 
 
