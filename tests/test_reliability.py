@@ -4,12 +4,17 @@
 lost or corrupted anything (must be 0); `make test` runs it too. Every file is built here.
 """
 
+import hashlib
+import http.server
+import io
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import tarfile
+import threading
 import time
 import zlib
 from collections import Counter
@@ -20,7 +25,7 @@ import pytest
 from PIL import Image
 
 from tests.images_factory import encoded, jpeg, labelled_folder, rgb, write
-from tlcourse import bottlenecks, label, retrain
+from tlcourse import bottlenecks, datasets, download, label, retrain
 from tlcourse.data import scan_dataset
 from tlcourse.images import load_image
 
@@ -201,7 +206,7 @@ def test_killing_a_caching_run_at_random_moments_loses_nothing(tmp_path, lite0):
         assert ok
     final = bottlenecks.cache_bottlenecks(dataset.images, lite0, cache, progress=False)
     ok = final.hits + final.computed == len(dataset.images) and every_entry_is_right(dataset, lite0, cache)
-    ok = ok and not list(cache.rglob(".tmp-*"))  # the killed runs' temporaries are cleaned up
+    ok = ok and not list(cache.rglob("*.tmp-*"))  # the killed runs' temporaries are cleaned up
     record("interruption_trials", ok)
     assert ok
 
@@ -261,6 +266,118 @@ def test_two_retrains_sharing_one_cache_both_finish_and_agree(tmp_path, lite0):
         if trial == 0:
             for entry in cache.rglob("*.bn"):  # the second trial starts cold again
                 entry.unlink()
+
+
+class SlowHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.payload`` at about 2 MB/s, so that a kill lands in the middle of a download."""
+
+    def do_GET(self):  # noqa: N802 (the http.server name)
+        payload = self.server.payload
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        try:
+            for start in range(0, len(payload), 1 << 15):
+                self.wfile.write(payload[start : start + (1 << 15)])
+                time.sleep(0.015)
+        except (BrokenPipeError, ConnectionResetError):  # the client was killed
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_server():
+    """Yields a function that serves bytes slowly on 127.0.0.1 and returns their URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def serve(payload: bytes, name: str) -> str:
+        server.payload = payload
+        return f"http://127.0.0.1:{server.server_port}/{name}"
+
+    yield serve
+    server.shutdown()
+    server.server_close()
+
+
+def kill_at_random_moments(code: str, arguments: list[str], cwd: Path, seed: int, longest: float, check) -> None:
+    """Start ``python -c code`` five times, kill it at a random moment, and ``check()`` what it left."""
+    rng = random.Random(seed)
+    for _ in range(5):
+        child = start(["-c", code, *arguments], cwd)
+        assert child.stdout.readline().strip() == "START"
+        time.sleep(rng.uniform(0.0, longest))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        ok = check()
+        record("interruption_trials", ok)
+        assert ok
+
+
+DOWNLOAD_CHILD = """
+import sys
+from tlcourse.download import download
+print("START", flush=True)
+download(sys.argv[1], sys.argv[2], sys.argv[3])
+"""
+
+
+def test_killing_a_download_leaves_no_half_file_and_the_next_one_cleans_up(tmp_path, slow_server):
+    payload = random.Random(2).randbytes(4 << 20)  # about 2 s at the server's pace
+    digest = hashlib.sha256(payload).hexdigest()
+    url = slow_server(payload, "weights.bin")
+    folder = tmp_path / "downloads"
+    target = folder / "weights.bin"
+
+    def nothing_half_written() -> bool:
+        return not target.exists() or target.read_bytes() == payload
+
+    kill_at_random_moments(DOWNLOAD_CHILD, [url, str(target), digest], tmp_path, 3, 2.5, nothing_half_written)
+    download.download(url, target, digest)
+    ok = target.read_bytes() == payload and [p.name for p in folder.iterdir()] == ["weights.bin"]
+    record("interruption_trials", ok)
+    assert ok, sorted(p.name for p in folder.iterdir())
+
+
+BUILD_CHILD = """
+import sys
+from tlcourse import datasets
+print("START", flush=True)
+datasets.flowers(sys.argv[1], url=sys.argv[2], expected_hash=sys.argv[3])
+"""
+
+
+def test_killing_a_dataset_build_leaves_no_half_folder_and_the_next_one_cleans_up(tmp_path, slow_server):
+    members = {f"flower_photos/{label}/{i}.jpg": jpeg(seed=i) for label in ("daisy", "roses") for i in range(400)}
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:  # uncompressed: a download, then a real extraction
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    payload = archive.getvalue()
+    url = slow_server(payload, "flower_photos.tar")
+    data_dir = tmp_path / "data"
+    folder = data_dir / "flowers"
+    (folder / "daisy").mkdir(parents=True)  # a folder an older version left unfinished: to be replaced
+    (folder / "daisy" / "0.jpg").write_bytes(b"half")
+
+    def whole_or_as_before() -> bool:
+        if (folder / datasets.COMPLETE).is_file():
+            return all(len(list((folder / label).iterdir())) == 400 for label in ("daisy", "roses"))
+        return (folder / "daisy" / "0.jpg").read_bytes() == b"half"  # the old folder, never gone
+
+    arguments = [str(data_dir), url, hashlib.sha256(payload).hexdigest()]
+    longest = len(payload) / 2e6 + 3.0
+    kill_at_random_moments(BUILD_CHILD, arguments, tmp_path, 4, longest, whole_or_as_before)
+    datasets.flowers(data_dir, url=url, expected_hash=arguments[2])
+    leftovers = sorted(p.name for p in data_dir.iterdir()) + sorted(p.name for p in (data_dir / "downloads").iterdir())
+    ok = whole_or_as_before() and (folder / datasets.COMPLETE).is_file()
+    ok = ok and leftovers == ["downloads", "flowers", "flower_photos.tar"]
+    record("interruption_trials", ok)
+    assert ok, leftovers
 
 
 # ---------------------------------------------------------------- full or read-only disk

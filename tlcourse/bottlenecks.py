@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tlcourse.atomic import remove_stale_temporaries, temporary_tag
+from tlcourse.atomic import atomic_path, remove_stale_temporaries
 from tlcourse.data import ImageRecord, SkippedFile
 from tlcourse.images import ImageError, load_image
 
@@ -59,19 +59,14 @@ class BottleneckStore:
         payload = np.ascontiguousarray(vector, dtype="<f4").tobytes()
         if len(payload) != 4 * self.size:
             raise ValueError(f"bottleneck of {len(payload) // 4} values, expected {self.size}")
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(temporary_tag())
-        try:
+        # Not flushed to disk (durable=False): every read checks the CRC, so a torn entry is recomputed.
+        with atomic_path(self.path(key), durable=False, clean=False) as temporary:
             temporary.write_bytes(HEADER.pack(MAGIC, self.size, zlib.crc32(payload)) + payload)
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
 
     def remove_stale_temporaries(self) -> None:
         """Delete the temporary files of runs that were killed mid-write."""
         if self.directory.is_dir():
-            remove_stale_temporaries(self.directory.glob("*/.tmp-*"))
+            remove_stale_temporaries(self.directory.glob("*/.*.tmp-*"))
 
 
 @dataclass

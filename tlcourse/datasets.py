@@ -24,11 +24,9 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from tlcourse import config
+from tlcourse.atomic import atomic_path, recover
 from tlcourse.download import download
 from tlcourse.errors import DatasetError, command_line
 from tlcourse.images import load_image
@@ -87,42 +86,41 @@ def debian_package_root(package: str, inner: str, data_dir: Path | None = None) 
     if installed.is_dir() and any(installed.iterdir()):
         return installed
     unpacked = Path(data_dir or config.data_dir()) / "debian" / package
+    recover(unpacked)
     if not (unpacked / COMPLETE).is_file():
         _unpack_debian_package(package, unpacked)
     return unpacked / inner
 
 
 def _unpack_debian_package(package: str, destination: Path) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=f".{package}.") as work:
+    with atomic_path(destination) as tree:
+        tree.mkdir()
         print(f"Fetching the Debian package {package} (apt-get download) ...", flush=True)
-        fetched = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True, text=True)
-        debs = list(Path(work).glob("*.deb"))
+        fetched = subprocess.run(["apt-get", "download", package], cwd=tree, capture_output=True, text=True)
+        debs = list(tree.glob("*.deb"))
         if fetched.returncode != 0 or not debs:
             raise DatasetError(
                 f"could not fetch the Debian package {package}: {fetched.stderr.strip() or 'no .deb'}\n"
                 f"Run 'sudo apt-get update' once and try again, or install it: sudo apt-get install {package}"
             )
-        tree = Path(work) / "tree"
         subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tree)], check=True)
+        debs[0].unlink()
         (tree / COMPLETE).write_text(debs[0].name + "\n")
-        shutil.rmtree(destination, ignore_errors=True)
-        os.replace(tree, destination)
 
 
 def _build_folder(destination: Path, write) -> Path:
-    """Run ``write(folder)`` into a temporary folder, then move it into place: all or nothing."""
+    """Run ``write(folder)`` into a temporary folder, then move it into place: all or nothing.
+
+    A folder left incomplete (no ``COMPLETE`` marker) is built again and replaced without a moment
+    with no folder at all; what a killed build left is cleaned up first (``atomic.recover``).
+    """
+    recover(destination)
     if (destination / COMPLETE).is_file():
         return destination
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}."))
-    try:
+    with atomic_path(destination) as work:
+        work.mkdir()
         write(work)
         (work / COMPLETE).write_text("")
-        shutil.rmtree(destination, ignore_errors=True)
-        os.replace(work, destination)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return destination
 
 

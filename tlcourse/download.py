@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from tlcourse.atomic import atomic_path
 from tlcourse.errors import TLCourseError
 
 CHUNK = 1 << 20
@@ -36,35 +36,35 @@ def _hash_algorithm(expected: str) -> str:
 def download(url: str, destination: str | Path, expected_hash: str | None, timeout: float = 30.0) -> Path:
     """Fetch ``url`` into ``destination`` unless a file with the expected hash is already there.
 
-    The bytes go to a temporary file beside the destination and are moved into place only after
-    the hash matches, so a failed, interrupted or corrupt download leaves the folder as it was.
+    The bytes go to a temporary file beside the destination (``atomic.atomic_path``) and are moved
+    into place only after the hash matches, so a failed, interrupted or corrupt download leaves the
+    folder as it was; the temporary file of a killed download is removed by the next one.
     """
     destination = Path(destination)
     algorithm = _hash_algorithm(expected_hash) if expected_hash else "sha256"
     if destination.is_file() and (expected_hash is None or file_hash(destination, algorithm) == expected_hash):
         return destination
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.{os.getpid()}.part")
     digest = hashlib.new(algorithm)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+        with (
+            atomic_path(destination) as partial,
+            urllib.request.urlopen(url, timeout=timeout) as response,
+            open(partial, "wb") as out,
+        ):
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name, leave=False) as bar:
                 for chunk in iter(lambda: response.read(CHUNK), b""):
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
-        if expected_hash is not None and digest.hexdigest() != expected_hash:
-            raise DownloadError(
-                f"{url}: the downloaded file's {algorithm} is {digest.hexdigest()}, expected {expected_hash}. "
-                f"Nothing was written to {destination}. Try again; if it persists, the server's file changed."
-            )
-        os.replace(partial, destination)
+            if expected_hash is not None and digest.hexdigest() != expected_hash:
+                raise DownloadError(
+                    f"{url}: the downloaded file's {algorithm} is {digest.hexdigest()}, expected {expected_hash}. "
+                    f"Nothing was written to {destination}. Try again; if it persists, the server's file changed."
+                )
     except (urllib.error.URLError, OSError) as error:
         raise DownloadError(
             f"could not download {url} ({error}). Nothing was written to {destination}. "
             f"If you have the file, put it there yourself."
         ) from error
-    finally:
-        partial.unlink(missing_ok=True)
     return destination

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, tflite, train
-from tlcourse.atomic import atomic_directory, atomic_path
+from tlcourse.atomic import atomic_path
 from tlcourse.data import SPLITS, scan_dataset
 from tlcourse.errors import TLCourseError, command_line
 
@@ -448,7 +448,7 @@ def write_outputs(
             temporary["labels"].write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
             temporary["report"].write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
             if config.saved_model_dir:
-                saved = stack.enter_context(atomic_directory(config.saved_model_dir))
+                saved = stack.enter_context(atomic_path(config.saved_model_dir))
                 export.write_saved_model(model, saved, config.final_tensor_name)
             if "tflite" in paths:
                 tflite.write_tflite(model, temporary["tflite"], config.tflite_quantization, representative)
