@@ -169,3 +169,14 @@ def test_bfloat16_path_is_close_to_float32_and_cached_apart(lite0, photo):
     assert fast.fingerprint != lite0.fingerprint and fast.precision == "bfloat16"
     with pytest.raises(ValueError, match="precision"):
         backbones.load_backbone("efficientnet_lite0", precision="float16")
+
+
+@pytest.mark.parametrize(
+    "constant, value", [("DECODE_MIN_SIDE", 256), ("MAX_PIXELS", 10_000_000), ("BACKGROUND", (0, 0, 0))]
+)
+def test_changing_a_decoding_constant_changes_the_cache_key(lite0, monkeypatch, constant, value):
+    before = backbones.Backbone(lite0.spec, lite0.features, lite0.weights_digest).fingerprint
+    assert before == lite0.fingerprint
+    monkeypatch.setattr(backbones.decoding, constant, value)
+    after = backbones.Backbone(lite0.spec, lite0.features, lite0.weights_digest).fingerprint
+    assert after != before

