@@ -112,7 +112,8 @@ def atomic_path(target: str | Path, keep_suffix: bool = False, durable: bool = T
                 _fsync(temporary)
             os.replace(temporary, target)
         if durable:
-            _fsync(target.parent)
+            with contextlib.suppress(OSError):  # the rename is done; some file systems cannot flush a folder
+                _fsync(target.parent)
     finally:
         if temporary.is_dir() and not temporary.is_symlink():
             shutil.rmtree(temporary, ignore_errors=True)

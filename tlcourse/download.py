@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tlcourse.atomic import atomic_path
+from tlcourse.atomic import atomic_path, recover
 from tlcourse.errors import TLCourseError
 
 CHUNK = 1 << 20
@@ -41,6 +41,8 @@ def download(url: str, destination: str | Path, expected_hash: str | None, timeo
     folder as it was; the temporary file of a killed download is removed by the next one.
     """
     destination = Path(destination)
+    if destination.parent.is_dir():
+        recover(destination)  # a killed download's temporary file goes, even when nothing is fetched now
     algorithm = _hash_algorithm(expected_hash) if expected_hash else "sha256"
     if destination.is_file() and (expected_hash is None or file_hash(destination, algorithm) == expected_hash):
         return destination
