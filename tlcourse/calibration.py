@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tlcourse.atomic import atomic_path
 from tlcourse.data import Dataset, ImageRecord
 
 # Subjects of the stamps dataset's five labels (``datasets.STAMPS_CLASSES``): clip art of these
@@ -259,10 +260,11 @@ def export_model(backbone, head, class_names: list[str], folder: str | Path) -> 
     from tlcourse import export  # noqa: PLC0415
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     model_path, labels_path = folder / "model.keras", folder / "labels.txt"
-    export.full_model(backbone, head).save(model_path)
-    labels_path.write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
+    with atomic_path(model_path, keep_suffix=True) as temporary:
+        export.full_model(backbone, head).save(temporary)
+    with atomic_path(labels_path) as temporary:
+        temporary.write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
     return model_path, labels_path
 
 

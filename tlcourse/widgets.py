@@ -21,6 +21,7 @@ from IPython.display import display
 from PIL import Image
 
 from tlcourse import backbones, bottlenecks, label, plots, train
+from tlcourse.atomic import atomic_path
 from tlcourse.data import SPLITS
 from tlcourse.images import ImageError, load_image
 
@@ -122,7 +123,8 @@ class UploadPanel:
             target, number = self.folder / f"{safe.stem}_{number}{safe.suffix}", number + 1
         if target.resolve().parent != self.folder.resolve():
             raise ValueError(f"{name}: refused, the name would leave the upload folder")
-        target.write_bytes(content)
+        with atomic_path(target) as temporary:  # a half-written upload never appears under its name
+            temporary.write_bytes(content)
         try:
             image = load_image(target)
         except ImageError as error:

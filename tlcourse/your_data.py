@@ -18,6 +18,7 @@ The experiments of ``notebooks/05_your_data.ipynb``, each a plain function on ca
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tlcourse.atomic import atomic_path
 from tlcourse.data import Dataset
 from tlcourse.images import load_image
 from tlcourse.train import Bottlenecks
@@ -273,12 +275,13 @@ def write_copies(records, folder: str | Path, transform, description: str = "") 
     marker = folder / ".made-by"
     if marker.is_file() and marker.read_text() == stamp:
         return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    for record in records:
-        target = folder / record.label / record.relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(transform(load_image(record.path))).save(target, "JPEG", quality=92)
-    marker.write_text(stamp)
+    with atomic_path(folder) as work:  # the old folder stays until the new one is whole
+        work.mkdir()
+        for record in records:
+            target = work / record.label / record.relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(transform(load_image(record.path))).save(target, "JPEG", quality=92)
+        (work / marker.name).write_text(stamp)
     return folder
 
 
@@ -428,30 +431,32 @@ def write_with_near_copies(
     stamp = f"copies={copies} nohash={nohash} seed={seed}\n" + "\n".join(sorted(r.sha256 for r in records))
     marker = folder / ".made-by"
     rebuild = not (marker.is_file() and marker.read_text() == stamp)
-    if rebuild:
-        shutil.rmtree(folder, ignore_errors=True)
-    for family, record in enumerate(sorted(records, key=lambda r: (r.label, r.relative))):
-        stem, suffix = Path(record.relative).stem, Path(record.relative).suffix
-        parent = Path(record.relative).parent
-        names = [
-            f"{stem}_nohash_{k}{suffix}" if nohash else (f"{stem}_copy{k}.jpg" if k else stem + suffix)
-            for k in range(copies + 1)
-        ]
-        rng = np.random.default_rng([seed, family])
-        image = load_image(record.path) if rebuild else None
-        for k, name in enumerate(names):
-            relative = (parent / name).as_posix()
-            families[f"{record.label}/{relative}"] = family
-            if not rebuild:
-                continue
-            target = folder / record.label / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if k == 0:
-                shutil.copyfile(record.path, target)  # the photo itself, byte for byte
-            else:
-                near_copy(image, rng).save(target, "JPEG", quality=int(rng.integers(55, 90)))
-    if rebuild:
-        marker.write_text(stamp)
+    # Rebuilt into a temporary folder that replaces the old one only when whole; otherwise only named.
+    with atomic_path(folder) if rebuild else contextlib.nullcontext(folder) as work:
+        if rebuild:
+            work.mkdir()
+        for family, record in enumerate(sorted(records, key=lambda r: (r.label, r.relative))):
+            stem, suffix = Path(record.relative).stem, Path(record.relative).suffix
+            parent = Path(record.relative).parent
+            names = [
+                f"{stem}_nohash_{k}{suffix}" if nohash else (f"{stem}_copy{k}.jpg" if k else stem + suffix)
+                for k in range(copies + 1)
+            ]
+            rng = np.random.default_rng([seed, family])
+            image = load_image(record.path) if rebuild else None
+            for k, name in enumerate(names):
+                relative = (parent / name).as_posix()
+                families[f"{record.label}/{relative}"] = family
+                if not rebuild:
+                    continue
+                target = work / record.label / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if k == 0:
+                    shutil.copyfile(record.path, target)  # the photo itself, byte for byte
+                else:
+                    near_copy(image, rng).save(target, "JPEG", quality=int(rng.integers(55, 90)))
+        if rebuild:
+            (work / marker.name).write_text(stamp)
     return folder, families
 
 
