@@ -68,12 +68,7 @@ class FineTuneConfig:
     def __post_init__(self):
         if self.batch_norms not in BATCH_NORM_MODES:
             raise ValueError(f"batch_norms must be one of {BATCH_NORM_MODES}, not {self.batch_norms!r}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', not {self.optimizer!r}")
-        if self.learning_rate_schedule not in ("constant", "cosine"):
-            raise ValueError(
-                f"learning_rate_schedule must be 'constant' or 'cosine', not {self.learning_rate_schedule!r}"
-            )
+        train.check_optimizer(self.optimizer, self.learning_rate_schedule)
         if self.epochs < 1 or self.head_epochs < 0 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1 (head_epochs at least 0)")
 

@@ -133,8 +133,10 @@ class RetrainConfig:
         ["float32", "bfloat16"],
         SCALING,
     )
-    optimizer: str = _setting("sgd", "optimizer of the new layer", ["sgd", "adam"], BEYOND)
-    learning_rate_schedule: str = _setting("constant", "constant, or cosine decay to 0", ["constant", "cosine"], BEYOND)
+    optimizer: str = _setting("sgd", "optimizer of the new layer", train.OPTIMIZERS, BEYOND)
+    learning_rate_schedule: str = _setting(
+        "constant", "constant, or cosine decay to 0", train.LEARNING_RATE_SCHEDULES, BEYOND
+    )
     l2: float = _setting(0.0, "L2 penalty on the new layer's weights", group=BEYOND)
     label_smoothing: float = _setting(0.0, "e.g. 0.1", group=BEYOND)
     early_stopping_patience: int = _setting(0, "stop after N evaluations without progress; keep the best", group=BEYOND)

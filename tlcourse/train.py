@@ -66,6 +66,19 @@ class Distortions:
         return image
 
 
+OPTIMIZERS = ("sgd", "adam")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")  # cosine: decays to 0 over the training
+
+
+def check_optimizer(optimizer: str, learning_rate_schedule: str) -> None:
+    """A ``ValueError`` for an optimizer or schedule the trainers (new layer, fine-tuning) do not have."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {optimizer!r}")
+    if learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+        schedules = ", ".join(LEARNING_RATE_SCHEDULES)
+        raise ValueError(f"learning_rate_schedule must be one of {schedules}, not {learning_rate_schedule!r}")
+
+
 @dataclass
 class TrainConfig:
     how_many_training_steps: int = 4000
@@ -87,12 +100,7 @@ class TrainConfig:
     standardize_bottlenecks: bool = False  # scale each feature by the training mean and std, inside the model
 
     def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', not {self.optimizer!r}")
-        if self.learning_rate_schedule not in ("constant", "cosine"):
-            raise ValueError(
-                f"learning_rate_schedule must be 'constant' or 'cosine', not {self.learning_rate_schedule!r}"
-            )
+        check_optimizer(self.optimizer, self.learning_rate_schedule)
         if self.how_many_training_steps < 1 or self.train_batch_size < 1 or self.eval_step_interval < 1:
             raise ValueError("training steps, batch size and evaluation interval must be at least 1")
 
