@@ -189,7 +189,8 @@ def image_pipeline(
     signature = (tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64))
     rest = tf.data.Dataset.from_generator(the_rest, output_signature=signature)
     rest = rest.map(with_pillow, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    rest = rest.filter(lambda index, image, ok, seed: ok).map(lambda index, image, ok, seed: (index, image, seed))
+    rest = rest.filter(lambda index, image, ok, seed: ok)
+    rest = rest.map(lambda index, image, decoded, seed: (index, image, seed))
     rest = rest.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).batch(batch_size)
     return plain.map(mark_done).concatenate(rest).prefetch(2)
 
