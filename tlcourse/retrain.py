@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, tflite, train
+from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, hardware, tflite, train
 from tlcourse.atomic import atomic_directory, atomic_path
 from tlcourse.data import SPLITS, scan_dataset
 from tlcourse.errors import command_line
@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument(
         "--precision",
-        default="float32",
+        default=None,
         choices=["float32", "bfloat16"],
-        help="bfloat16: the backbone runs faster on CPUs with AMX and on GPUs; bottlenecks move a few percent",
+        help="default: bfloat16 where the CPU (AMX, AVX512-BF16) or GPU has bfloat16 units, else float32 "
+        "(the same accuracy on many_classes: bench/results/precision.md)",
     )
     better = parser.add_argument_group("beyond the tutorial (lesson 07: many classes)")
     better.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="optimizer of the new layer")
@@ -177,7 +178,7 @@ def _refused_under_fine_tuning(args: argparse.Namespace) -> str | None:
     for dest, reason in FINE_TUNING_REFUSES.items():
         if _flag_given(args, dest):
             return f"--{dest} does not apply with --fine_tune_blocks ({reason}); leave it out"
-    if args.precision != "float32":
+    if args.precision == "bfloat16":
         return "--precision: --fine_tune_blocks trains in float32; leave out --precision to fine-tune"
     if args.distribution_strategy != "default":
         return "--distribution_strategy: --fine_tune_blocks trains on one device here; leave it out to fine-tune"
@@ -223,6 +224,15 @@ def fine_tune_config(args: argparse.Namespace) -> finetune.FineTuneConfig:
     )
 
 
+def chosen_precision(args: argparse.Namespace) -> tuple[str, str]:
+    """``(precision, why)`` of the backbone: ``--precision`` if given, else what this machine runs fastest."""
+    if args.precision:
+        return args.precision, "--precision"
+    if args.fine_tune_blocks:
+        return "float32", "fine-tuning trains in float32"
+    return hardware.default_precision()
+
+
 def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
     """Run the whole flow for parsed ``args``; returns the evaluation report (also written to disk).
 
@@ -234,7 +244,9 @@ def retrain(args: argparse.Namespace, progress: bool = True) -> dict:
         print(f"training on {strategy.num_replicas_in_sync} replica(s) with {args.distribution_strategy}")
     dataset = scan_dataset(args.image_dir, args.validation_percentage, args.testing_percentage)
     print(dataset.summary(), flush=True)
-    backbone = backbones.load_backbone(args.architecture, args.model_dir, args.precision)
+    precision, why = chosen_precision(args)
+    print(f"precision: {precision} ({why})")
+    backbone = backbones.load_backbone(args.architecture, args.model_dir, precision)
     print(f"backbone: {backbone.name} ({backbone.bottleneck_size}-d bottleneck, fingerprint {backbone.fingerprint})")
 
     if args.num_shards > 1:
