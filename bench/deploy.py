@@ -3,6 +3,14 @@
     python bench/deploy.py            # the full run (about 15 minutes on 2 busy cores)
     python bench/deploy.py --quick    # fewer images and rounds, for a fast check
 
+    # the same in two parts: everything but the clock, niced, then the clock alone on a quiet machine
+    nice -n 19 python bench/deploy.py --part exports
+    python bench/deploy.py --part speeds
+
+    # add the backbones after Lite0 to the last results, keeping its other figures, then time them all
+    nice -n 19 python bench/deploy.py --part backbones
+    python bench/deploy.py --part speeds
+
 For a model retrained on ``stamps`` (EfficientNet-Lite0, the tutorial's recipe, 1,000 steps):
 - the fixed-size resize outside the model (``tlcourse.tflite.resize_for_model``) against the
   course's in-model preprocessing: the model's input in pixel levels, the bottleneck, the answers;
@@ -14,6 +22,8 @@ For a model retrained on ``stamps`` (EfficientNet-Lite0, the tutorial's recipe, 
 - milliseconds per image at batch 1 on this CPU (best of interleaved rounds; compare as ratios).
 For each backbone whose weights are here: TFLite sizes and milliseconds per image; its accuracy on
 ``many_classes`` comes from bench/results/many_classes.json (same recipe for both Lite models).
+Every millisecond figure (the formats and the backbones) comes from one interleaved block of rounds,
+so they compare as ratios. The exported models are kept in runs/bench_deploy/ between the two parts.
 Writes bench/results/deploy.json, deploy.md and deploy.png.
 """
 
@@ -43,8 +53,13 @@ from tlcourse import tflite  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BOTTLENECKS = ROOT / "runs" / "bottlenecks"
+EXPORTS = ROOT / "runs" / "bench_deploy"  # the exported models and their figures, from --part exports to speeds
+FORMATS = ("saved_model", "tflite_float", "tflite_int8")
 # Rows of bench/results/many_classes.json trained like TUNED below; a backbone without one gets no accuracy.
-MANY_CLASSES_ROWS = {"efficientnet_lite0": "+ tuned L2"}
+MANY_CLASSES_ROWS = {
+    "efficientnet_lite0": "+ tuned L2",
+    "efficientnet_lite2": "Lite2 instead of Lite0 (tuned L2 settings)",
+}
 
 
 def megabytes(path: Path) -> float:
@@ -82,10 +97,17 @@ def load_fixed(records, preprocessing):
     return raw, np.stack([np.asarray(tflite.resize_for_model(image, preprocessing)) for image in raw])
 
 
+def export_paths(folder: Path) -> dict[str, Path]:
+    return {
+        "saved_model": folder / "saved_model",
+        "tflite_float": folder / "model.tflite",
+        "tflite_int8": folder / "model_int8.tflite",
+    }
+
+
 def export_all(model, dataset, folder: Path) -> dict[str, Path]:
     preprocessing = tflite.model_preprocessing(model)
-    paths = {"saved_model": folder / "saved_model", "tflite_float": folder / "model.tflite"}
-    paths["tflite_int8"] = folder / "model_int8.tflite"
+    paths = export_paths(folder)
     tlc.export.write_saved_model(model, paths["saved_model"])
     started = time.perf_counter()
     tflite.write_tflite(model, paths["tflite_float"])
@@ -146,78 +168,99 @@ def agreement(paths, model, fixed, subsets: dict[str, np.ndarray]) -> dict:
     return result
 
 
-def speeds(paths, model, fixed, rounds: int) -> dict[str, float]:
-    """ms per image at batch 1, best of interleaved rounds (a shared machine only ever slows a run down)."""
+def speeds(folders: dict[str, Path], records, rounds: int) -> dict[str, dict[str, float]]:
+    """ms per image at batch 1 of every format of every export in ``folders`` (name -> folder), on ``records``.
+
+    Best of ``rounds`` rounds, each running every contender once in turn, so that all the figures come
+    from the same stretch of time (a shared machine only ever slows a run down).
+    """
     import tensorflow as tf  # noqa: PLC0415
 
-    preprocessing = tflite.model_preprocessing(model)
-    saved = tf.saved_model.load(str(paths["saved_model"])).signatures["classify_preprocessed"]
+    def saved_model(path, preprocessing):
+        saved = tf.saved_model.load(str(path)).signatures["classify_preprocessed"]
 
-    def saved_model(images):
-        pixels = (images.astype(np.float32) - preprocessing.offset) / preprocessing.scale
-        return next(iter(saved(tf.constant(pixels)).values())).numpy()
+        def classify(images):
+            pixels = (images.astype(np.float32) - preprocessing.offset) / preprocessing.scale
+            return next(iter(saved(tf.constant(pixels)).values())).numpy()
 
-    contenders = {
-        "saved_model": saved_model,
-        "tflite_float": tflite.TFLiteClassifier(paths["tflite_float"]),
-        "tflite_int8": tflite.TFLiteClassifier(paths["tflite_int8"]),
-    }
+        return classify
+
+    contenders = {}
+    for name, folder in folders.items():
+        paths = export_paths(folder)
+        tflites = {kind: tflite.TFLiteClassifier(paths[kind]) for kind in ("tflite_float", "tflite_int8")}
+        preprocessing = tflites["tflite_float"].preprocessing
+        _, fixed = load_fixed(records, preprocessing)
+        contenders[name, "saved_model"] = saved_model(paths["saved_model"], preprocessing), fixed
+        contenders.update({(name, kind): (classify, fixed) for kind, classify in tflites.items()})
     best = dict.fromkeys(contenders, float("inf"))
     for _ in range(rounds):
-        for name, classify in contenders.items():
-            best[name] = min(best[name], tflite.milliseconds_per_image(classify, fixed, batch_size=1, rounds=1))
-    return {name: round(value, 2) for name, value in best.items()}
+        for key, (classify, fixed) in contenders.items():
+            best[key] = min(best[key], tflite.milliseconds_per_image(classify, fixed, batch_size=1, rounds=1))
+    result = {name: {} for name in folders}
+    for (name, kind), value in best.items():
+        result[name][kind] = round(value, 2)
+    return result
 
 
-def backbone_row(name: str, dataset, fixed_records, steps: int, rounds: int, folder: Path, done=None) -> dict:
-    """Sizes, speeds and accuracies of one backbone; ``done`` (model, evaluation, paths) reuses an export."""
+def backbone_row(name: str, dataset, steps: int, folder: Path, done=None) -> dict:
+    """Sizes and stamps accuracy of one backbone's export; ``done`` (evaluation, paths) reuses an export."""
     try:
-        return _backbone_row(name, dataset, fixed_records, steps, rounds, folder, done)
+        backbone = tlc.backbones.load_backbone(name)
+        if done is None:
+            model, evaluation = train_model(dataset, backbone, steps)
+            paths = export_all(model, dataset, folder)
+        else:
+            evaluation, paths = done
     except Exception as error:  # one backbone failing must not lose the others' figures
         print(f"{name}: {type(error).__name__}: {error}", flush=True)
         return {"backbone": name, "error": f"{type(error).__name__}: {str(error)[:300]}"}
-
-
-def _backbone_row(name, dataset, fixed_records, steps, rounds, folder, done) -> dict:
-    backbone = tlc.backbones.load_backbone(name)
-    if done is None:
-        model, evaluation = train_model(dataset, backbone, steps)
-        paths = export_all(model, dataset, folder / name)
-    else:
-        model, evaluation, paths = done
-    _, fixed = load_fixed(fixed_records, tflite.model_preprocessing(model))
-    speed = speeds(paths, model, fixed, rounds)
-    many = json.loads((RESULTS / "many_classes.json").read_text()) if (RESULTS / "many_classes.json").is_file() else {}
-    rows = {row["name"]: row for row in many.get("techniques", [])}
-    row = rows.get(MANY_CLASSES_ROWS.get(name, ""), {})
     return {
         "backbone": name,
+        "folder": str(folder.relative_to(EXPORTS)),
         "input_size": backbone.input_size,
         "tflite_float_mb": megabytes(paths["tflite_float"]),
         "tflite_int8_mb": megabytes(paths["tflite_int8"]),
         "saved_model_mb": megabytes(paths["saved_model"]),
-        "ms_per_image": speed,
         "stamps_test_correct": int(round(evaluation.accuracy * len(evaluation.labels))),
         "stamps_test_images": len(evaluation.labels),
-        "many_classes_accuracy": row.get("accuracy"),
-        "many_classes_recipe": row.get("name"),
-        "many_classes_test_images": many.get("num_test_images"),
     }
+
+
+def add_many_classes_accuracy(row: dict) -> None:
+    """The backbone's accuracy on many_classes, from bench/results/many_classes.json (None where not measured)."""
+    path = RESULTS / "many_classes.json"
+    many = json.loads(path.read_text()) if path.is_file() else {}
+    found = {r["name"]: r for r in many.get("techniques", [])}.get(MANY_CLASSES_ROWS.get(row["backbone"], ""), {})
+    interval = found.get("interval", {})
+    row.update(
+        many_classes_accuracy=found.get("accuracy"),
+        many_classes_interval=[interval["low"], interval["high"]] if interval else None,
+        many_classes_recipe=found.get("name"),
+        many_classes_test_images=many.get("num_test_images"),
+        # the paired difference on the same test images from the row it changes one thing from (Lite2: Lite0's)
+        many_classes_comparison=(
+            {"with": found["compared_with"], "within_noise": found["within_noise"], **found["comparison"]}
+            if "comparison" in found
+            else None
+        ),
+    )
 
 
 def plot(results: dict, path: Path) -> None:
     rows = [row for row in results["backbones"] if row.get("many_classes_accuracy") is not None]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for row in rows:
+        y = 100 * row["many_classes_accuracy"]
+        low, high = (100 * value for value in row["many_classes_interval"])
         for axis, kind in zip(axes, ("tflite_float", "tflite_int8"), strict=True):
-            size = row[f"{kind}_mb"]
-            axis.scatter(row["ms_per_image"][kind], 100 * row["many_classes_accuracy"], s=40 * size, alpha=0.5)
-            axis.annotate(
-                f"{row['backbone']}\n{size:.1f} MB", (row["ms_per_image"][kind], 100 * row["many_classes_accuracy"])
-            )
+            x, size = row["ms_per_image"][kind], row[f"{kind}_mb"]
+            axis.errorbar(x, y, yerr=[[y - low], [high - y]], fmt="none", ecolor="grey", capsize=4)
+            axis.scatter(x, y, s=40 * size, alpha=0.5)
+            axis.annotate(f"{row['backbone']}\n{size:.1f} MB", (x, y))
     for axis, kind in zip(axes, ("TFLite float", "TFLite int8"), strict=True):
         axis.set_xlabel(f"ms per image, {kind}, batch 1, this CPU")
-        axis.set_ylabel("many_classes top-1 accuracy (%)")
+        axis.set_ylabel("many_classes top-1 accuracy (%), 95% interval")
         axis.set_title(f"{kind}: marker area = file size")
         axis.margins(0.4)
     figure.tight_layout()
@@ -258,11 +301,12 @@ def write_markdown(results: dict, path: Path) -> None:
         )
     lines += [
         "",
-        "| backbone | input | float MB | int8 MB | ms float | ms int8 | many_classes accuracy |",
+        "| backbone | input | float MB | int8 MB | ms float | ms int8 | many_classes accuracy [95% interval] |",
         "| --- " * 7 + "|",
     ]
     for row in [row for row in results["backbones"] if "error" not in row]:
-        accuracy = f"{row['many_classes_accuracy']:.1%}" if row["many_classes_accuracy"] is not None else "n/a"
+        accuracy, interval = row["many_classes_accuracy"], row["many_classes_interval"]
+        accuracy = f"{accuracy:.1%} [{interval[0]:.1%}, {interval[1]:.1%}]" if accuracy is not None else "n/a"
         speed = row["ms_per_image"]
         lines.append(
             f"| {row['backbone']} | {row['input_size']} | {row['tflite_float_mb']} | {row['tflite_int8_mb']} | "
@@ -279,42 +323,36 @@ def write_markdown(results: dict, path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer images and rounds")
-    args = parser.parse_args(argv)
-    rounds, speed_images, many_test = (1, 16, 120) if args.quick else (3, 48, None)
-    started = time.perf_counter()
+def measure_exports(quick: bool) -> dict:
+    """Everything but the milliseconds: trains, exports into EXPORTS, and measures sizes and agreement."""
+    many_test = 120 if quick else None
     stamps = tlc.data.scan_dataset(tlc.datasets.stamps())
     backbone = tlc.backbones.load_backbone("efficientnet_lite0")
     model, stamps_evaluation = train_model(stamps, backbone, 1000)
     preprocessing = tflite.model_preprocessing(model)
     raw, fixed = load_fixed(stamps.images, preprocessing)
-    folder = Path(tempfile.mkdtemp(prefix="deploy_bench_"))
-    try:
-        paths = export_all(model, stamps, folder / "stamps")
-        splits = np.array([record.split for record in stamps.images])
-        subsets = {"test": splits == "test", "held_out": splits != "train", "all": np.ones(len(splits), bool)}
-        results = {
-            "resize": resize_fidelity(backbone, raw, fixed, preprocessing),
-            "end_to_end": end_to_end_agreement(model, raw, fixed, preprocessing),
-            "agreement": agreement(paths, model, fixed, subsets),
-        }
-        speed = speeds(paths, model, fixed[:speed_images], rounds)
-        results["formats"] = {
-            name: {"mb": megabytes(paths[name]), "ms_per_image": speed[name]}
-            for name in ("saved_model", "tflite_float", "tflite_int8")
-        }
-        print(json.dumps(results, indent=1), flush=True)
+    shutil.rmtree(EXPORTS, ignore_errors=True)  # this bench's own models from an earlier run
+    paths = export_all(model, stamps, EXPORTS / "stamps")
+    splits = np.array([record.split for record in stamps.images])
+    subsets = {"test": splits == "test", "held_out": splits != "train", "all": np.ones(len(splits), bool)}
+    results = {
+        "quick": quick,
+        "resize": resize_fidelity(backbone, raw, fixed, preprocessing),
+        "end_to_end": end_to_end_agreement(model, raw, fixed, preprocessing),
+        "agreement": agreement(paths, model, fixed, subsets),
+        "formats": {name: {"mb": megabytes(paths[name])} for name in FORMATS},
+    }
+    print(json.dumps(results, indent=1), flush=True)
 
-        many = tlc.data.scan_dataset(tlc.datasets.many_classes())
-        test_records = many.split("test")[:many_test]
-        _, many_fixed = load_fixed(test_records, preprocessing)
-        all_test = np.ones(len(test_records), bool)
-        results["many_classes_agreement"], results["many_classes_recipes"] = {}, {}
+    many = tlc.data.scan_dataset(tlc.datasets.many_classes())
+    test_records = many.split("test")[:many_test]
+    _, many_fixed = load_fixed(test_records, preprocessing)
+    all_test = np.ones(len(test_records), bool)
+    results["many_classes_recipes"] = {}
+    with tempfile.TemporaryDirectory(prefix="deploy_bench_") as folder:
         for recipe, settings in [("tutorial", {}), ("tuned", TUNED)]:
             many_model, many_evaluation = train_model(many, backbone, 1000, **settings)
-            many_paths = export_all(many_model, many, folder / f"many_classes_{recipe}")
+            many_paths = export_all(many_model, many, Path(folder) / recipe)
             agree = agreement(many_paths, many_model, many_fixed, {"test": all_test})
             top = tflite.keras_on_fixed_input(many_model)(many_fixed).max(axis=1)
             results["many_classes_recipes"][recipe] = {
@@ -324,38 +362,126 @@ def main(argv=None) -> int:
                 "settings": settings or "the tutorial's (SGD 0.01, 1,000 steps)",
             }
             print(recipe, json.dumps(results["many_classes_recipes"][recipe]), flush=True)
-        results["many_classes_agreement"] = results["many_classes_recipes"]["tuned"]["agreement"]
+    results["many_classes_agreement"] = results["many_classes_recipes"]["tuned"]["agreement"]
 
-        names = ["efficientnet_lite0", "efficientnet_lite2"]
-        if tlc.backbones.inception_weights_path(tlc.config.models_dir()).is_file():
-            names.append("inception_v3")
-        speed_records = stamps.images[:speed_images]
-        results["backbones"] = [
-            backbone_row(
-                name,
-                stamps,
-                speed_records,
-                1000,
-                rounds,
-                folder / "backbones",
-                (model, stamps_evaluation, paths) if name == "efficientnet_lite0" else None,
-            )
-            for name in names
-        ]
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    skipped = "" if "inception_v3" in names else " Inception-v3 was left out: its weights are not here (offline)."
+    names = backbone_names()
+    results["backbones"] = [
+        backbone_row(name, stamps, 1000, EXPORTS / "stamps", (stamps_evaluation, paths))
+        if name == "efficientnet_lite0"
+        else backbone_row(name, stamps, 1000, EXPORTS / "backbones" / name)
+        for name in names
+    ]
+    return results
+
+
+def backbone_names() -> list[str]:
+    names = ["efficientnet_lite0", "efficientnet_lite2"]
+    if tlc.backbones.inception_weights_path(tlc.config.models_dir()).is_file():
+        names.append("inception_v3")
+    return names
+
+
+def add_backbones() -> dict:
+    """bench/results/deploy.json with the rows of the backbones after Lite0 exported again into EXPORTS.
+
+    Keeps every other figure of that file (the formats' agreement, the resize, many_classes), and the
+    Lite0 export that ``--part exports`` left in EXPORTS/stamps (the formats table's model): its
+    sizes are read again, and ``--part speeds`` times it with the others in one block.
+    """
+    results = json.loads((RESULTS / "deploy.json").read_text())
+    paths = export_paths(EXPORTS / "stamps")
+    missing = [str(path) for path in paths.values() if not path.exists()]
+    if missing:
+        sys.exit(f"no Lite0 export to keep ({', '.join(missing)}): run `python bench/deploy.py --part exports`")
+    stamps = tlc.data.scan_dataset(tlc.datasets.stamps())
+    lite0 = next(row for row in results["backbones"] if row["backbone"] == "efficientnet_lite0")
+    kept = ("backbone", "input_size", "stamps_test_correct", "stamps_test_images")
+    lite0 = {**{key: lite0[key] for key in kept if key in lite0}, "folder": "stamps"}
+    lite0.update({f"{kind}_mb": megabytes(paths[kind]) for kind in FORMATS})
+    for name in FORMATS:
+        results["formats"][name] = {"mb": megabytes(paths[name])}
+    others = [backbone_row(name, stamps, 1000, EXPORTS / "backbones" / name) for name in backbone_names()[1:]]
+    results.update(
+        backbones=[lite0, *others],
+        quick=False,
+        kept_from=f"`{results['command']}` ({results['date']})",
+    )
+    return results
+
+
+def measure_speeds(results: dict) -> None:
+    """The milliseconds of the formats and of every backbone's export, in one block of interleaved rounds."""
+    rounds, speed_images = (1, 16) if results["quick"] else (3, 48)
+    stamps = tlc.data.scan_dataset(tlc.datasets.stamps())
+    rows = [row for row in results["backbones"] if "error" not in row]
+    measured = speeds({row["backbone"]: EXPORTS / row["folder"] for row in rows}, stamps.images[:speed_images], rounds)
+    for row in rows:
+        row["ms_per_image"] = measured[row["backbone"]]
+        add_many_classes_accuracy(row)
+    lite0 = next(row for row in rows if row["folder"] == "stamps")
+    for name in FORMATS:
+        results["formats"][name]["ms_per_image"] = lite0["ms_per_image"][name]
+    results["speed"] = {
+        "rounds": rounds,
+        "images": speed_images,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer images and rounds")
+    parser.add_argument(
+        "--part",
+        choices=["all", "exports", "backbones", "speeds"],
+        default="all",
+        help="exports: everything but the milliseconds, kept in runs/bench_deploy/ (run it niced); "
+        "backbones: only the backbones after Lite0, keeping the other figures of bench/results/deploy.json "
+        "and the Lite0 export in runs/bench_deploy/ (run it niced); "
+        "speeds: the milliseconds of those exports, then the results files (run it alone on the machine)",
+    )
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    saved = EXPORTS / "exports.json"
+    if args.part == "speeds":
+        if not saved.is_file():
+            parser.error(f"{saved} is not there: run `python bench/deploy.py --part exports` first")
+        results = json.loads(saved.read_text())
+    else:
+        results = add_backbones() if args.part == "backbones" else measure_exports(args.quick)
+        results["exports_seconds"] = round(time.perf_counter() - started)
+        results["exports_command"] = f"python bench/deploy.py --part {args.part}" + (" --quick" if args.quick else "")
+        EXPORTS.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(results, indent=2))
+        if args.part in ("exports", "backbones"):
+            print(f"wrote {saved}; now `python bench/deploy.py --part speeds`")
+            return 0
+        started = time.perf_counter()
+    measure_speeds(results)
+    skipped = (
+        ""
+        if any(r["backbone"] == "inception_v3" for r in results["backbones"])
+        else (" Inception-v3 was left out: its weights are not here (offline).")
+    )
     results.update(
         notes=(
             "Agreement: the TFLite model against the Keras model on the same fixed-size uint8 input, counted in "
-            "images. ms per image: batch 1, best of interleaved rounds in this process; a shared machine only "
-            "slows a run down, so compare as ratios within the run." + skipped
+            "images. ms per image: batch 1, best of interleaved rounds over every format of every backbone in "
+            "one block; a shared machine only slows a run down, so compare as ratios within the run." + skipped
+        )
+        + (
+            f" The agreement, resize and many_classes figures are kept from {results['kept_from']}; the sizes "
+            "and every millisecond figure come from this run."
+            if results.get("kept_from")
+            else ""
         ),
         runtime=tflite.interpreter_class()[1],
-        command="python bench/deploy.py" + (" --quick" if args.quick else ""),
+        command="python bench/deploy.py" + (" --quick" if results["quick"] else "")
+        if args.part == "all"
+        else f"{results['exports_command']}, then python bench/deploy.py --part speeds",
         machine=f"{platform.machine()}, {os.cpu_count()} cores",
         date=time.strftime("%Y-%m-%d"),
-        seconds=round(time.perf_counter() - started),
+        speeds_seconds=round(time.perf_counter() - started),
         versions=tlc.course.environment(),
     )
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
     python bench/fine_tuning.py            # all labels: frozen features, fine-tuning, both traps
     python bench/fine_tuning.py --quick    # 25 labels: a fast check
+    python bench/fine_tuning.py --resume   # after an interruption: keep the rows already measured
 
 Rows, all on the same test images, each with its 95% bootstrap interval (``tlcourse.stats``):
 - frozen features with the best head of lesson 07 (the frozen-feature recipe with the best
@@ -12,7 +13,9 @@ Rows, all on the same test images, each with its 95% bootstrap interval (``tlcou
 - for reference, fine-tuning the whole network on a GPU: ``WHOLE_NETWORK_GPU`` below, measured
   elsewhere (not by this script) and quoted with its source.
 
-Writes bench/results/fine_tuning{,_quick}.{json,md}.
+Writes bench/results/fine_tuning{,_quick}.{json,md}; each finished row is also saved at once to
+``fine_tuning{,_quick}_rows.partial.json``, which ``--resume`` reads (the file goes once every row is
+measured: ``--no_traps --resume`` writes the table without the missing traps, a later ``--resume`` adds them).
 """
 
 from __future__ import annotations
@@ -71,6 +74,32 @@ def frozen_features(experiment, dataset, backbone, prepared, recipe: str):
     return test, tlc.train.evaluate(head, splits["validation"], dataset.class_names).accuracy
 
 
+PHASE_1 = "phase 1 alone: the new layer on frozen features"
+
+
+def saved_rows(path: Path, num_test_images: int) -> dict[str, dict]:
+    """The rows an interrupted run saved in ``path``, by name (none if there is no such file)."""
+    if not path.is_file():
+        print(f"--resume: no {path}, every row is measured now", flush=True)
+        return {}
+    rows = json.loads(path.read_text())
+    if any(r["test_images"] != num_test_images for r in rows):
+        sys.exit(f"{path} was saved on another set of test images: delete it, or run without --resume")
+    print(f"--resume: reusing {len(rows)} rows from {path}", flush=True)
+    return {r["name"]: r for r in rows}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    with tlc.atomic.atomic_path(path) as temporary:
+        Path(temporary).write_text(text)
+
+
+def save_rows(path: Path, rows: list[dict]) -> None:
+    """Every finished row, at once: ``--resume`` takes them up after an interruption."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(rows, default=str))
+
+
 def row(name: str, test: tlc.train.Evaluation, validation_accuracy: float, seconds: float, **extra) -> dict:
     correct = np.asarray(test.labels) == np.asarray(test.predictions)
     interval = stats.bootstrap_interval(correct)
@@ -91,47 +120,71 @@ def row(name: str, test: tlc.train.Evaluation, validation_accuracy: float, secon
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="25 labels")
-    parser.add_argument("--no_traps", action="store_true", help="skip the two trap rows")
+    parser.add_argument(
+        "--no_traps", action="store_true", help="measure no trap row (with --resume, saved ones are kept)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="reuse the rows an interrupted run saved (its .partial.json)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     dataset = tlc.data.scan_dataset(tlc.datasets.many_classes())
     if args.quick:
         dataset = many_classes.restrict(dataset, many_classes.class_subset(dataset, 25))
+    stem = "fine_tuning_quick" if args.quick else "fine_tuning"
+    partial = RESULTS / f"{stem}_rows.partial.json"
+    done = saved_rows(partial, len(dataset.split("test"))) if args.resume else {}
     bottleneck_dir = tlc.config.project_root() / "runs" / "bottlenecks"
     experiment = many_classes.Experiment(dataset, bottleneck_dir, progress=True)
     rows = []
     # One pass of the (folded) lower part over every image; the bottlenecks come from the cached
     # activations through the frozen top (equal to the folded backbone's within 1e-5).
     backbone = tlc.backbones.load_backbone("efficientnet_lite0")
-    unfolded = tlc.backbones.load_backbone("efficientnet_lite0", fold_batch_norms=False)
     config = finetune.FineTuneConfig(blocks=BLOCKS)
-    prepared = finetune.prepare(dataset, backbone, bottleneck_dir, config, unfolded, progress=True)
-    print(f"activations cached ({time.perf_counter() - started:.0f} s)", flush=True)
+    prepared = None
+
+    def prepare():
+        nonlocal prepared
+        if prepared is None:
+            unfolded = tlc.backbones.load_backbone("efficientnet_lite0", fold_batch_norms=False)
+            prepared = finetune.prepare(dataset, backbone, bottleneck_dir, config, unfolded, progress=True)
+            print(f"activations cached ({time.perf_counter() - started:.0f} s)", flush=True)
+        return prepared
 
     frozen_name = frozen_recipe_name()
-    t = time.perf_counter()
-    frozen_test, frozen_validation = frozen_features(experiment, dataset, backbone, prepared, frozen_name)
-    rows.append(
-        row(f"frozen features, best head ({frozen_name})", frozen_test, frozen_validation, time.perf_counter() - t)
-    )
+    name = f"frozen features, best head ({frozen_name})"
+    if name in done:
+        rows.append(done[name])
+    else:
+        t = time.perf_counter()
+        frozen_test, frozen_validation = frozen_features(experiment, dataset, backbone, prepare(), frozen_name)
+        rows.append(row(name, frozen_test, frozen_validation, time.perf_counter() - t))
+        save_rows(partial, rows)
     print(rows[-1]["name"], f"{rows[-1]['accuracy']:.1%}", flush=True)
 
-    variants = {f"top {BLOCKS} blocks fine-tuned: two phases, batch norms frozen (the right way)": {}}
-    if not args.no_traps:
-        variants["trap 1: batch norms in training mode (otherwise the right way)"] = {"batch_norms": "training"}
-        variants["trap 2: random head, one phase at the head's learning rate"] = {"two_phase": False}
+    variants = {
+        f"top {BLOCKS} blocks fine-tuned: two phases, batch norms frozen (the right way)": {},
+        "trap 1: batch norms in training mode (otherwise the right way)": {"batch_norms": "training"},
+        "trap 2: random head, one phase at the head's learning rate": {"two_phase": False},
+    }
     for name, options in variants.items():
+        if name in done:
+            rows += [r for r in done.values() if r["name"] == PHASE_1 and not rows[1:]] + [done[name]]
+            print(name, f"{rows[-1]['accuracy']:.1%}", "(saved by an interrupted run)", flush=True)
+            continue
+        if args.no_traps and name.startswith("trap"):
+            continue
         t = time.perf_counter()
         settings = finetune.FineTuneConfig(blocks=BLOCKS, **options)
-        tuned = finetune.fine_tune(dataset, backbone, bottleneck_dir, settings, False, prepared=prepared)
+        tuned = finetune.fine_tune(dataset, backbone, bottleneck_dir, settings, False, prepared=prepare())
         validation = tuned.evaluate("validation", dataset.class_names).accuracy
         epochs = len(tuned.history.history["loss"])
         if tuned.head_test is not None and not rows[1:]:
             head_validation = max(tuned.head_history.history["val_accuracy"]) if tuned.head_history else float("nan")
-            rows.append(row("phase 1 alone: the new layer on frozen features", tuned.head_test, head_validation, 0))
+            rows.append(row(PHASE_1, tuned.head_test, head_validation, 0))
         rows.append(row(name, tuned.test, validation, time.perf_counter() - t, phase_2_epochs=epochs, settings=options))
         print(name, f"{rows[-1]['accuracy']:.1%}", f"({rows[-1]['seconds']:.0f} s)", flush=True)
-        (RESULTS / "fine_tuning_rows.partial.json").write_text(json.dumps(rows, default=str))  # in case of a crash
+        save_rows(partial, rows)
 
     right = next(r for r in rows if "the right way" in r["name"])
     for r in rows:
@@ -153,14 +206,16 @@ def main() -> int:
             else None  # another set of labels: not comparable
         ),
         "seconds": round(time.perf_counter() - started),
-        "command": "python bench/fine_tuning.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/fine_tuning.py"
+        + "".join(f" --{flag}" for flag in ("quick", "no_traps", "resume") if getattr(args, flag)),
+        "rows_from_an_interrupted_run": [r["name"] for r in rows if r["name"] in done],
         "versions": tlc.course.environment(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "fine_tuning_quick" if args.quick else "fine_tuning"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(summary))
-    (RESULTS / "fine_tuning_rows.partial.json").unlink(missing_ok=True)
+    write_atomically(RESULTS / f"{stem}.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_atomically(RESULTS / f"{stem}.md", markdown(summary))
+    if len(rows) == len(variants) + 2:  # every row: no interrupted run left to resume
+        partial.unlink(missing_ok=True)
     print(markdown(summary))
     return 0
 
@@ -198,6 +253,12 @@ def markdown(summary: dict) -> str:
         gap = f"The reference row is on {gpu['num_classes']} labels, this table on {summary['num_classes']}: "
         gap += "not comparable (run without --quick)."
     lines += ["", f"Reference row: {gpu['source']}; recipe: {gpu['recipe']}.", gap, ""]
+    if summary.get("rows_from_an_interrupted_run"):
+        reused = "; ".join(summary["rows_from_an_interrupted_run"])
+        lines += [
+            f"Measured by an earlier, interrupted run (`--resume` kept them; their seconds are in the JSON): {reused}.",
+            "",
+        ]
     return "\n".join(lines)
 
 

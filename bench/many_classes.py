@@ -2,6 +2,8 @@
 
     python bench/many_classes.py            # the whole table (about 40 minutes on 2 cores, caches included)
     python bench/many_classes.py --quick    # 25 labels, three recipes: a fast check
+    python bench/many_classes.py --only "Lite2 instead of Lite0 (tuned L2 settings)"
+                                            # measure that row; every other one from runs/bench_many_classes/
 
 Every recipe is measured on the same dataset (``many_classes``, 117 labels) and the same split:
 
@@ -53,6 +55,11 @@ RESULTS = ROOT / "bench" / "results"
 CLASS_COUNTS = (5, 10, 25, 50)
 SUBSET_SEEDS = (0, 1, 2)
 DONE = ROOT / "runs" / "bench_many_classes"  # rows already measured: an interrupted run goes on from there
+ONLY: set[str] | None = None  # --only: the recipes this run may measure (None: all); the rest must be remembered
+
+
+class NotRemembered(LookupError):
+    """A row --only did not name, and no earlier run measured."""
 
 
 def remembered(key: dict, measure) -> RecipeResult:
@@ -62,6 +69,8 @@ def remembered(key: dict, measure) -> RecipeResult:
     path = DONE / f"{digest}.json"
     if path.is_file():
         return RecipeResult.from_json(json.loads(path.read_text()))
+    if ONLY is not None and key["recipe"] not in ONLY:
+        raise NotRemembered(f"not in {DONE} and not named by --only")
     result = measure()
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(result.to_json(), default=str))
@@ -234,7 +243,17 @@ def write_report(stem: str, summary: dict, table, curves: dict, sizes) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="25 labels and three recipes")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="RECIPE",
+        choices=list(RECIPES),
+        help="measure only this recipe (repeatable); every other row must be remembered from an earlier run, "
+        "or it is reported as not run",
+    )
     args = parser.parse_args()
+    global ONLY  # noqa: PLW0603 - one run, one setting
+    ONLY = set(args.only) if args.only else None
     started = time.perf_counter()
     stem = "many_classes_quick" if args.quick else "many_classes"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -259,7 +278,9 @@ def main() -> int:
         "num_test_images": len(experiment.dataset.split("test")),
         "ladder": list(LADDER),
         "subset_seeds": list(SUBSET_SEEDS),
-        "command": "python bench/many_classes.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/many_classes.py"
+        + (" --quick" if args.quick else "")
+        + "".join(f' --only "{name}"' for name in args.only or []),
         "versions": tlc.course.environment(),
         "stages_done": [],
     }

@@ -8,18 +8,23 @@ round (a shared machine only ever slows a run down). Two image sets:
 - small: 1,000 JPEGs of about 160x160 (crops of the stamps photos, like the course's datasets);
 - camera: phone-sized 4032x3024 JPEGs (what a practitioner points the tool at).
 For EfficientNet-Lite0 and Inception-v3 (random weights: the speed is the same), cold caching
-against (a) one image at a time as retrain.py did it (decode and resize in a graph, one forward
-pass, the bottleneck written as a text file) and (b) the standard Keras recipe
-(``image_dataset_from_directory`` + ``model.predict``). Also: the float32 floor (this machine's
-matmul rate divided into the model's FLOPs per image), bfloat16 against float32 (speed, how far
-bottlenecks and test accuracy move), warm rerun, head training, label_image for one image (a
-whole process) and for a folder of 1,000. Peak memory is each contender's own high-water mark.
-Writes bench/results/summary.json, performance.md and performance.png.
+in this machine's default precision (``tlcourse.hardware``) against (a) one image at a time as
+retrain.py did it (decode and resize in a graph, one forward pass, the bottleneck written as a
+text file) and (b) the standard Keras recipe (``image_dataset_from_directory`` + ``model.predict``),
+both in float32. What was tried to close the gap, each with its figure: TensorFlow's JPEG decoder
+for plain JPEGs against Pillow for every file (``caching_pillow_only``), XLA compilation of the
+network (``caching_xla``), the other precision, and thread settings (each in its own process).
+The floor: this machine's best matmul rate over several sizes and shapes, in the default
+precision, divided into the model's FLOPs per image. Also: how far bfloat16 moves bottlenecks,
+warm rerun, head training, label_image for one image (a whole process) and for a folder of 1,000.
+Peak memory is each contender's own high-water mark. ``targets`` says which of issue 19's
+targets this run meets. Writes bench/results/summary.json, performance.md and performance.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -66,15 +71,32 @@ def reset_peak_memory() -> float | None:
     return memory_mb("VmRSS")
 
 
-def matmul_gflops(dtype, size: int = 2048, seconds: float = 3.0) -> float:
-    a = tf.cast(tf.random.uniform((size, size)), dtype)
-    product = tf.function(lambda x: tf.matmul(x, x))
-    product(a).numpy()
+# (rows, inner, columns): square ones, and the tall thin ones a convolution on a batch of images turns into.
+MATMUL_SHAPES = ((1024, 1024, 1024), (2048, 2048, 2048), (3072, 3072, 3072), (50176, 96, 96), (12544, 384, 384))
+
+
+def matmul_gflops(dtype, shape: tuple[int, int, int], seconds: float = 1.0) -> float:
+    rows, inner, columns = shape
+    a = tf.cast(tf.random.uniform((rows, inner)), dtype)
+    b = tf.cast(tf.random.uniform((inner, columns)), dtype)
+    product = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    product(a, b).numpy()
     started, count = time.perf_counter(), 0
     while time.perf_counter() - started < seconds:
-        product(a).numpy()
+        product(a, b).numpy()
         count += 1
-    return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
+    return 2 * rows * inner * columns * count / (time.perf_counter() - started) / 1e9
+
+
+def matmul_peak(dtype, rounds: int) -> dict:
+    """The best matmul rate of several sizes and shapes (one size alone underestimates the peak)."""
+    rates = {shape: max(matmul_gflops(dtype, shape) for _ in range(rounds)) for shape in MATMUL_SHAPES}
+    best = max(rates, key=rates.get)
+    return {
+        "gflops": rates[best],
+        "shape": "x".join(map(str, best)),
+        "by_shape": {"x".join(map(str, k)): round(v, 1) for k, v in rates.items()},
+    }
 
 
 def flops_per_image(model: keras.Model) -> float:
@@ -182,22 +204,90 @@ def best_of(rounds: int, contenders: dict) -> dict:
     return best
 
 
-def contenders_for(backbone, folder: Path, per_image_share: int, bfloat16: bool = False) -> dict:
-    """Name -> run(warm_up) for the images in ``folder``; retrain.py's way gets ``1/per_image_share`` of them."""
+def with_xla(backbone):
+    """The same backbone with its features function compiled by XLA (``jit_compile=True``)."""
+    clone = copy.copy(backbone)
+    spec = tf.TensorSpec([None, backbone.input_size, backbone.input_size, 3], tf.float32)
+    clone.__dict__["features_function"] = tf.function(
+        lambda images: backbone.features(images, training=False), input_signature=[spec], jit_compile=True
+    )
+    return clone
+
+
+def pillow_only(run):
+    """``run`` with every image decoded by Pillow (TensorFlow's JPEG fast path off)."""
+
+    def without_fast_path(warm_up):
+        tlc.bottlenecks.TENSORFLOW_JPEG = False
+        try:
+            return run(warm_up)
+        finally:
+            tlc.bottlenecks.TENSORFLOW_JPEG = True
+
+    return without_fast_path
+
+
+def contenders_for(
+    backbone, folder: Path, per_image_share: int, default_precision: str, variants: bool = False
+) -> dict:
+    """Name -> run(warm_up) for the images in ``folder``; retrain.py's way gets ``1/per_image_share`` of them.
+
+    ``backbone`` is float32, as the baselines run it; the course's caching runs in ``default_precision``.
+    ``variants`` adds what was tried to close the gap: the other precision, Pillow decoding every image,
+    and XLA compilation of the network.
+    """
     records = tlc.data.scan_dataset(folder).images
     share = records[: len(records) // per_image_share]
     decoder = retrain_py_decoder(backbone)
     warm_up_folder = tlc.datasets.stamps() / "fruit"
+    precisions = {"float32": backbone, "bfloat16": backbone.to_bfloat16()}
+    default = precisions[default_precision]
+
+    def caching_with(chosen):
+        return lambda warm_up: caching(chosen, records[:2] if warm_up else records)
+
     contenders = {
-        "caching": lambda warm_up: caching(backbone, records[:2] if warm_up else records),
+        "caching": caching_with(default),
         "retrain_py": lambda warm_up: retrain_py_way(backbone, decoder, share[:2] if warm_up else share),
         "keras_recipe": lambda warm_up: keras_recipe(backbone, warm_up_folder if warm_up else folder),
-        "network_only": lambda warm_up: network_only(backbone, 32 if warm_up else len(records)),
+        "network_only": lambda warm_up: network_only(default, 32 if warm_up else len(records)),
+        "caching_pillow_only": pillow_only(caching_with(default)),
     }
-    if bfloat16:
-        fast = backbone.to_bfloat16()
-        contenders["caching_bfloat16"] = lambda warm_up: caching(fast, records[:2] if warm_up else records)
+    if variants:
+        other = "float32" if default_precision == "bfloat16" else "bfloat16"
+        contenders[f"caching_{other}"] = caching_with(precisions[other])
+        contenders["caching_xla"] = caching_with(with_xla(default))
     return contenders
+
+
+def threads_child(inter: int, intra: int, folder: Path) -> int:
+    """(In a fresh process: TensorFlow reads its thread settings once.) Caching rate with these settings."""
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    precision, _ = tlc.hardware.default_precision()
+    backbone = tlc.backbones.load_backbone("efficientnet_lite0", precision=precision)
+    records = tlc.data.scan_dataset(folder).images
+    caching(backbone, records[:2])
+    rate = 0.0
+    for _ in range(2):
+        started = time.perf_counter()
+        rate = max(rate, caching(backbone, records) / (time.perf_counter() - started))
+    print(json.dumps({"images_per_second": round(rate, 2)}))
+    return 0
+
+
+THREAD_SETTINGS = ((0, 0), (1, 2), (2, 2), (2, 1), (1, 1))  # (inter-op, intra-op); 0: TensorFlow chooses
+
+
+def thread_settings(folder: Path) -> dict:
+    """Caching rate for each (inter-op, intra-op) thread setting, each in its own process."""
+    rates = {}
+    for inter, intra in THREAD_SETTINGS:
+        command = [sys.executable, __file__, "--threads_child", str(inter), str(intra), str(folder)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rates[f"inter {inter}, intra {intra}"] = json.loads(output.strip().splitlines()[-1])["images_per_second"]
+        print(f"threads inter {inter}, intra {intra}: {rates[f'inter {inter}, intra {intra}']} images/s", flush=True)
+    return rates
 
 
 def stamps_run(backbone, cache) -> dict:
@@ -219,7 +309,7 @@ def label_one_image_seconds(model: dict, image: Path) -> float:
     return time.perf_counter() - started
 
 
-def plot(results: dict, floors: dict, path: Path) -> None:
+def plot(results: dict, floors: dict, path: Path, precision: str) -> None:
     """One panel per backbone and image set: each contender's images per second, and the floor."""
     colours = {
         "caching": "tab:green",
@@ -236,7 +326,10 @@ def plot(results: dict, floors: dict, path: Path) -> None:
             color=[colours.get(name, "tab:grey") for name in names],
         )
         axis.axhline(
-            floors[panel.split(", ")[0]], color="tab:red", linestyle="--", label="float32 floor (the most possible)"
+            floors[panel.split(", ")[0]],
+            color="tab:red",
+            linestyle="--",
+            label=f"{precision} floor (the most possible)",
         )
         axis.set_title(panel, fontsize=10)
         axis.set_ylabel("images per second")
@@ -251,8 +344,15 @@ def plot(results: dict, floors: dict, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each contender keeps its best)")
+    parser.add_argument("--threads_child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rounds, small_count, camera_count = (1, 200, 16) if args.quick else (3, 1000, 48)
+    if args.threads_child:
+        inter, intra, folder = args.threads_child
+        return threads_child(int(inter), int(intra), Path(folder))
+    rounds, small_count, camera_count = (1, 200, 16) if args.quick else (args.rounds, 1000, 48)
+    precision, why = tlc.hardware.default_precision()
+    print(f"default precision: {precision} ({why})", flush=True)
     work = tlc.config.data_dir() / "bench"
     small = make_images(work / f"images_{small_count}", small_count)
     camera = make_images(work / f"camera_{camera_count}", camera_count, size=CAMERA_SIZE)
@@ -263,19 +363,18 @@ def main() -> int:
         keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(299, 299, 3), pooling="avg"),
         "random-weights",
     )
-    matmul = {"float32": 0.0, "bfloat16": 0.0}
-    for _ in range(rounds):
-        for dtype in matmul:
-            matmul[dtype] = max(matmul[dtype], matmul_gflops(getattr(tf, dtype)))
+    peaks = {dtype: matmul_peak(getattr(tf, dtype), rounds) for dtype in ("float32", "bfloat16")}
+    matmul = {dtype: peak["gflops"] for dtype, peak in peaks.items()}
     flops = {"efficientnet_lite0": flops_per_image(lite0.features), "inception_v3": flops_per_image(inception.features)}
-    floors = {name: matmul["float32"] * 1e9 / value for name, value in flops.items()}
+    floors = {name: matmul[precision] * 1e9 / value for name, value in flops.items()}  # for the default precision
 
     few = make_images(work / f"images_{small_count // 8}", small_count // 8)  # Inception is 15x slower
+    threads = thread_settings(few)
     results = {
-        "efficientnet_lite0, small": contenders_for(lite0, small, 5, bfloat16=True),
-        "inception_v3, small": contenders_for(inception, few, 2, bfloat16=True),
-        "efficientnet_lite0, camera": contenders_for(lite0, camera, 2),
-        "inception_v3, camera": contenders_for(inception, camera, 4),
+        "efficientnet_lite0, small": contenders_for(lite0, small, 5, precision, variants=True),
+        "inception_v3, small": contenders_for(inception, few, 2, precision, variants=True),
+        "efficientnet_lite0, camera": contenders_for(lite0, camera, 2, precision),
+        "inception_v3, camera": contenders_for(inception, camera, 4, precision),
     }
     with tempfile.TemporaryDirectory() as run_dir:
         model = tlc.course.ensure_retrained_model(run_dir=run_dir, steps=200)
@@ -286,9 +385,10 @@ def main() -> int:
         label_one = min(label_one_image_seconds(model, next(small.rglob("*.jpg"))) for _ in range(rounds))
 
     records = tlc.data.scan_dataset(small).images
+    default = lite0 if precision == "float32" else lite0.to_bfloat16()
     with tempfile.TemporaryDirectory() as cache:
-        cold = tlc.bottlenecks.cache_bottlenecks(records, lite0, cache, progress=False)
-        warm = min(tlc.bottlenecks.cache_bottlenecks(records, lite0, cache, progress=False).seconds for _ in range(3))
+        cold = tlc.bottlenecks.cache_bottlenecks(records, default, cache, progress=False)
+        warm = min(tlc.bottlenecks.cache_bottlenecks(records, default, cache, progress=False).seconds for _ in range(3))
     with tempfile.TemporaryDirectory() as cache:
         run32, run16 = stamps_run(lite0, cache), stamps_run(lite0.to_bfloat16(), cache)
     v32, v16 = run32["test_vectors"], run16["test_vectors"]
@@ -304,18 +404,29 @@ def main() -> int:
         figures = results[panel]
         return round(figures[baseline]["cpu_ms_per_image"] / figures[name]["cpu_ms_per_image"], 2)
 
-    headline = "efficientnet_lite0, small"
+    def caching_in(dtype):
+        return "caching" if dtype == precision else f"caching_{dtype}"
+
+    def target(value, at_least):
+        return {"measured": value, "target": at_least, "met": value >= at_least}
+
+    headline, camera_panel = "efficientnet_lite0, small", "efficientnet_lite0, camera"
+    fraction_of_floor = round(rate(headline, "caching") / floors["efficientnet_lite0"], 3)
+    per_image_ceiling = round(floors["efficientnet_lite0"] / rate(headline, "retrain_py"), 2)
     summary = {
+        "default_precision": precision,
+        "default_precision_why": why,
         "caching_images_per_second": rate(headline, "caching"),
         "cache_speedup_vs_per_image": ratio(headline, "caching", "retrain_py"),
         "cache_speedup_vs_keras": ratio(headline, "caching", "keras_recipe"),
-        "cache_speedup_vs_per_image_ceiling": round(floors["efficientnet_lite0"] / rate(headline, "retrain_py"), 2),
+        "cache_speedup_vs_per_image_ceiling": per_image_ceiling,
+        "cache_fraction_of_per_image_ceiling": round(ratio(headline, "caching", "retrain_py") / per_image_ceiling, 2),
         "cache_speedup_vs_keras_ceiling": ratio(headline, "network_only", "keras_recipe"),
         "cache_cpu_time_ratio_vs_per_image": cpu_ratio(headline, "caching", "retrain_py"),
         "cache_cpu_time_ratio_vs_keras": cpu_ratio(headline, "caching", "keras_recipe"),
         "camera_cache_cpu_time_ratio_vs_keras": cpu_ratio("efficientnet_lite0, camera", "caching", "keras_recipe"),
-        "camera_cache_speedup_vs_per_image": ratio("efficientnet_lite0, camera", "caching", "retrain_py"),
-        "camera_cache_speedup_vs_keras": ratio("efficientnet_lite0, camera", "caching", "keras_recipe"),
+        "camera_cache_speedup_vs_per_image": ratio(camera_panel, "caching", "retrain_py"),
+        "camera_cache_speedup_vs_keras": ratio(camera_panel, "caching", "keras_recipe"),
         "inception_v3_cache_speedup_vs_per_image": ratio("inception_v3, small", "caching", "retrain_py"),
         "inception_v3_cache_speedup_vs_keras": ratio("inception_v3, small", "caching", "keras_recipe"),
         "inception_v3_camera_cache_speedup_vs_keras": ratio("inception_v3, camera", "caching", "keras_recipe"),
@@ -325,11 +436,18 @@ def main() -> int:
         "inception_v3_gflops_per_image": round(flops["inception_v3"] / 1e9, 3),
         "efficientnet_lite0_floor_images_per_second": round(floors["efficientnet_lite0"], 1),
         "inception_v3_floor_images_per_second": round(floors["inception_v3"], 1),
-        "efficientnet_lite0_fraction_of_floor": round(rate(headline, "caching") / floors["efficientnet_lite0"], 3),
+        "matmul_peak_shape": {dtype: peak["shape"] for dtype, peak in peaks.items()},
+        "matmul_gflops_by_shape": {dtype: peak["by_shape"] for dtype, peak in peaks.items()},
+        "efficientnet_lite0_fraction_of_floor": fraction_of_floor,
         "inception_v3_fraction_of_floor": round(rate("inception_v3, small", "caching") / floors["inception_v3"], 3),
         "warm_speedup": round(cold.seconds / warm, 1),
-        "bf16_speedup": ratio(headline, "caching_bfloat16", "caching"),
-        "inception_v3_bf16_speedup": ratio("inception_v3, small", "caching_bfloat16", "caching"),
+        "bf16_speedup": ratio(headline, caching_in("bfloat16"), caching_in("float32")),
+        "inception_v3_bf16_speedup": ratio("inception_v3, small", caching_in("bfloat16"), caching_in("float32")),
+        "tensorflow_jpeg_speedup": ratio(headline, "caching", "caching_pillow_only"),
+        "camera_tensorflow_jpeg_speedup": ratio(camera_panel, "caching", "caching_pillow_only"),
+        "xla_speedup": ratio(headline, "caching_xla", "caching"),
+        "inception_v3_xla_speedup": ratio("inception_v3, small", "caching_xla", "caching"),
+        "thread_settings_images_per_second": threads,
         "bf16_max_relative_bottleneck_shift": round(float(shifts.max()), 4),
         "bf16_mean_relative_bottleneck_shift": round(float(shifts.mean()), 4),
         "stamps_test_accuracy_float32": round(run32["accuracy"], 4),
@@ -340,12 +458,19 @@ def main() -> int:
         "label_folder_images": small_count,
         "label_folder_images_per_second": rate(headline, "label_image_folder"),
         "label_folder_vs_caching": ratio(headline, "label_image_folder", "caching"),
+        "targets": {
+            "caching vs the Keras recipe, small images": target(ratio(headline, "caching", "keras_recipe"), 1.5),
+            "caching vs the Keras recipe, camera photos": target(ratio(camera_panel, "caching", "keras_recipe"), 1.5),
+            "Lite0 caching, fraction of the floor for its precision": target(fraction_of_floor, 0.6),
+            "labelling a folder vs caching": target(ratio(headline, "label_image_folder", "caching"), 0.9),
+        },
         "rounds": rounds,
         "contenders": results,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}",
         "versions": tlc.course.environment(),
     }
-    write_results(summary, results, floors, "python bench/performance.py" + (" --quick" if args.quick else ""))
+    options = " --quick" if args.quick else (f" --rounds {rounds}" if rounds != 3 else "")
+    write_results(summary, results, floors, "python bench/performance.py" + options)
     return 0
 
 
@@ -360,7 +485,7 @@ def cpu_name() -> str:
 def write_results(summary: dict, results: dict, floors: dict, command: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(results, floors, RESULTS / "performance.png")
+    plot(results, floors, RESULTS / "performance.png", summary["default_precision"])
     contenders = "\n".join(
         f"| {panel} | {name} | {figures['images_per_second']} | {figures['cpu_ms_per_image']} "
         f"| {figures['peak_memory_added_mb']} |"

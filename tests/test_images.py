@@ -4,7 +4,7 @@ from PIL import Image
 
 from tests.images_factory import encoded, jpeg, rgb, write
 from tlcourse.backbones import REGISTRY, preprocess_images
-from tlcourse.images import ImageError, load_image
+from tlcourse.images import ImageError, draft_scale, load_image, plain_jpeg_scale
 
 
 def test_formats_are_read_by_content_whatever_the_extension(tmp_path):
@@ -83,3 +83,56 @@ def test_a_large_jpeg_is_decoded_smaller_by_the_decoder_and_looks_the_same_to_a_
     assert load_image(turned).shape == (1200, 900, 3)
     small = write(tmp_path / "small.jpg", encoded(Image.fromarray(photo[:900, :1000]), "JPEG"))
     assert load_image(small).shape == (900, 1000, 3)  # short side under 1,024: decoded whole
+
+
+# TensorFlow's JPEG decoder (the fast path of tlcourse.bottlenecks.image_pipeline) against Pillow's.
+TF_PILLOW_TOLERANCE = 0  # the largest difference in any channel of any pixel: both are libjpeg-turbo, same settings
+
+
+def tensorflow_decoded(path, scale):
+    from tlcourse.bottlenecks import JPEG_RATIOS, _decode_plain_jpeg  # noqa: PLC0415
+
+    return _decode_plain_jpeg(str(path), JPEG_RATIOS.index(scale)).numpy()
+
+
+def assert_same_pixels(path):
+    scale = plain_jpeg_scale(path)
+    assert scale, f"{path} should be a plain JPEG"
+    pillow, tensorflow = load_image(path), tensorflow_decoded(path, scale)
+    assert pillow.shape == tensorflow.shape, path
+    difference = np.abs(pillow.astype(int) - tensorflow.astype(int)).max()
+    assert difference <= TF_PILLOW_TOLERANCE, f"{path}: pixels differ by up to {difference}"
+
+
+def test_plain_jpegs_are_told_apart_from_those_only_pillow_reads_right(tmp_path):
+    rotated, upright = Image.Exif(), Image.Exif()
+    rotated[0x0112], upright[0x0112] = 6, 1
+    cases = {
+        "baseline.jpg": (encoded(rgb(seed=1), "JPEG"), 1),
+        "progressive.jpg": (encoded(rgb(seed=2), "JPEG", progressive=True), 1),
+        "grey.jpg": (encoded(Image.new("L", (20, 10), 90), "JPEG"), 1),
+        "upright.jpg": (encoded(rgb(seed=3), "JPEG", exif=upright), 1),
+        "camera.jpg": (encoded(rgb(4032, 3024, colour=(9, 99, 199)), "JPEG"), 4),
+        "large.jpg": (encoded(rgb(1100, 1030, colour=(9, 99, 199)), "JPEG"), 2),
+        "rotated.jpg": (encoded(rgb(seed=4), "JPEG", exif=rotated), 0),
+        "cmyk.jpg": (encoded(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"), 0),
+        "png.jpg": (encoded(rgb(seed=5), "PNG"), 0),
+        "empty.jpg": (b"", 0),
+        "cut.jpg": (encoded(rgb(seed=6), "JPEG")[:10], 0),
+    }
+    for name, (data, scale) in cases.items():
+        assert plain_jpeg_scale(write(tmp_path / name, data)) == scale, name
+    assert draft_scale(4032, 3024) == 4 and draft_scale(1023, 4000) == 1 and draft_scale(8192, 8192) == 8
+    for name in ("baseline.jpg", "progressive.jpg", "grey.jpg", "upright.jpg", "camera.jpg", "large.jpg"):
+        assert_same_pixels(tmp_path / name)
+
+
+@pytest.mark.parametrize("dataset", ["stamps", "many_classes"])
+def test_tensorflow_and_pillow_decode_the_course_datasets_alike(dataset):
+    import tlcourse as tlc  # noqa: PLC0415
+
+    files = sorted(path for path in getattr(tlc.datasets, dataset)().rglob("*") if path.is_file())
+    plain = [path for path in files[:: max(1, len(files) // 150)] if plain_jpeg_scale(path)]
+    assert len(plain) >= 10, f"{dataset}: expected plain JPEGs to compare"
+    for path in plain:
+        assert_same_pixels(path)

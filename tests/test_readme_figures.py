@@ -107,6 +107,9 @@ SPEED_COLUMNS = {
     "keras recipe": "keras_recipe",
     "network alone": "network_only",
     "bfloat16 caching": "caching_bfloat16",
+    "float32 caching": "caching_float32",
+    "pillow only": "caching_pillow_only",
+    "xla": "caching_xla",
 }
 
 

@@ -298,7 +298,7 @@ def test_distortions_are_cached_once_and_reused(tmp_path, capsys):
 
 def test_bfloat16_precision_caches_apart_and_its_model_labels_images(stamps_dir, tmp_path):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
-    retrain.retrain(config_for(tmp_path, image_dir), progress=False)
+    retrain.retrain(config_for(tmp_path, image_dir, precision="float32"), progress=False)
     result = retrain.retrain(config_for(tmp_path, image_dir, precision="bfloat16"), progress=False)
     assert result.evaluation.accuracy > 0.5
     assert len(list((tmp_path / "bn").iterdir())) == 2  # one cache folder per precision

@@ -26,6 +26,7 @@ SUBMODULES = (
     "exercises",
     "export",
     "finetune",
+    "hardware",
     "images",
     "label",
     "many_classes",

@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 
 from tlcourse.atomic import atomic_path, remove_stale_temporaries
 from tlcourse.data import ImageRecord, SkippedFile
-from tlcourse.images import ImageError, load_image
+from tlcourse.images import ImageError, load_image, plain_jpeg_scale
 
 MAGIC = b"TLBN\x00\x01\x00\x00"  # format version 1
 HEADER = struct.Struct("<8sII")  # magic, number of values, CRC-32 of the values
+TENSORFLOW_JPEG = True  # plain JPEGs decoded by TensorFlow (False: every file by Pillow; bench/performance.py)
 
 
 class BottleneckStore:
@@ -112,6 +113,18 @@ def _decoder(errors: dict):
     return decode
 
 
+JPEG_RATIOS = (1, 2, 4, 8)  # the scales libjpeg decodes at
+
+
+def _decode_plain_jpeg(path, ratio_index):
+    """TensorFlow's JPEG decoder at ``JPEG_RATIOS[ratio_index]``: the pixels ``load_image`` gives a plain JPEG."""
+
+    def at(ratio):
+        return lambda: tf.io.decode_jpeg(tf.io.read_file(path), channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE")
+
+    return tf.switch_case(tf.convert_to_tensor(ratio_index, tf.int32), [at(ratio) for ratio in JPEG_RATIOS])
+
+
 def image_pipeline(
     paths: list[bytes], preprocess, batch_size: int, errors: dict, transform=None, seeds: list[int] | None = None
 ) -> tf.data.Dataset:
@@ -119,35 +132,69 @@ def image_pipeline(
 
     Batches come in whatever order is fastest; the index says which path each image is.
 
+    Plain JPEGs (``images.plain_jpeg_scale``) are decoded first by TensorFlow's own decoder, with
+    no Python (so no lock) in the way: every core decodes. Everything else, and any JPEG that
+    decoder refuses, then goes through Pillow (``load_image``), which says why a file is unusable.
+
     ``transform`` (optional) maps a decoded uint8 image and the image's seed (from ``seeds``) to
     another uint8 image: how cached distortions are made.
     """
     decode = _decoder(errors)
+    seeds = [0] * len(paths) if seeds is None else seeds
+    scales = [plain_jpeg_scale(os.fsdecode(path)) if TENSORFLOW_JPEG else 0 for path in paths]
+    done = np.zeros(len(paths), bool)
 
-    def load(index, path, seed):
+    def prepare(index, image, seed):
+        if transform is not None:
+            image = transform(image, seed)
+        return index, preprocess(image[None])[0]
+
+    def mark_done(indices, images):
+        def mark(values):
+            done[values] = True
+            return values
+
+        return tf.numpy_function(mark, [indices], tf.int64, stateful=True), images
+
+    def with_pillow(index, path, seed):
         image, ok = tf.numpy_function(decode, [path], [tf.uint8, tf.bool], stateful=False)
         image.set_shape([None, None, 3])
         ok.set_shape([])
         return index, image, ok, seed
 
-    def prepare(index, image, ok, seed):
-        if transform is not None:
-            image = transform(image, seed)
-        return index, preprocess(image[None])[0]
+    def the_rest():  # run once the fast part is finished: the files it did not do
+        for index in np.flatnonzero(~done):
+            yield index, paths[index], seeds[index]
 
-    seeds = [0] * len(paths) if seeds is None else seeds
-    indices = tf.range(len(paths), dtype=tf.int64)
-    dataset = tf.data.Dataset.from_tensor_slices((indices, paths, tf.constant(seeds, tf.int64)))
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    dataset = dataset.filter(lambda index, image, ok, seed: ok)
-    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    return dataset.batch(batch_size).prefetch(2)
+    fast = [i for i, scale in enumerate(scales) if scale]
+    plain = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant(fast, tf.int64),
+            tf.constant([paths[i] for i in fast], tf.string),
+            tf.constant([seeds[i] for i in fast], tf.int64),
+            tf.constant([JPEG_RATIOS.index(scales[i]) for i in fast], tf.int32),
+        )
+    )
+    plain = plain.map(
+        lambda index, path, seed, ratio_index: (index, _decode_plain_jpeg(path, ratio_index), seed),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=False,
+    ).ignore_errors()  # a damaged JPEG: Pillow will say what is wrong with it
+    plain = plain.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).batch(batch_size)
+    signature = (tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64))
+    rest = tf.data.Dataset.from_generator(the_rest, output_signature=signature)
+    rest = rest.map(with_pillow, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    rest = rest.filter(lambda index, image, ok, seed: ok)
+    rest = rest.map(lambda index, image, decoded, seed: (index, image, seed))
+    rest = rest.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).batch(batch_size)
+    return plain.map(mark_done).concatenate(rest).prefetch(2)
 
 
 def cache_bottlenecks(
     records: list[ImageRecord],
     backbone,
     bottleneck_dir: str | Path,
+    *,
     batch_size: int = 32,
     progress: bool = True,
     variant: str = "plain",

@@ -9,11 +9,17 @@ decoder itself, while its short side stays at least ``DECODE_MIN_SIDE``: several
 and still well above the 224-299 pixels a backbone sees. Caching and labelling both read images
 here, so they see the same pixels.
 
+A plain JPEG (8-bit, greyscale or 3 channels, no EXIF rotation) can also be decoded by
+TensorFlow's own decoder in the ``tf.data`` pipeline, with no Python in the way: ``plain_jpeg_scale``
+says which files are plain, and at what scale ``load_image`` would decode them, so that both
+decoders give the same pixels (``tests/test_images.py`` checks it on the course's datasets).
+
 Taught in ``notebooks/01_prepare_dataset.ipynb``.
 """
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -28,6 +34,8 @@ ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 BACKGROUND = (255, 255, 255)
 DECODE_MIN_SIDE = 512
+JPEG_HEADER_BYTES = 1 << 17  # the SOF marker of a plain JPEG comes after at most 64 KB of EXIF (and other APPn)
+PLAIN_SOF_MARKERS = {0xC0, 0xC1, 0xC2}  # baseline, extended and progressive Huffman JPEG
 
 
 class ImageError(TLCourseError, ValueError):
@@ -45,6 +53,67 @@ def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image
         canvas = Image.new("RGBA", rgba.size, background + (255,))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def draft_scale(width: int, height: int) -> int:
+    """The libjpeg scale (1, 2, 4 or 8) ``load_image`` decodes a JPEG of this size at (Pillow's ``draft`` rule)."""
+    fits = min(width // DECODE_MIN_SIDE, height // DECODE_MIN_SIDE)
+    return next(scale for scale in (8, 4, 2, 1) if fits >= scale or scale == 1)
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """The EXIF orientation tag (1 = upright) of a TIFF-structured EXIF block; 0 when it cannot be read."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return 0
+    try:
+        (directory,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, directory)
+        for entry in range(directory + 2, directory + 2 + 12 * count, 12):
+            tag, _, _, value = struct.unpack_from(order + "HHIH", tiff, entry)
+            if tag == 0x0112:
+                return value
+    except struct.error:
+        return 0
+    return 1
+
+
+def plain_jpeg_scale(path: str | Path) -> int:
+    """For a plain JPEG, the scale (1, 2, 4 or 8) ``load_image`` decodes it at; 0 for anything else.
+
+    Plain: 8-bit Huffman JPEG (baseline or progressive), greyscale or 3 channels (not CMYK), no
+    EXIF rotation, under the pixel limit. Those decode to the same pixels with
+    ``tf.io.decode_jpeg(..., ratio=scale, dct_method="INTEGER_ACCURATE")``; every other file
+    (or one this header reader is unsure of) goes through ``load_image``.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = file.read(JPEG_HEADER_BYTES)
+    except OSError:
+        return 0
+    if data[:3] != b"\xff\xd8\xff":
+        return 0
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        (length,) = struct.unpack_from(">H", data, position + 2)
+        segment = data[position + 4 : position + 2 + length]
+        if marker == 0xE1 and segment[:6] == b"Exif\x00\x00" and _exif_orientation(segment[6:]) != 1:
+            return 0
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
+            if marker not in PLAIN_SOF_MARKERS or len(segment) < 6:
+                return 0
+            bits, height, width, channels = struct.unpack_from(">BHHB", segment)
+            if bits != 8 or channels not in (1, 3) or not 0 < width * height <= MAX_PIXELS:
+                return 0
+            return draft_scale(width, height)
+        if marker == 0xDA:  # start of scan before any frame header: not a JPEG to trust
+            return 0
+        position += 2 + length
+    return 0
 
 
 def load_image(path: str | Path, background: tuple[int, int, int] = BACKGROUND, max_pixels: int = MAX_PIXELS):

@@ -153,15 +153,16 @@ def most_confused_pairs(evaluation: train.Evaluation, count: int = 10) -> list[t
 class Experiment:
     """One dataset and bottleneck cache, many recipes: backbones are loaded and cached once."""
 
-    def __init__(self, dataset: Dataset, bottleneck_dir: str | Path, progress: bool = False):
+    def __init__(self, dataset: Dataset, bottleneck_dir: str | Path, progress: bool = False, precision="float32"):
         self.dataset = dataset
         self.bottleneck_dir = Path(bottleneck_dir)
         self.progress = progress
+        self.precision = precision  # of the backbone; "bfloat16" is for frozen-feature recipes (fine-tuning is float32)
         self._backbones = {}
 
     def backbone(self, name: str):
         if name not in self._backbones:
-            backbone = backbones.load_backbone(name)
+            backbone = backbones.load_backbone(name, precision=self.precision)
             bottlenecks.cache_bottlenecks(self.dataset.images, backbone, self.bottleneck_dir, progress=self.progress)
             self._backbones[name] = backbone
         return self._backbones[name]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, tflite, train
+from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, hardware, tflite, train
 from tlcourse.atomic import atomic_path
 from tlcourse.data import SPLITS, scan_dataset
 from tlcourse.errors import TLCourseError, command_line
@@ -127,9 +127,10 @@ class RetrainConfig:
         ["default", "mirrored", "multi_worker_mirrored"],
         SCALING,
     )
-    precision: str = _setting(
-        "float32",
-        "bfloat16: the backbone runs faster on CPUs with AMX and on GPUs; bottlenecks move a few percent",
+    precision: str | None = _setting(
+        None,
+        "default: bfloat16 where the CPU (AMX, AVX512-BF16) or GPU has bfloat16 units, else float32 "
+        "(the same accuracy on many_classes: bench/results/precision.md)",
         ["float32", "bfloat16"],
         SCALING,
     )
@@ -194,7 +195,7 @@ class RetrainConfig:
         for name, reason in FINE_TUNING_REFUSES.items():
             if self.is_set(name):
                 return f"{{{name}}} does not apply with {{fine_tune_blocks}} ({reason}); leave it out"
-        if self.precision != "float32":
+        if self.precision == "bfloat16":
             return "{precision}: {fine_tune_blocks} trains in float32; leave out {precision} to fine-tune"
         if self.distribution_strategy != "default":
             return "{distribution_strategy}: {fine_tune_blocks} trains on one device here; leave it out to fine-tune"
@@ -206,6 +207,14 @@ class RetrainConfig:
         if self.fine_tune_blocks < 0 or self.fine_tune_epochs < 1:
             return "{fine_tune_blocks} must be positive and {fine_tune_epochs} at least 1"
         return None
+
+    def chosen_precision(self) -> tuple[str, str]:
+        """``(precision, why)`` of the backbone: ``precision`` if set, else what this machine runs fastest."""
+        if self.precision:
+            return self.precision, "as asked"
+        if self.fine_tune_blocks:
+            return "float32", "fine-tuning trains in float32"
+        return hardware.default_precision()
 
     def _shared(self) -> dict:
         """The settings training and fine-tuning take alike."""
@@ -348,7 +357,9 @@ def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
         print(f"training on {strategy.num_replicas_in_sync} replica(s) with {config.distribution_strategy}")
     dataset = scan_dataset(config.image_dir, config.validation_percentage, config.testing_percentage)
     print(dataset.summary(), flush=True)
-    backbone = backbones.load_backbone(config.architecture, config.model_dir, config.precision)
+    precision, why = config.chosen_precision()
+    print(f"precision: {precision} ({why})")
+    backbone = backbones.load_backbone(config.architecture, config.model_dir, precision)
     print(f"backbone: {backbone.name} ({backbone.bottleneck_size}-d bottleneck, fingerprint {backbone.fingerprint})")
 
     if config.num_shards > 1:
@@ -356,7 +367,7 @@ def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
             dataset.images,
             backbone,
             config.bottleneck_dir,
-            progress,
+            progress=progress,
             num_shards=config.num_shards,
             shard_index=config.shard_index,
         )

@@ -1,0 +1,52 @@
+"""What this machine computes fast: the precision a backbone runs in when none is asked for.
+
+bfloat16 halves the work of the backbone only where the hardware has bfloat16 units: Intel's AMX
+(``amx_bf16``) or AVX512-BF16 (``avx512_bf16``) on the CPU, or a GPU with bfloat16 tensor cores
+(compute capability 8.0 or more: A100, H100, RTX 30xx and later). Elsewhere it is emulated, and
+slower than float32 (0.55x, measured on an AMD EPYC without them: ``bench/results/summary.json``
+of that machine). ``bench/precision.py`` measured what it does to accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # as Linux names them in /proc/cpuinfo
+
+
+def cpu_flags() -> str:
+    """The CPU's feature flags as Linux lists them ("" where /proc/cpuinfo cannot be read)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1] for line in lines if line.split(":")[0].strip() == "flags"), "")
+
+
+def bfloat16_cpu_unit(flags: str | None = None) -> str | None:
+    """The CPU's bfloat16 unit named in ``flags`` (default: this CPU's), or None if it has none."""
+    present = set((cpu_flags() if flags is None else flags).split())
+    return next((flag for flag in BFLOAT16_CPU_FLAGS if flag in present), None)
+
+
+def bfloat16_gpus() -> list[str]:
+    """The GPUs TensorFlow sees that have bfloat16 tensor cores (compute capability 8.0 or more)."""
+    import tensorflow as tf  # noqa: PLC0415  (keeps this module light)
+
+    names = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        if tuple(details.get("compute_capability", (0, 0))) >= (8, 0):
+            names.append(details.get("device_name", gpu.name))
+    return names
+
+
+def default_precision(flags: str | None = None, gpus: list[str] | None = None) -> tuple[str, str]:
+    """``(precision, why)``: bfloat16 on a GPU or CPU with bfloat16 units, float32 elsewhere."""
+    gpus = bfloat16_gpus() if gpus is None else gpus
+    if gpus:
+        return "bfloat16", f"the GPU {gpus[0]} has bfloat16 units"
+    unit = bfloat16_cpu_unit(flags)
+    if unit:
+        return "bfloat16", f"this CPU has bfloat16 units ({unit})"
+    return "float32", "this CPU has no bfloat16 units"
