@@ -1,6 +1,7 @@
 """The precision a backbone runs in when none is asked for, from the CPU's flags (fake ones here)."""
 
 import numpy as np
+import pytest
 
 from tlcourse import hardware
 
@@ -41,6 +42,15 @@ def test_retrain_takes_the_machine_default_unless_told_and_says_why(monkeypatch)
     assert told.chosen_precision() == ("float32", "as asked")
     fine_tuning = retrain.RetrainConfig.from_args(["--image_dir=images", "--fine_tune_blocks=1"])
     assert fine_tuning.chosen_precision() == ("float32", "fine-tuning trains in float32")
+    for_phones = retrain.RetrainConfig.from_args(["--image_dir=images", "--output_tflite=model.tflite"])
+    assert for_phones.chosen_precision() == ("float32", "a TFLite model computes in float32")
+
+
+def test_a_bfloat16_run_cannot_export_tflite():
+    from tlcourse import retrain  # noqa: PLC0415
+
+    with pytest.raises(retrain.SettingError, match="^output_tflite: TFLite has no bfloat16 convolutions"):
+        retrain.RetrainConfig(image_dir="images", precision="bfloat16", output_tflite="model.tflite")
 
 
 def test_bottlenecks_cached_in_one_precision_are_never_read_in_the_other(lite0, tmp_path):

@@ -134,6 +134,7 @@ def ensure_retrained_model(image_dir=None, run_dir=None, steps: int | None = Non
         output_graph=run_dir / "retrained_graph.pb",
         output_labels=run_dir / "retrained_labels.txt",
         architecture="efficientnet_lite0",
+        precision="float32",  # as lesson 02's cache, and the same numbers on every machine
     )
     paths = settings.output_paths()
     if not all(path.is_file() for path in paths.values()):

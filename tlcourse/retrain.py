@@ -158,6 +158,11 @@ class RetrainConfig:
             problem = self._refused_under_fine_tuning()
             if problem:
                 raise SettingError(problem)
+        if self.precision == "bfloat16" and self.output_tflite:
+            raise SettingError(
+                "{output_tflite}: TFLite has no bfloat16 convolutions, so a run that exports one computes in "
+                "float32; leave out {precision}"
+            )
         if self.tflite_quantization != "float32" and not self.output_tflite:
             raise SettingError(
                 f"{{tflite_quantization}}={self.tflite_quantization} needs {{output_tflite}}=PATH (the file to write)"
@@ -214,6 +219,8 @@ class RetrainConfig:
             return self.precision, "as asked"
         if self.fine_tune_blocks:
             return "float32", "fine-tuning trains in float32"
+        if self.output_tflite:
+            return "float32", "a TFLite model computes in float32"
         return hardware.default_precision()
 
     def _shared(self) -> dict:
