@@ -88,7 +88,7 @@ def train_model(dataset, backbone, steps: int, **settings):
         splits["train"], splits["validation"], len(dataset.class_names), config, progress=False
     )
     evaluation = tlc.train.evaluate(head, splits["test"], dataset.class_names)
-    return tlc.export.full_model(backbone, head), evaluation
+    return backbone.exported_classifier(head), evaluation
 
 
 def load_fixed(records, preprocessing):
@@ -125,15 +125,15 @@ def top1(classify, images, batch_size: int = 16) -> np.ndarray:
 
 def resize_fidelity(backbone, raw, fixed, preprocessing) -> dict:
     """How far the fixed-size uint8 input (and an app-like Pillow resize) is from the in-model preprocessing."""
-    course = np.concatenate([backbone.preprocess(image[None]).numpy() for image in raw])
+    course = np.concatenate([tlc.backbones.preprocess_images(image[None], preprocessing) for image in raw])
     ours = (fixed.astype(np.float32) - preprocessing.offset) / preprocessing.scale
     pillow = np.stack([tflite.resize_with_pillow(image, preprocessing) for image in raw])
     pillow = (pillow.astype(np.float32) - preprocessing.offset) / preprocessing.scale
-    reference = backbone.features_function(course).numpy()
+    reference = backbone.network.predict(course, verbose=0)
     result = {}
     for name, inputs in [("resize_for_model", ours), ("pillow_bicubic", pillow)]:
         levels = np.abs(inputs - course) * preprocessing.scale
-        vectors = backbone.features_function(inputs).numpy()
+        vectors = backbone.network.predict(inputs, verbose=0)
         relative = np.linalg.norm(vectors - reference, axis=1) / np.linalg.norm(reference, axis=1)
         result[name] = {
             "input_max_levels": round(float(levels.max()), 2),

@@ -126,11 +126,23 @@ def caching(backbone, records) -> int:
     return report.computed
 
 
+def on_engine(backbone, engine: str):
+    """The same float32 backbone (the same network object) with its bottlenecks computed by ``engine``."""
+    return tlc.backbones.Backbone(backbone.spec, backbone.network, backbone.weights_digest, engine=engine)
+
+
+def tensorflow_graph(backbone):
+    """The network as one TensorFlow graph, for any batch size: how the baselines run it."""
+    spec = tf.TensorSpec([None, backbone.input_size, backbone.input_size, 3], tf.float32)
+    return tf.function(lambda images: backbone.network(images, training=False), input_signature=[spec])
+
+
 def network_only(backbone, count: int, batch_size: int = 32) -> int:
-    """The network alone on ready-made batches: the most any pipeline around this network can do."""
-    batch = tf.random.uniform((batch_size, backbone.input_size, backbone.input_size, 3), -1.0, 1.0)
+    """The network alone on ready-made batches, on the backbone's engine: the most any pipeline around it can do."""
+    batch = np.random.default_rng(0).uniform(-1, 1, (batch_size, backbone.input_size, backbone.input_size, 3))
+    batch = batch.astype(np.float32)
     for _ in range(max(1, count // batch_size)):
-        backbone.features_function(batch).numpy()
+        backbone._run_network(batch)
     return max(1, count // batch_size) * batch_size
 
 
@@ -146,13 +158,13 @@ def retrain_py_decoder(backbone):
     return decode_and_resize
 
 
-def retrain_py_way(backbone, decode_and_resize, records) -> int:
+def retrain_py_way(network, decode_and_resize, records) -> int:
     """retrain.py's loop: per image, read the JPEG, decode and resize it in one graph call, run the
     model on it alone in another (its two ``session.run``s), write the bottleneck as comma-separated text."""
     with tempfile.TemporaryDirectory() as bottleneck_dir:
         for index, record in enumerate(records):
             image = decode_and_resize(tf.constant(Path(record.path).read_bytes()))
-            values = np.squeeze(backbone.features_function(image).numpy())
+            values = np.squeeze(network(image).numpy())
             Path(bottleneck_dir, f"{index}.txt").write_text(",".join(str(x) for x in values))
     return len(records)
 
@@ -164,7 +176,7 @@ def keras_recipe(backbone, folder: Path) -> int:
         folder, labels=None, image_size=(size, size), batch_size=32, shuffle=False, verbose=False
     )
     dataset = dataset.map(lambda x: (x - preprocessing.offset) / preprocessing.scale)
-    return len(backbone.features.predict(dataset, verbose=0))
+    return len(backbone.network.predict(dataset, verbose=0))
 
 
 def labelling(model: dict, folder: Path) -> int:
@@ -205,11 +217,12 @@ def best_of(rounds: int, contenders: dict) -> dict:
 
 
 def with_xla(backbone):
-    """The same backbone with its features function compiled by XLA (``jit_compile=True``)."""
+    """The same backbone on TensorFlow with its network compiled by XLA (``jit_compile=True``)."""
     clone = copy.copy(backbone)
+    clone.engine = "tensorflow"
     spec = tf.TensorSpec([None, backbone.input_size, backbone.input_size, 3], tf.float32)
-    clone.__dict__["features_function"] = tf.function(
-        lambda images: backbone.features(images, training=False), input_signature=[spec], jit_compile=True
+    clone.__dict__["_tensorflow_function"] = tf.function(
+        lambda images: backbone.network(images, training=False), input_signature=[spec], jit_compile=True
     )
     return clone
 
@@ -232,15 +245,17 @@ def contenders_for(
 ) -> dict:
     """Name -> run(warm_up) for the images in ``folder``; retrain.py's way gets ``1/per_image_share`` of them.
 
-    ``backbone`` is float32, as the baselines run it; the course's caching runs in ``default_precision``.
-    ``variants`` adds what was tried to close the gap: the other precision, Pillow decoding every image,
-    and XLA compilation of the network.
+    ``backbone`` is float32; the baselines run its network on TensorFlow, the course's caching runs in
+    ``default_precision`` on the default engine (``tlcourse.hardware``). ``variants`` adds what was
+    tried to close the gap: the other engine, the other precision, Pillow decoding every image, and
+    XLA compilation of the network.
     """
     records = tlc.data.scan_dataset(folder).images
     share = records[: len(records) // per_image_share]
-    decoder = retrain_py_decoder(backbone)
+    decoder, network = retrain_py_decoder(backbone), tensorflow_graph(backbone)
     warm_up_folder = tlc.datasets.stamps() / "fruit"
-    precisions = {"float32": backbone, "bfloat16": backbone.to_bfloat16()}
+    engine, _ = tlc.hardware.default_engine(default_precision)
+    precisions = {"float32": on_engine(backbone, engine), "bfloat16": backbone.to_bfloat16()}
     default = precisions[default_precision]
 
     def caching_with(chosen):
@@ -248,7 +263,7 @@ def contenders_for(
 
     contenders = {
         "caching": caching_with(default),
-        "retrain_py": lambda warm_up: retrain_py_way(backbone, decoder, share[:2] if warm_up else share),
+        "retrain_py": lambda warm_up: retrain_py_way(network, decoder, share[:2] if warm_up else share),
         "keras_recipe": lambda warm_up: keras_recipe(backbone, warm_up_folder if warm_up else folder),
         "network_only": lambda warm_up: network_only(default, 32 if warm_up else len(records)),
         "caching_pillow_only": pillow_only(caching_with(default)),
@@ -257,6 +272,9 @@ def contenders_for(
         other = "float32" if default_precision == "bfloat16" else "bfloat16"
         contenders[f"caching_{other}"] = caching_with(precisions[other])
         contenders["caching_xla"] = caching_with(with_xla(default))
+        for name in tlc.backbones.ENGINES:
+            if name != default.engine:
+                contenders[f"caching_{name}"] = caching_with(on_engine(backbone, name))
     return contenders
 
 
@@ -352,12 +370,13 @@ def main() -> int:
         return threads_child(int(inter), int(intra), Path(folder))
     rounds, small_count, camera_count = (1, 200, 16) if args.quick else (args.rounds, 1000, 48)
     precision, why = tlc.hardware.default_precision()
-    print(f"default precision: {precision} ({why})", flush=True)
+    engine, engine_why = tlc.hardware.default_engine(precision)
+    print(f"default precision: {precision} ({why}); engine: {engine} ({engine_why})", flush=True)
     work = tlc.config.data_dir() / "bench"
     small = make_images(work / f"images_{small_count}", small_count)
     camera = make_images(work / f"camera_{camera_count}", camera_count, size=CAMERA_SIZE)
 
-    lite0 = tlc.backbones.load_backbone("efficientnet_lite0")
+    lite0 = tlc.backbones.load_backbone("efficientnet_lite0", engine="tensorflow")  # contenders pick their engine
     inception = tlc.backbones.Backbone(
         tlc.backbones.REGISTRY["inception_v3"],
         keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(299, 299, 3), pooling="avg"),
@@ -365,7 +384,7 @@ def main() -> int:
     )
     peaks = {dtype: matmul_peak(getattr(tf, dtype), rounds) for dtype in ("float32", "bfloat16")}
     matmul = {dtype: peak["gflops"] for dtype, peak in peaks.items()}
-    flops = {"efficientnet_lite0": flops_per_image(lite0.features), "inception_v3": flops_per_image(inception.features)}
+    flops = {"efficientnet_lite0": flops_per_image(lite0.network), "inception_v3": flops_per_image(inception.network)}
     floors = {name: matmul[precision] * 1e9 / value for name, value in flops.items()}  # for the default precision
 
     few = make_images(work / f"images_{small_count // 8}", small_count // 8)  # Inception is 15x slower
@@ -385,7 +404,7 @@ def main() -> int:
         label_one = min(label_one_image_seconds(model, next(small.rglob("*.jpg"))) for _ in range(rounds))
 
     records = tlc.data.scan_dataset(small).images
-    default = lite0 if precision == "float32" else lite0.to_bfloat16()
+    default = on_engine(lite0, engine) if precision == "float32" else lite0.to_bfloat16()
     with tempfile.TemporaryDirectory() as cache:
         cold = tlc.bottlenecks.cache_bottlenecks(records, default, cache, progress=False)
         warm = min(tlc.bottlenecks.cache_bottlenecks(records, default, cache, progress=False).seconds for _ in range(3))
@@ -407,6 +426,11 @@ def main() -> int:
     def caching_in(dtype):
         return "caching" if dtype == precision else f"caching_{dtype}"
 
+    def caching_on(name):  # the float32 caching on engine ``name``
+        if precision == "float32":
+            return "caching" if name == engine else f"caching_{name}"
+        return "caching_float32" if name == "tensorflow" else f"caching_{name}"  # bfloat16 runs on TensorFlow
+
     def target(value, at_least):
         return {"measured": value, "target": at_least, "met": value >= at_least}
 
@@ -416,6 +440,8 @@ def main() -> int:
     summary = {
         "default_precision": precision,
         "default_precision_why": why,
+        "default_engine": engine,
+        "default_engine_why": engine_why,
         "caching_images_per_second": rate(headline, "caching"),
         "cache_speedup_vs_per_image": ratio(headline, "caching", "retrain_py"),
         "cache_speedup_vs_keras": ratio(headline, "caching", "keras_recipe"),
@@ -446,6 +472,8 @@ def main() -> int:
         "tensorflow_jpeg_speedup": ratio(headline, "caching", "caching_pillow_only"),
         "camera_tensorflow_jpeg_speedup": ratio(camera_panel, "caching", "caching_pillow_only"),
         "xla_speedup": ratio(headline, "caching_xla", "caching"),
+        "litert_speedup": ratio(headline, caching_on("litert"), caching_on("tensorflow")),
+        "inception_v3_litert_speedup": ratio("inception_v3, small", caching_on("litert"), caching_on("tensorflow")),
         "inception_v3_xla_speedup": ratio("inception_v3, small", "caching_xla", "caching"),
         "thread_settings_images_per_second": threads,
         "bf16_max_relative_bottleneck_shift": round(float(shifts.max()), 4),

@@ -37,10 +37,47 @@ def test_bottleneck_shape_and_determinism(lite0, photo):
 
 
 def test_raw_image_model_matches_pipeline_preprocessing(lite0, photo):
-    """The exported model (preprocessing inside) and the cache path see the image identically."""
+    """The exported classifier (preprocessing inside) and the cache path see the image identically."""
     image = load_image(photo("coffee.png"))
-    inside = lite0.model(image[None]).numpy()[0]
+    inside = lite0.exported_classifier(keras.layers.Identity())(image[None]).numpy()[0]
     np.testing.assert_allclose(inside, lite0.bottlenecks(image), atol=1e-4)
+
+
+def test_the_two_engines_compute_the_same_bottlenecks(lite0, photo):
+    """LiteRT (the CPU default) and TensorFlow: the same function to float32 rounding, so one cache."""
+    assert lite0.engine == tlc.hardware.default_engine()[0]
+    other = "tensorflow" if lite0.engine == "litert" else "litert"
+    twin = backbones.load_backbone("efficientnet_lite0", engine=other)
+    images = [load_image(photo(name)) for name in ("chelsea.png", "coffee.png")]  # two sizes: a list
+    ours, theirs = lite0.bottlenecks(images), twin.bottlenecks(images)
+    assert ours.shape == (2, 1280)
+    assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
+    np.testing.assert_allclose(ours[1], lite0.bottlenecks(images[1]), rtol=0, atol=1e-6)  # alone or in a batch
+    assert twin.fingerprint == lite0.fingerprint
+    assert lite0.bottlenecks([]).shape == (0, 1280)
+
+
+def test_engine_choice_follows_the_hardware_and_the_precision():
+    assert tlc.hardware.default_engine("float32", gpu_names=[])[0] == "litert"
+    assert tlc.hardware.default_engine("bfloat16", gpu_names=[])[0] == "tensorflow"
+    assert tlc.hardware.default_engine("float32", gpu_names=["GPU:0"])[0] == "tensorflow"
+    with pytest.raises(ValueError, match="float32"):
+        backbones.load_backbone("efficientnet_lite0", precision="bfloat16", engine="litert")
+    with pytest.raises(ValueError, match="engine"):
+        backbones.load_backbone("efficientnet_lite0", engine="onnx")
+
+
+def test_the_litert_conversion_is_kept_and_a_damaged_copy_is_made_again(tmp_path, photo):
+    image = load_image(photo("chelsea.png"))
+    reference = backbones.load_backbone("efficientnet_lite0", tmp_path, engine="tensorflow").bottlenecks(image)
+    first = backbones.load_backbone("efficientnet_lite0", tmp_path, engine="litert").bottlenecks(image)
+    (kept,) = (tmp_path / "efficientnet_lite0").glob("*.litert")
+    size = kept.stat().st_size
+    kept.write_bytes(kept.read_bytes()[: size // 2])  # damaged
+    again = backbones.load_backbone("efficientnet_lite0", tmp_path, engine="litert").bottlenecks(image)
+    np.testing.assert_allclose(first, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+    np.testing.assert_array_equal(again, first)
+    assert kept.stat().st_size == size  # made again whole
 
 
 def test_converted_weights_are_cached_and_a_damaged_copy_is_redone(tmp_path, photo):
@@ -105,7 +142,10 @@ def test_inception_v3_downloads_checks_hash_and_loads(inception_weights_file, ht
     vector = backbone.bottlenecks(image)
     assert vector.shape == (2048,) and backbone.bottleneck_size == 2048
     np.testing.assert_array_equal(vector, backbone.bottlenecks(image))
-    assert sorted(p.name for p in model_dir.iterdir()) == [inception_weights_file.name]
+    expected = {inception_weights_file.name}
+    if backbone.engine == "litert":  # and its conversion, kept for the next run
+        expected.add(f"inception_v3/{backbone.fingerprint}-v{backbones.LITERT_VERSION}.litert")
+    assert {p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()} == expected
 
 
 def test_inception_v3_wrong_hash_leaves_model_dir_as_it_was(inception_weights_file, http_server, tmp_path):
@@ -175,8 +215,8 @@ def test_bfloat16_path_is_close_to_float32_and_cached_apart(lite0, photo):
     "constant, value", [("DECODE_MIN_SIDE", 256), ("MAX_PIXELS", 10_000_000), ("BACKGROUND", (0, 0, 0))]
 )
 def test_changing_a_decoding_constant_changes_the_cache_key(lite0, monkeypatch, constant, value):
-    before = backbones.Backbone(lite0.spec, lite0.features, lite0.weights_digest).fingerprint
+    before = backbones.Backbone(lite0.spec, lite0.network, lite0.weights_digest).fingerprint
     assert before == lite0.fingerprint
     monkeypatch.setattr(backbones.decoding, constant, value)
-    after = backbones.Backbone(lite0.spec, lite0.features, lite0.weights_digest).fingerprint
+    after = backbones.Backbone(lite0.spec, lite0.network, lite0.weights_digest).fingerprint
     assert after != before

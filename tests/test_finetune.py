@@ -15,8 +15,8 @@ def unfolded():
 
 
 def test_the_unfolded_build_has_real_batch_norms_and_the_same_bottlenecks(lite0, unfolded, photo):
-    assert len(finetune.batch_norm_layers(unfolded.features)) == 49  # stem, 1 + 15 x 3 in the blocks, head
-    assert not finetune.batch_norm_layers(lite0.features)  # the folded build has none
+    assert len(finetune.batch_norm_layers(unfolded.network)) == 49  # stem, 1 + 15 x 3 in the blocks, head
+    assert not finetune.batch_norm_layers(lite0.network)  # the folded build has none
     images = [load_image(photo(name)) for name in ("chelsea.png", "coffee.png")]
     for image in images:
         np.testing.assert_allclose(unfolded.bottlenecks(image), lite0.bottlenecks(image), atol=1e-4)
@@ -28,9 +28,9 @@ def test_the_unfolded_build_has_real_batch_norms_and_the_same_bottlenecks(lite0,
 def test_the_split_backbone_computes_the_same_bottleneck(lite0, unfolded, photo, blocks):
     lower, top = finetune.split_backbone(lite0, blocks, unfolded)
     assert finetune.batch_norm_layers(top)  # the trainable top has real batch norms
-    images = lite0.preprocess(load_image(photo("chelsea.png"))[None])
-    activations = lower.features(images).numpy().reshape((1, *top.input.shape[1:]))
-    np.testing.assert_allclose(top(activations).numpy(), lite0.features(images).numpy(), atol=1e-4)
+    images = backbones.preprocess_images(load_image(photo("chelsea.png"))[None], lite0.spec.preprocessing)
+    activations = lower.network(images).numpy().reshape((1, *top.input.shape[1:]))
+    np.testing.assert_allclose(top(activations).numpy(), lite0.network(images).numpy(), atol=1e-4)
     assert lower.fingerprint != lite0.fingerprint  # cached activations never pass for bottlenecks
 
 

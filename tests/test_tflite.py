@@ -4,14 +4,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 
 from tests.images_factory import labelled_folder
-from tlcourse import backbones, export, label, retrain, tflite
+from tlcourse import backbones, label, retrain, tflite
 from tlcourse.images import load_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,10 +28,8 @@ def small_model(num_classes=3, seed=0):
             keras.layers.Dense(num_classes, activation="softmax", name="final_result"),
         ]
     )
-    backbone = SimpleNamespace(
-        preprocessing_layer=lambda: backbones.ImagePreprocessing(**vars(LITE0), name="preprocessing")
-    )
-    return export.with_preprocessing(backbone, classifier)
+    spec = backbones.BackboneSpec("small", num_classes, LITE0, "a small random network")
+    return backbones.Backbone(spec, classifier, "random").exported_classifier(classifier, whole_network=True)
 
 
 def random_images(count, seed=0):

@@ -184,7 +184,7 @@ def test_depth_model_gives_pooled_activations_and_the_bottleneck():
     model = depths.depth_model(backbone, (2, 14))
     outputs = model(np.zeros((1, 224, 224, 3), np.float32))
     assert [tuple(o.shape) for o in outputs] == [(1, 24), (1, 192), (1, 1280)]
-    bottleneck = backbone.features(np.zeros((1, 224, 224, 3), np.float32))
+    bottleneck = backbone.network(np.zeros((1, 224, 224, 3), np.float32))
     assert np.allclose(outputs[-1], bottleneck, atol=1e-5)
     with pytest.raises(ValueError):
         depths.depth_model(backbone, (16,))

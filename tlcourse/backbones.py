@@ -20,6 +20,8 @@ import hashlib
 import importlib
 import json
 import sys
+import threading
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -29,11 +31,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tlcourse import config, efficientnet_lite
+from tlcourse import config, efficientnet_lite, hardware
 from tlcourse import images as decoding
 from tlcourse.atomic import atomic_path
 from tlcourse.download import DownloadError, download, file_hash
 from tlcourse.errors import ModelFileError, TLCourseError, command_line
+from tlcourse.export import INPUT_NAME
 
 # Bump when the conversion, decoding or preprocessing code changes in a way that moves the vectors.
 CONVERSION_VERSION = 4
@@ -43,6 +46,8 @@ INCEPTION_FILES = {  # file name -> md5 published by keras.applications
     "top": ("inception_v3_weights_tf_dim_ordering_tf_kernels.h5", "9a0d58056eeedaa3f26cb7ebd46da564"),
 }
 DEFAULT_OFFLINE = "efficientnet_lite0"
+ENGINES = ("litert", "tensorflow")  # what computes bottlenecks (Backbone.engine)
+LITERT_VERSION = 1  # bump when the conversion to LiteRT changes: kept conversions are then made again
 
 
 @dataclass(frozen=True)
@@ -145,23 +150,43 @@ def decoding_constants() -> dict:
 
 
 class Backbone:
-    """A loaded backbone: spec, fingerprint, and Keras models built around one feature extractor.
+    """A loaded backbone, used in two ways:
 
-    - ``features``: preprocessed float images -> bottleneck (used by the batched cache pipeline);
-    - ``model``: raw uint8 RGB images of any size -> bottleneck (preprocessing inside);
-    - ``preprocess``: the same preprocessing as a function, for ``tf.data`` pipelines.
+    - ``bottlenecks(images)``: images to bottlenecks, the vectors the cache keeps (for image files,
+      ``tlcourse.bottlenecks.cache_bottlenecks`` runs it in batches);
+    - ``exported_classifier(head)``: the model retrain writes, raw images to class probabilities.
+
+    ``network`` is the Keras network itself (preprocessed images -> bottleneck): for looking
+    inside it and for fine-tuning, not for computing bottlenecks. ``engine`` says what computes
+    ``bottlenecks``: ``"litert"`` (LiteRT's XNNPACK kernels, the same float32 function as
+    TensorFlow's to about 1e-6, and faster on a CPU: ``bench/performance.py``) or ``"tensorflow"``
+    (on a GPU, for bfloat16, and wherever LiteRT cannot convert the network).
     """
 
     batch_norms_folded = True  # False for the unfolded EfficientNet-Lite build (real BatchNormalization layers)
 
     def __init__(
-        self, spec: BackboneSpec, features: keras.Model, weights_digest: str, classifier=None, precision="float32"
+        self,
+        spec: BackboneSpec,
+        network: keras.Model,
+        weights_digest: str,
+        classifier=None,
+        precision="float32",
+        engine="tensorflow",
+        model_dir: Path | None = None,
     ):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        if engine == "litert" and precision != "float32":
+            raise ValueError("the litert engine computes in float32; use engine='tensorflow' for bfloat16")
         self.spec = spec
-        self.features = features
+        self.network = network
         self.weights_digest = weights_digest
         self._classifier = classifier  # preprocessed images -> 1000 ImageNet logits, or None
         self.precision = precision
+        self.engine = engine
+        self._model_dir = model_dir  # where the LiteRT conversion is kept (None: converted in memory each time)
+        self._lock = threading.Lock()  # a LiteRT interpreter runs one call at a time
 
     @property
     def name(self) -> str:
@@ -177,7 +202,11 @@ class Backbone:
 
     @cached_property
     def fingerprint(self) -> str:
-        """Changes whenever the weights, the preprocessing or the decoding change: the cache key of a bottleneck."""
+        """Changes whenever the weights, the preprocessing or the decoding change: the cache key of a bottleneck.
+
+        The engine is not part of it: LiteRT and TensorFlow compute the same float32 function (to
+        about 1e-6, as a CPU and a GPU do), so machines with different engines share one cache.
+        """
         identity = {
             "name": self.name,
             "weights": self.weights_digest,
@@ -191,14 +220,71 @@ class Backbone:
             identity["batch_norms"] = "unfolded"
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
-    def preprocess(self, images: tf.Tensor) -> tf.Tensor:
+    def bottlenecks(self, images) -> np.ndarray:
+        """Images to bottlenecks: one uint8 RGB image -> one vector; a batch or a list of images -> a matrix.
+
+        Images of a list may differ in size; each is cropped and resized as the backbone expects.
+        """
+        if isinstance(images, (list, tuple)):
+            if not images:
+                return np.zeros((0, self.bottleneck_size), np.float32)
+            batch = np.concatenate([self._preprocess(np.asarray(image, np.uint8)[None]) for image in images])
+            return self._run_network(batch)
+        images = np.asarray(images, dtype=np.uint8)
+        single = images.ndim == 3
+        vectors = self._run_network(self._preprocess(images[None] if single else images).numpy())
+        return vectors[0] if single else vectors
+
+    def exported_classifier(self, head: keras.Model, whole_network: bool = False) -> keras.Model:
+        """The exported classifier: raw uint8 images (any size) -> ``head``'s outputs, preprocessing inside.
+
+        ``head`` is the new layer, on bottlenecks; with ``whole_network=True`` it is a whole network
+        on preprocessed images (a fine-tuned copy of this backbone with its head) and replaces this one.
+        """
+        images = keras.Input((None, None, 3), dtype="uint8", name=INPUT_NAME)
+        preprocessed = ImagePreprocessing(**vars(self.spec.preprocessing), name="preprocessing")(images)
+        outputs = head(preprocessed) if whole_network else head(self.network(preprocessed))
+        return keras.Model(images, outputs, name="retrained")
+
+    def _preprocess(self, images) -> tf.Tensor:
+        """Raw uint8 images (a batch) -> the network's input; ``tf.data`` pipelines map it too."""
         return preprocess_images(images, self.spec.preprocessing)
+
+    def _run_network(self, preprocessed) -> np.ndarray:
+        """The network on a batch of preprocessed images, on this backbone's engine."""
+        if self.engine == "litert":
+            try:
+                litert = self._litert
+            except Exception as error:  # a network LiteRT cannot convert: TensorFlow computes the same function
+                message = f"{self.name}: LiteRT could not convert the network ({error}); using TensorFlow"
+                warnings.warn(message, stacklevel=2)
+                self.engine = "tensorflow"
+            else:
+                with self._lock:
+                    return litert(np.asarray(preprocessed, np.float32))
+        return self._tensorflow_function(preprocessed).numpy()
+
+    @cached_property
+    def _tensorflow_function(self):
+        """``network`` compiled once as a graph, for any batch size: much faster than calling it eagerly."""
+        images = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
+        return tf.function(lambda images: self.network(images, training=False), input_signature=[images])
+
+    @cached_property
+    def _litert(self):
+        from tlcourse.tflite import LiteRTNetwork  # noqa: PLC0415
+
+        kept = None
+        if self._model_dir is not None:
+            kept = Path(self._model_dir) / self.name / f"{self.fingerprint}-v{LITERT_VERSION}.litert"
+        return LiteRTNetwork(self.network, self.input_size, kept)
 
     def to_bfloat16(self) -> Backbone:
         """The same backbone computing in bfloat16 (weights kept in float32, bottleneck returned as float32).
 
         Faster where the hardware has bfloat16 units (AMX on recent Xeons, tensor cores on GPUs);
         its bottlenecks differ slightly from float32 ones, so they get their own cache entries.
+        Computed by TensorFlow (``engine="tensorflow"``).
         """
 
         def in_bfloat16(layer):
@@ -207,34 +293,11 @@ class Backbone:
                 config["dtype"] = "mixed_bfloat16"
             return layer.__class__.from_config(config)
 
-        clone = keras.models.clone_model(self.features, clone_function=in_bfloat16)
-        clone.set_weights(self.features.get_weights())
+        clone = keras.models.clone_model(self.network, clone_function=in_bfloat16)
+        clone.set_weights(self.network.get_weights())
         as_float32 = keras.layers.Activation("linear", dtype="float32", name="bottleneck_float32")
-        features = keras.Model(clone.input, as_float32(clone.output), name=f"{self.name}_bfloat16")
-        return Backbone(self.spec, features, self.weights_digest, self._classifier, precision="bfloat16")
-
-    def preprocessing_layer(self, name: str = "preprocessing") -> ImagePreprocessing:
-        return ImagePreprocessing(**vars(self.spec.preprocessing), name=name)
-
-    @cached_property
-    def model(self) -> keras.Model:
-        images = keras.Input((None, None, 3), dtype="uint8", name="image")
-        outputs = self.features(self.preprocessing_layer()(images))
-        return keras.Model(images, outputs, name=f"{self.name}_bottleneck")
-
-    def bottlenecks(self, images) -> np.ndarray:
-        """Bottlenecks of a batch of same-sized uint8 images (or one image), as a numpy array."""
-        images = np.asarray(images, dtype=np.uint8)
-        single = images.ndim == 3
-        batch = images[None] if single else images
-        vectors = self.features_function(self.preprocess(batch)).numpy()
-        return vectors[0] if single else vectors
-
-    @cached_property
-    def features_function(self):
-        """``features`` compiled once as a graph, for any batch size: much faster than calling the model eagerly."""
-        images = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
-        return tf.function(lambda images: self.features(images, training=False), input_signature=[images])
+        network = keras.Model(clone.input, as_float32(clone.output), name=f"{self.name}_bfloat16")
+        return Backbone(self.spec, network, self.weights_digest, self._classifier, "bfloat16", "tensorflow")
 
     @property
     def has_imagenet_classifier(self) -> bool:
@@ -244,7 +307,7 @@ class Backbone:
         """The backbone's own ImageNet guesses for one uint8 RGB image: ``(index, name, probability)``."""
         if self._classifier is None:
             raise ValueError(f"{self.name} was loaded without its ImageNet classifier, so it cannot name classes.")
-        batch = self.preprocess(np.asarray(image, dtype=np.uint8)[None])
+        batch = self._preprocess(np.asarray(image, dtype=np.uint8)[None])
         probabilities = tf.nn.softmax(self._classifier(batch, training=False))[0].numpy()
         names = imagenet_class_names()
         return [(int(i), names[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:k]]
@@ -267,7 +330,7 @@ def imagenet_class_names() -> list[str]:
     return json.loads(text)
 
 
-def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path, fold_batch_norms: bool = True) -> Backbone:
+def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path, engine: str, fold_batch_norms=True) -> Backbone:
     module_name, class_name = WEIGHT_PACKAGES[spec.name]
     try:
         module = importlib.import_module(module_name)
@@ -285,8 +348,8 @@ def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path, fold_batch_norm
         efficientnet_lite.load_pytorch_weights(full, str(source))
         with atomic_path(converted, keep_suffix=True) as temporary:
             full.save_weights(temporary)
-    features = keras.Model(full.input, full.get_layer("bottleneck").output, name=full.name)
-    backbone = Backbone(spec, features, digest, classifier=full)
+    network = keras.Model(full.input, full.get_layer("bottleneck").output, name=full.name)
+    backbone = Backbone(spec, network, digest, classifier=full, engine=engine, model_dir=model_dir)
     backbone.batch_norms_folded = fold_batch_norms
     return backbone
 
@@ -303,11 +366,11 @@ def fetch_inception_weights(
     return download(base_url + file_name, Path(model_dir) / file_name, expected_hash or published_hash)
 
 
-def _load_inception_v3(spec: BackboneSpec, model_dir: Path, **fetch_options) -> Backbone:
+def _load_inception_v3(spec: BackboneSpec, model_dir: Path, engine: str, **fetch_options) -> Backbone:
     weights = fetch_inception_weights(model_dir, **fetch_options)
     size = spec.input_size
     try:
-        features = keras.applications.InceptionV3(
+        network = keras.applications.InceptionV3(
             include_top=False, weights=str(weights), input_shape=(size, size, 3), pooling="avg"
         )
     except Exception as error:
@@ -319,7 +382,7 @@ def _load_inception_v3(spec: BackboneSpec, model_dir: Path, **fetch_options) -> 
     if top_weights.is_file():
         full = keras.applications.InceptionV3(weights=str(top_weights), classifier_activation=None)
         classifier = full
-    return Backbone(spec, features, file_hash(weights), classifier=classifier)
+    return Backbone(spec, network, file_hash(weights), classifier=classifier, engine=engine, model_dir=model_dir)
 
 
 def load_backbone(
@@ -327,31 +390,33 @@ def load_backbone(
     model_dir: str | Path | None = None,
     precision: str = "float32",
     fold_batch_norms: bool = True,
+    engine: str | None = None,
     **fetch_options,
 ) -> Backbone:
     """Load a backbone by name; ``None`` picks what is usable now, offline (``default_backbone_name``).
 
-    ``precision="bfloat16"`` is the opt-in faster path (see ``Backbone.to_bfloat16``).
+    ``precision="bfloat16"`` is the faster path on hardware with bfloat16 units (``Backbone.to_bfloat16``).
     ``fold_batch_norms=False`` builds EfficientNet-Lite with real ``BatchNormalization`` layers
     (the same weights; for fine-tuning, ``notebooks/08_fine_tuning.ipynb``); Inception-v3 has them anyway.
+    ``engine`` computes the bottlenecks: ``None`` picks ``hardware.default_engine`` (LiteRT on a CPU).
     """
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be 'float32' or 'bfloat16', not {precision!r}")
     if precision != "float32" and not fold_batch_norms:
         raise ValueError("the unfolded build is for fine-tuning, which trains in float32; leave out precision")
-    backbone = _load(name, model_dir, fold_batch_norms, **fetch_options)
-    return backbone.to_bfloat16() if precision == "bfloat16" else backbone
-
-
-def _load(name, model_dir, fold_batch_norms=True, **fetch_options) -> Backbone:
+    engine = engine or hardware.default_engine(precision)[0]
+    if engine == "litert" and precision != "float32":
+        raise ValueError("the litert engine computes in float32; leave out engine, or use engine='tensorflow'")
     model_dir = Path(model_dir) if model_dir is not None else config.models_dir()
     name = name or default_backbone_name(model_dir)
     if name not in REGISTRY:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(REGISTRY)}")
     spec = REGISTRY[name]
     if name == "inception_v3":
-        return _load_inception_v3(spec, model_dir, **fetch_options)
-    return _load_efficientnet_lite(spec, model_dir, fold_batch_norms)
+        backbone = _load_inception_v3(spec, model_dir, engine, **fetch_options)
+    else:
+        backbone = _load_efficientnet_lite(spec, model_dir, engine, fold_batch_norms)
+    return backbone.to_bfloat16() if precision == "bfloat16" else backbone
 
 
 def default_backbone_name(model_dir: str | Path | None = None) -> str:

@@ -17,6 +17,7 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tlcourse.atomic import atomic_path, remove_stale_temporaries
+from tlcourse.backbones import preprocess_images
 from tlcourse.data import ImageRecord, SkippedFile
 from tlcourse.images import ImageError, load_image, plain_jpeg_scale
 
@@ -221,13 +223,13 @@ def cache_bottlenecks(
             report.hits += 1
     errors: dict[str, str] = {}
     if todo:
-        features = backbone.features_function
         paths = [os.fsencode(record.path) for record in todo]
         seeds = [int(record.sha256[:15], 16) for record in todo]  # a distortion follows the content
-        dataset = image_pipeline(paths, backbone.preprocess, batch_size, errors, transform, seeds)
+        preprocess = partial(preprocess_images, preprocessing=backbone.spec.preprocessing)
+        dataset = image_pipeline(paths, preprocess, batch_size, errors, transform, seeds)
         with tqdm(total=len(todo), unit="img", desc=f"caching {backbone.name}", disable=not progress) as bar:
             for indices, images in dataset:
-                vectors = features(images).numpy()
+                vectors = backbone._run_network(images)  # the engine behind backbone.bottlenecks
                 for index, vector in zip(indices.numpy(), vectors, strict=True):
                     store.write(todo[index].sha256, vector)
                 report.computed += len(vectors)

@@ -148,7 +148,7 @@ def with_temperature(head, temperature: float):
     """A copy of ``head`` whose scores are ``softmax(logits / temperature)``: same answers, new confidence.
 
     The last layer's weights and bias are divided by ``temperature``; the model keeps its shape and
-    layer names, so it exports (``export.full_model``) and labels (``label_image.py``) like any other.
+    layer names, so it exports (``Backbone.exported_classifier``) and labels (``label_image.py``) like any other.
     """
     import keras  # noqa: PLC0415
 
@@ -257,12 +257,10 @@ def subsample(records: list, size: int | None, seed: int = 0) -> list:
 
 def export_model(backbone, head, class_names: list[str], folder: str | Path) -> tuple[Path, Path]:
     """Write ``model.keras`` (raw images in, scores out) and ``labels.txt`` for ``label_image.py``."""
-    from tlcourse import export  # noqa: PLC0415
-
     folder = Path(folder)
     model_path, labels_path = folder / "model.keras", folder / "labels.txt"
     with atomic_path(model_path, keep_suffix=True) as temporary:
-        export.full_model(backbone, head).save(temporary)
+        backbone.exported_classifier(head).save(temporary)
     with atomic_path(labels_path) as temporary:
         temporary.write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
     return model_path, labels_path

@@ -17,6 +17,7 @@ Taught in ``notebooks/06_why_features_transfer.ipynb``.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import keras
 import numpy as np
@@ -24,6 +25,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tlcourse import efficientnet_lite
+from tlcourse.backbones import preprocess_images
 from tlcourse.bottlenecks import image_pipeline
 from tlcourse.your_data import fit_linear, folds_for
 
@@ -42,22 +44,21 @@ def depth_model(backbone, blocks=BLOCKS) -> keras.Model:
     num_blocks = len(efficientnet_lite.block_plan(*efficientnet_lite.VARIANTS[backbone.name][:2]))
     if any(not 0 <= b < num_blocks for b in blocks):
         raise ValueError(f"blocks must be between 0 and {num_blocks - 1}, got {list(blocks)}")
-    features = backbone.features
+    network = backbone.network
     outputs = [
         keras.layers.GlobalAveragePooling2D(name=f"pooled_block_{b}")(
-            features.get_layer(efficientnet_lite.block_output_layer(backbone.name, b)).output
+            network.get_layer(efficientnet_lite.block_output_layer(backbone.name, b)).output
         )
         for b in blocks
     ]
-    return keras.Model(features.input, outputs + [features.output], name=f"{backbone.name}_depths")
+    return keras.Model(network.input, outputs + [network.output], name=f"{backbone.name}_depths")
 
 
 def describe_depths(backbone, blocks=BLOCKS) -> list[dict]:
     """For each depth: its name, the activation map's side in pixels, and how many numbers pooling gives."""
-    features = backbone.features
     rows = []
     for b in blocks:
-        shape = features.get_layer(efficientnet_lite.block_output_layer(backbone.name, b)).output.shape
+        shape = backbone.network.get_layer(efficientnet_lite.block_output_layer(backbone.name, b)).output.shape
         rows.append({"depth": f"block {b}", "side": int(shape[1]), "channels": int(shape[-1])})
     rows.append({"depth": BOTTLENECK, "side": 1, "channels": backbone.bottleneck_size})
     return rows
@@ -72,7 +73,8 @@ def activations_at_depths(records, backbone, blocks=BLOCKS, batch_size: int = 32
     run = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
     errors: dict[str, str] = {}
     paths = [os.fsencode(record.path) for record in records]
-    dataset = image_pipeline(paths, backbone.preprocess, batch_size, errors)
+    preprocess = partial(preprocess_images, preprocessing=backbone.spec.preprocessing)
+    dataset = image_pipeline(paths, preprocess, batch_size, errors)
     names = depth_names(blocks)
     collected = {name: [None] * len(records) for name in names}
     with tqdm(total=len(records), unit="img", desc="activations", disable=not progress) as bar:

@@ -30,17 +30,6 @@ INPUT_NAME = "image"
 PREPROCESSED_NAME = "preprocessed"
 
 
-def full_model(backbone, head: keras.Model) -> keras.Model:
-    """Raw uint8 images -> class probabilities: preprocessing, the frozen backbone, the new layer."""
-    return with_preprocessing(backbone, lambda images: head(backbone.features(images)))
-
-
-def with_preprocessing(backbone, classifier) -> keras.Model:
-    """Raw uint8 images -> ``classifier`` (a model or function of preprocessed images), preprocessing inside."""
-    images = keras.Input((None, None, 3), dtype="uint8", name=INPUT_NAME)
-    return keras.Model(images, classifier(backbone.preprocessing_layer()(images)), name="retrained")
-
-
 def split(model: keras.Model) -> tuple[keras.layers.Layer, keras.Model]:
     """The two halves of an exported model: its preprocessing layer, and the network after it."""
     preprocessing = model.get_layer("preprocessing")

@@ -93,7 +93,7 @@ def split_backbone(backbone: Backbone, blocks: int, unfolded: Backbone | None = 
     if not 1 <= blocks < total:
         raise ValueError(f"blocks (retrain's fine_tune_blocks) must be between 1 and {total - 1}")
     start = total - blocks
-    cut = backbone.features.get_layer(efficientnet_lite.block_output_layer(backbone.name, start - 1)).output
+    cut = backbone.network.get_layer(efficientnet_lite.block_output_layer(backbone.name, start - 1)).output
     if unfolded is None:
         unfolded = load_backbone(backbone.name, fold_batch_norms=False)
     if unfolded.batch_norms_folded or unfolded.name != backbone.name:
@@ -101,9 +101,9 @@ def split_backbone(backbone: Backbone, blocks: int, unfolded: Backbone | None = 
     top = efficientnet_lite.build_model(backbone.name, start_block=start, fold_batch_norms=False)
     for layer in top.layers:
         if layer.weights:
-            layer.set_weights(unfolded.features.get_layer(layer.name).get_weights())
+            layer.set_weights(unfolded.network.get_layer(layer.name).get_weights())
     flat = keras.layers.Flatten(name="activations")(cut)
-    lower = keras.Model(backbone.features.input, flat, name=f"{backbone.name}_lower")
+    lower = keras.Model(backbone.network.input, flat, name=f"{backbone.name}_lower")
     size = int(np.prod(cut.shape[1:]))
     spec = dataclasses.replace(backbone.spec, name=f"{backbone.name}-below-block{start}", bottleneck_size=size)
     return Backbone(spec, lower, backbone.weights_digest), top
@@ -327,8 +327,8 @@ def fine_tune(
         progress,
     )
     evaluation = train.evaluate(trainable, splits["test"], dataset.class_names)
-    images = keras.Input(backbone.features.input.shape[1:], name="images")
-    full = keras.Model(images, trainable(lower.features(images)), name=f"{backbone.name}_fine_tuned")
+    images = keras.Input(backbone.network.input.shape[1:], name="images")
+    full = keras.Model(images, trainable(lower.network(images)), name=f"{backbone.name}_fine_tuned")
     return FineTuned(full, trainable, splits, evaluation, head_test, history, head_history, cache_report, config)
 
 

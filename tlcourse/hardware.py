@@ -1,4 +1,4 @@
-"""What this machine computes fast: the precision a backbone runs in when none is asked for.
+"""What this machine computes fast: the precision a backbone runs in, and what runs it, when none is asked for.
 
 bfloat16 halves the work of the backbone only where the hardware has bfloat16 units: Intel's AMX
 (``amx_bf16``) or AVX512-BF16 (``avx512_bf16``) on the CPU, or a GPU with bfloat16 tensor cores
@@ -50,3 +50,24 @@ def default_precision(flags: str | None = None, gpus: list[str] | None = None) -
     if unit:
         return "bfloat16", f"this CPU has bfloat16 units ({unit})"
     return "float32", "this CPU has no bfloat16 units"
+
+
+def gpus() -> list[str]:
+    """The GPUs TensorFlow sees (their device names)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    return [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def default_engine(precision: str = "float32", gpu_names: list[str] | None = None) -> tuple[str, str]:
+    """``(engine, why)``: what computes bottlenecks (``Backbone.engine``) when none is asked for.
+
+    LiteRT's XNNPACK kernels on a CPU in float32 (faster than TensorFlow's for these networks:
+    ``litert_speedup`` in ``bench/results/summary.json``); TensorFlow on a GPU and for bfloat16.
+    """
+    gpu_names = gpus() if gpu_names is None else gpu_names
+    if gpu_names:
+        return "tensorflow", f"TensorFlow runs the network on the GPU {gpu_names[0]}"
+    if precision != "float32":
+        return "tensorflow", f"LiteRT's CPU kernels compute float32, not {precision}"
+    return "litert", "LiteRT's XNNPACK kernels run the network on the CPU"

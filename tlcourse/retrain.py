@@ -368,6 +368,7 @@ def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
     print(f"precision: {precision} ({why})")
     backbone = backbones.load_backbone(config.architecture, config.model_dir, precision)
     print(f"backbone: {backbone.name} ({backbone.bottleneck_size}-d bottleneck, fingerprint {backbone.fingerprint})")
+    print(f"bottlenecks computed by {backbone.engine}")
 
     if config.num_shards > 1:
         cached = bottlenecks.cache_bottlenecks(
@@ -385,7 +386,7 @@ def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
         settings = config.fine_tune_config()
         unfolded = backbones.load_backbone(backbone.name, config.model_dir, fold_batch_norms=False)
         tuned = finetune.fine_tune(dataset, backbone, config.bottleneck_dir, settings, progress, unfolded)
-        model = export.with_preprocessing(backbone, tuned.model)
+        model = backbone.exported_classifier(tuned.model, whole_network=True)
         test = _sample(tuned.splits["test"], config.test_batch_size, config.seed)
         evaluation = train.evaluate(tuned.trainable, test, dataset.class_names)
         final_validation_accuracy = tuned.evaluate("validation", dataset.class_names).accuracy
@@ -435,7 +436,7 @@ def _train_new_layer(config: RetrainConfig, dataset, backbone, strategy, progres
     validation = None
     if len(splits["validation"]):
         validation = train.evaluate(head, splits["validation"], dataset.class_names).accuracy
-    return export.full_model(backbone, head), evaluation, validation, report.failures
+    return backbone.exported_classifier(head), evaluation, validation, report.failures
 
 
 def _sample(split: train.Bottlenecks, size: int, seed: int) -> train.Bottlenecks:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def model_preprocessing(model) -> Preprocessing:
         return model.get_layer("preprocessing").preprocessing
     except ValueError:
         raise TFLiteExportError(
-            "the model has no 'preprocessing' layer; export a model made by retrain.py or tlcourse.export.full_model"
+            "the model has no 'preprocessing' layer; export a model made by retrain.py or Backbone.exported_classifier"
         ) from None
 
 
@@ -139,7 +140,7 @@ def _function(model, quantization: str):
 
 
 def convert(model, quantization: str = "float32", representative_data: Callable | None = None) -> bytes:
-    """The TFLite flatbuffer of a model the course exported (``export.full_model``), as bytes.
+    """The TFLite flatbuffer of a model the course exported (``Backbone.exported_classifier``), as bytes.
 
     ``quantization="int8"`` needs ``representative_data``: a function yielding calibration inputs
     (see ``representative_dataset``); the result takes and returns ``uint8``.
@@ -153,13 +154,8 @@ def convert(model, quantization: str = "float32", representative_data: Callable 
             "int8 quantization needs representative images to calibrate on: pass representative_data "
             "(e.g. tlcourse.tflite.representative_dataset(images, labels, 100)); retrain.py uses training images"
         )
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: PLC0415
-
     function = _function(model, quantization)
-    # Weights as constants: Keras 3 variables are not found by the converter, which would keep them as
-    # resource variables the int8 calibrator cannot read.
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter = _converter(function)
     if quantization == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_data
@@ -169,6 +165,19 @@ def convert(model, quantization: str = "float32", representative_data: Callable 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return converter.convert()
+
+
+def _converter(function):
+    """A TFLite converter for a ``tf.function`` with an input signature, its weights made constants.
+
+    Keras 3 variables are not found by the converter, which would keep them as resource variables
+    (that the int8 calibrator cannot read, and that come out empty without it).
+    """
+    import tensorflow as tf  # noqa: PLC0415
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: PLC0415
+
+    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
 
 def keras_on_fixed_input(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -305,3 +314,68 @@ def milliseconds_per_image(classify: Callable, images: np.ndarray, batch_size: i
             classify(images[start : start + batch_size])
         best = min(best, (time.perf_counter() - started) / len(images) * 1000)
     return best
+
+
+KEPT_MAGIC = b"TLLR\x00\x01\x00\x00"  # a kept LiteRT network: magic, CRC-32 of the flatbuffer, flatbuffer
+
+
+class LiteRTNetwork:
+    """A backbone's network run by LiteRT (XNNPACK): preprocessed float32 ``[N, size, size, 3]`` -> bottlenecks.
+
+    The engine behind ``Backbone.bottlenecks`` on a CPU. Converted from the Keras network once
+    (seconds) and kept at ``kept`` (written atomically, with a CRC-32: a damaged file is made again),
+    so later runs only load it. Any batch size; one call at a time.
+    """
+
+    def __init__(self, network, size: int, kept: Path | None = None, num_threads: int | None = None):
+        content = _read_kept(kept) if kept is not None else None
+        if content is None:
+            content = self._convert(network, size)
+            if kept is not None:
+                from tlcourse.atomic import atomic_path  # noqa: PLC0415
+
+                with atomic_path(kept, keep_suffix=True) as temporary:
+                    temporary.write_bytes(KEPT_MAGIC + zlib.crc32(content).to_bytes(4, "little") + content)
+        interpreter, self.runtime = interpreter_class()
+        if num_threads is None:  # the cores this process may use
+            num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._interpreter = interpreter(model_content=content, num_threads=num_threads)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._shape = None
+
+    @staticmethod
+    def _convert(network, size: int) -> bytes:
+        import tensorflow as tf  # noqa: PLC0415
+
+        spec = tf.TensorSpec([None, size, size, 3], tf.float32)
+        function = tf.function(lambda images: network(images, training=False), input_signature=[spec])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _converter(function).convert()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.shape != self._shape:
+            self._interpreter.resize_tensor_input(self._input, images.shape)
+            self._interpreter.allocate_tensors()
+            self._shape = images.shape
+        self._interpreter.set_tensor(self._input, images)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output).copy()
+
+
+def _read_kept(path: Path) -> bytes | None:
+    """The flatbuffer kept at ``path``, or None if it is missing or damaged."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    header = len(KEPT_MAGIC) + 4
+    content = data[header:]
+    crc = int.from_bytes(data[len(KEPT_MAGIC) : header], "little")
+    if data[: len(KEPT_MAGIC)] != KEPT_MAGIC or crc != zlib.crc32(content):
+        return None
+    return content
