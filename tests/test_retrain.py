@@ -11,9 +11,11 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+import tlcourse as tlc
 from tests.images_factory import labelled_folder
 from tlcourse import export, label, retrain, train
 from tlcourse.data import scan_dataset
+from tlcourse.download import file_hash
 from tlcourse.images import load_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,6 +216,10 @@ def test_label_image_reads_every_output_format_alike_and_batches_a_folder(stamps
         for result, probabilities in zip(labelled, expected, strict=True):
             scores = {name: score for name, score in result.top}
             np.testing.assert_allclose([scores[name] for name in names], probabilities, atol=1e-4, err_msg=model)
+    if tlc.hardware.default_engine()[0] == "litert":  # the folders above were labelled by LiteRT
+        kept = tlc.config.models_dir() / "labelling"
+        assert (kept / f"{file_hash(tmp_path / 'out' / 'g.pb')[:16]}-v{tlc.backbones.LITERT_VERSION}.litert").is_file()
+        assert len(list(kept.glob("*.litert"))) <= label.KEPT_CONVERSIONS
 
 
 def test_a_graph_without_its_two_halves_is_labelled_one_image_at_a_time(stamps_dir, tmp_path):

@@ -277,7 +277,7 @@ class Backbone:
         kept = None
         if self._model_dir is not None:
             kept = Path(self._model_dir) / self.name / f"{self.fingerprint}-v{LITERT_VERSION}.litert"
-        return LiteRTNetwork(self.network, self.input_size, kept)
+        return LiteRTNetwork(self._tensorflow_function, kept)
 
     def to_bfloat16(self) -> Backbone:
         """The same backbone computing in bfloat16 (weights kept in float32, bottleneck returned as float32).

@@ -7,9 +7,11 @@ run just before the model, rounded to uint8). A bad image gets its own clear
 error and the others are still labelled.
 
 A folder is labelled the way bottlenecks are cached: images are decoded in parallel, each goes
-through the model's own preprocessing half, and the network half runs on whole batches. It does
-a little more work than caching (the new layer, the top-k sort): ``bench/performance.py`` measured
-labelling at 0.9 of the caching rate on small photos, and lesson 04 measures both in one cell.
+through the model's own preprocessing half, and the network half runs on whole batches, by LiteRT
+where that is the faster engine (``hardware.default_engine``; the conversion is kept in the model
+folder, keyed by the model file's hash). It does a little more work than caching (the new layer,
+the top-k sort): ``bench/performance.py`` measures labelling against the caching rate on small
+photos, and lesson 04 measures both in one cell.
 
 Shell: ``python label_image.py IMAGE_OR_FOLDER ... [--graph G] [--labels L] [--top_k 5] [--json]``.
 ``--threshold P`` answers "unknown" when the top score is not above ``P`` (chosen on validation
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,7 @@ from tlcourse.errors import ModelFileError, command_line
 
 DEFAULT_GRAPH = "retrained_graph.pb"
 DEFAULT_LABELS = "retrained_labels.txt"
+KEPT_CONVERSIONS = 4  # LiteRT conversions of labelled models kept in the model folder (each as big as its model)
 
 
 @dataclass
@@ -78,6 +82,8 @@ class Classifier:
     classify: Callable
     preprocess: Callable | None = None
     classify_preprocessed: Callable | None = None
+    network_function: Callable | None = None  # classify_preprocessed as a TensorFlow function LiteRT can convert
+    loaded: object = None  # a loaded SavedModel, kept alive with the functions that read its variables
 
     def __call__(self, images) -> np.ndarray:
         return self.classify(images)
@@ -109,12 +115,15 @@ def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -
 
 def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
     if path.is_dir():  # SavedModel
-        signatures = tf.saved_model.load(str(path)).signatures
+        loaded = tf.saved_model.load(str(path))
+        signatures = loaded.signatures
         serve = _only_output(signatures["serving_default"])
         classifier = Classifier(lambda images: serve(tf.constant(images)).numpy())
         if "preprocess" in signatures and "classify_preprocessed" in signatures:
             classifier.preprocess = _only_output(signatures["preprocess"])
             classifier.classify_preprocessed = _only_output(signatures["classify_preprocessed"])
+            classifier.network_function = signatures["classify_preprocessed"]
+            classifier.loaded = loaded  # the variables those functions read live as long as it does
         return classifier
     if path.suffix == ".tflite":  # fixed-size input: resized outside the model, by the course's own preprocessing
         return _tflite_classifier(path)
@@ -125,6 +134,9 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
             preprocessing, network = export.split(model)
             classifier.preprocess = preprocessing
             classifier.classify_preprocessed = lambda images: network(images, training=False)
+            size = preprocessing.preprocessing.size
+            spec = tf.TensorSpec([None, size, size, 3], tf.float32)
+            classifier.network_function = tf.function(classifier.classify_preprocessed, input_signature=[spec])
         return classifier
     graph_def = tf.compat.v1.GraphDef()
     try:
@@ -139,7 +151,35 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
         preprocessed = f"{export.PREPROCESSED_NAME}:0"
         classifier.preprocess = wrapped.prune(feeds=f"{export.INPUT_NAME}:0", fetches=preprocessed)
         classifier.classify_preprocessed = wrapped.prune(feeds=preprocessed, fetches=output)
+        classifier.network_function = classifier.classify_preprocessed
     return classifier
+
+
+def on_litert(classifier: Classifier, path: Path) -> Callable | None:
+    """``classifier.classify_preprocessed`` run by LiteRT, where that is this machine's faster engine; else None.
+
+    The conversion (seconds) is kept in the model folder under the model file's hash, so it is
+    made once per model file (the ``KEPT_CONVERSIONS`` last used are kept, older ones removed); a
+    model LiteRT cannot convert is labelled by TensorFlow, with a warning.
+    """
+    from tlcourse import backbones, config, hardware, tflite  # noqa: PLC0415
+    from tlcourse.download import file_hash  # noqa: PLC0415
+
+    if classifier.network_function is None or hardware.default_engine()[0] != "litert":
+        return None
+    kept = None  # a SavedModel folder has no one file to hash: converted again each run
+    if path.is_file():
+        kept = config.models_dir() / "labelling" / f"{file_hash(path)[:16]}-v{backbones.LITERT_VERSION}.litert"
+    try:
+        network = tflite.LiteRTNetwork(classifier.network_function, kept)
+    except Exception as error:
+        warnings.warn(f"{path}: LiteRT could not convert the model ({error}); labelling with TensorFlow", stacklevel=2)
+        return None
+    if kept is not None:
+        kept.touch()  # used now: the last to go
+        for old in sorted(kept.parent.glob("*.litert"), key=lambda p: p.stat().st_mtime)[:-KEPT_CONVERSIONS]:
+            old.unlink(missing_ok=True)
+    return network
 
 
 def _tflite_classifier(path: Path) -> Classifier:
@@ -200,6 +240,8 @@ def label_images(
         preprocess, classify, batch_size = tf.identity, classifier.classify, 1
     else:
         preprocess, classify = classifier.preprocess, classifier.classify_preprocessed
+        if len(results) >= batch_size:  # enough images to repay a first conversion
+            classify = on_litert(classifier, Path(graph)) or classify
     errors: dict[str, str] = {}
     dataset = image_pipeline([os.fsencode(result.path) for result in results], preprocess, batch_size, errors)
     with tqdm(total=len(results), unit="img", desc="labelling", disable=not progress or len(results) < 2) as bar:

@@ -168,7 +168,7 @@ def convert(model, quantization: str = "float32", representative_data: Callable 
 
 
 def _converter(function):
-    """A TFLite converter for a ``tf.function`` with an input signature, its weights made constants.
+    """A TFLite converter for a ``tf.function`` with an input signature (or a concrete function), weights as constants.
 
     Keras 3 variables are not found by the converter, which would keep them as resource variables
     (that the int8 calibrator cannot read, and that come out empty without it).
@@ -176,7 +176,9 @@ def _converter(function):
     import tensorflow as tf  # noqa: PLC0415
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: PLC0415
 
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+    if not isinstance(function, tf.types.experimental.ConcreteFunction):
+        function = function.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(function)
     return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
 
@@ -320,17 +322,21 @@ KEPT_MAGIC = b"TLLR\x00\x01\x00\x00"  # a kept LiteRT network: magic, CRC-32 of 
 
 
 class LiteRTNetwork:
-    """A backbone's network run by LiteRT (XNNPACK): preprocessed float32 ``[N, size, size, 3]`` -> bottlenecks.
+    """A TensorFlow function of one float32 batch run by LiteRT (XNNPACK kernels), usually faster on a CPU.
 
-    The engine behind ``Backbone.bottlenecks`` on a CPU. Converted from the Keras network once
-    (seconds) and kept at ``kept`` (written atomically, with a CRC-32: a damaged file is made again),
-    so later runs only load it. Any batch size; one call at a time.
+    The engine behind ``Backbone.bottlenecks`` (preprocessed images -> bottlenecks) and behind
+    labelling a folder (preprocessed images -> probabilities). ``function``: a ``tf.function`` with
+    an input signature, or a concrete function. Converted once (seconds) and kept at ``kept``
+    (written atomically, with a CRC-32: a damaged file is made again), so later runs only load it.
+    Any batch size; one call at a time.
     """
 
-    def __init__(self, network, size: int, kept: Path | None = None, num_threads: int | None = None):
+    def __init__(self, function, kept: Path | None = None, num_threads: int | None = None):
         content = _read_kept(kept) if kept is not None else None
         if content is None:
-            content = self._convert(network, size)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                content = _converter(function).convert()
             if kept is not None:
                 from tlcourse.atomic import atomic_path  # noqa: PLC0415
 
@@ -345,16 +351,6 @@ class LiteRTNetwork:
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._shape = None
-
-    @staticmethod
-    def _convert(network, size: int) -> bytes:
-        import tensorflow as tf  # noqa: PLC0415
-
-        spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-        function = tf.function(lambda images: network(images, training=False), input_signature=[spec])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _converter(function).convert()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.ascontiguousarray(images, dtype=np.float32)
