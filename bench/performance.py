@@ -1,24 +1,26 @@
 """Performance benchmark: caching and labelling against their baselines and this machine's floor.
 
-    python bench/performance.py            # the full run (about 7 minutes on 2 cores)
-    python bench/performance.py --quick    # fewer images and rounds, for a fast check
+    python bench/performance.py            # the full run (about 15 minutes on 2 cores)
+    python bench/performance.py --quick    # fewer images and rounds, for a fast check (about 6 minutes)
 
 Contenders run in this process on the same images, in interleaved rounds; each keeps its best
 round (a shared machine only ever slows a run down). Two image sets:
 - small: 1,000 JPEGs of about 160x160 (crops of the stamps photos, like the course's datasets);
 - camera: phone-sized 4032x3024 JPEGs (what a practitioner points the tool at).
 For EfficientNet-Lite0 and Inception-v3 (random weights: the speed is the same), cold caching
-in this machine's default precision (``tlcourse.hardware``) against (a) one image at a time as
-retrain.py did it (decode and resize in a graph, one forward pass, the bottleneck written as a
-text file) and (b) the standard Keras recipe (``image_dataset_from_directory`` + ``model.predict``),
-both in float32. What was tried to close the gap, each with its figure: TensorFlow's JPEG decoder
-for plain JPEGs against Pillow for every file (``caching_pillow_only``), XLA compilation of the
-network (``caching_xla``), the other precision, and thread settings (each in its own process).
-The floor: this machine's best matmul rate over several sizes and shapes, in the default
-precision, divided into the model's FLOPs per image. Also: how far bfloat16 moves bottlenecks,
-warm rerun, head training, label_image for one image (a whole process) and for a folder of 1,000.
-Peak memory is each contender's own high-water mark. ``targets`` says which of issue 19's
-targets this run meets. Writes bench/results/summary.json, performance.md and performance.png.
+in this machine's default precision and engine (``tlcourse.hardware``) against (a) one image at
+a time as retrain.py did it (decode and resize in a graph, one forward pass, the bottleneck
+written as a text file) and (b) the standard Keras recipe (``image_dataset_from_directory`` +
+``model.predict``), both in float32 on TensorFlow. What was tried to close the gap, each with
+its figure: the other engine (LiteRT's XNNPACK kernels or TensorFlow's), TensorFlow's JPEG
+decoder for plain JPEGs against Pillow for every file (``caching_pillow_only``), XLA compilation
+of the network (``caching_xla``), the other precision, and thread settings (each in its own
+process). The floor: this machine's best TensorFlow matmul rate over several sizes and shapes,
+in the default precision, divided into the model's FLOPs per image. Also: how far bfloat16 moves
+bottlenecks, warm rerun, head training, label_image for one image (a whole process) and for a
+folder of 1,000. Peak memory is each contender's own high-water mark. ``targets`` says which of
+issue 19's targets this run meets. Writes bench/results/summary.json, performance.md and
+performance.png.
 """
 
 from __future__ import annotations
@@ -332,6 +334,7 @@ def plot(results: dict, floors: dict, path: Path, precision: str) -> None:
     colours = {
         "caching": "tab:green",
         "caching_bfloat16": "tab:olive",
+        "caching_tensorflow": "tab:cyan",
         "label_image_folder": "tab:blue",
         "network_only": "lightgrey",
     }
@@ -347,7 +350,7 @@ def plot(results: dict, floors: dict, path: Path, precision: str) -> None:
             floors[panel.split(", ")[0]],
             color="tab:red",
             linestyle="--",
-            label=f"{precision} floor (the most possible)",
+            label=f"{precision} floor (TensorFlow's best matmul rate over the FLOPs)",
         )
         axis.set_title(panel, fontsize=10)
         axis.set_ylabel("images per second")

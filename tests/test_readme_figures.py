@@ -110,6 +110,8 @@ SPEED_COLUMNS = {
     "float32 caching": "caching_float32",
     "pillow only": "caching_pillow_only",
     "xla": "caching_xla",
+    "tensorflow caching": "caching_tensorflow",
+    "litert caching": "caching_litert",
 }
 
 
