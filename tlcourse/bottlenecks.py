@@ -2,7 +2,8 @@
 
 - Key: the image's content hash under the backbone's fingerprint (weights + preprocessing), so
   an edited image or another backbone can never reuse a stale vector.
-- Compute: a batched ``tf.data`` pipeline with parallel decoding, streamed: memory stays flat.
+- Compute: a batched ``tf.data`` pipeline with parallel decoding, streamed: memory stays flat;
+  the network runs on the backbone's engine (``Backbone.engine``: LiteRT on a CPU).
 - Storage: one small binary file per entry (magic, size, CRC-32, float32 values), written to a
   temporary name and renamed into place. A run killed at any moment leaves nothing that reads as
   valid; a damaged entry fails its CRC and is recomputed; concurrent runs agree.

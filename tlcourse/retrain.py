@@ -368,7 +368,7 @@ def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
     print(f"precision: {precision} ({why})")
     backbone = backbones.load_backbone(config.architecture, config.model_dir, precision)
     print(f"backbone: {backbone.name} ({backbone.bottleneck_size}-d bottleneck, fingerprint {backbone.fingerprint})")
-    print(f"bottlenecks computed by {backbone.engine}")
+    print(f"engine: {backbone.engine}")
 
     if config.num_shards > 1:
         cached = bottlenecks.cache_bottlenecks(
