@@ -263,20 +263,31 @@ def duplicates_lengths_of_columns(vectors, threshold):
 # ----------------------------------------------------------------------------- expected_calibration_error
 
 
-def _ece(probabilities, labels, num_bins, signed=False, weighted=True, top=True, last_bin=True):
+def _ece(
+    probabilities,
+    labels,
+    num_bins,
+    signed=False,
+    weighted=True,
+    top=True,
+    last_bin=True,
+    one_apart=False,
+    skip_empty=True,
+    share=True,
+):
     confidence = probabilities.max(axis=1) if top else probabilities[np.arange(len(labels)), labels]
     correct = probabilities.argmax(axis=1) == labels
     bins = (confidence * num_bins).astype(int)
-    if last_bin:
+    if last_bin and not one_apart:
         bins = np.minimum(bins, num_bins - 1)
     total, gaps = 0.0, []
-    for b in range(num_bins):
+    for b in range(num_bins + 1 if one_apart else num_bins):
         inside = bins == b
-        if inside.any():
-            gap = correct[inside].mean() - confidence[inside].mean()
+        if inside.any() or not skip_empty:
+            gap = correct[inside].mean() - confidence[inside].mean()  # nan for an empty bin
             gap = gap if signed else abs(gap)
             gaps.append(gap)
-            total += inside.mean() * gap
+            total += (inside.mean() if share else inside.sum()) * gap
     return float(total if weighted else np.mean(gaps))
 
 
@@ -298,6 +309,22 @@ def ece_drops_confidence_one(probabilities, labels, num_bins):
 
 def ece_ten_bins(probabilities, labels, num_bins):
     return _ece(probabilities, labels, 10)
+
+
+def ece_confidence_one_own_bin(probabilities, labels, num_bins):
+    return _ece(probabilities, labels, num_bins, one_apart=True)  # 1.0 in bin num_bins, an extra bin
+
+
+def ece_empty_bin_nan(probabilities, labels, num_bins):
+    return _ece(probabilities, labels, num_bins, skip_empty=False)
+
+
+def ece_counts_not_shares(probabilities, labels, num_bins):
+    return _ece(probabilities, labels, num_bins, share=False)
+
+
+def ece_counts_over_bins(probabilities, labels, num_bins):
+    return _ece(probabilities, labels, num_bins, share=False) / num_bins  # weighted by counts, averaged over bins
 
 
 # ---------------------------------------------------------------------------------------- fit_temperature
@@ -322,6 +349,11 @@ def temperature_by_accuracy(logits, labels):
 
 def temperature_grid_from_one(logits, labels):
     grid = np.linspace(1.0, 10.0, 181)
+    return float(grid[int(np.argmin([_nll(logits, labels, t) for t in grid]))])
+
+
+def temperature_coarse_grid(logits, labels):
+    grid = np.arange(0.1, 10.0, 1.0)  # 0.1, 1.1, 2.1, ...: steps of 1.0 are too coarse
     return float(grid[int(np.argmin([_nll(logits, labels, t) for t in grid]))])
 
 
@@ -386,12 +418,17 @@ MISTAKES = {
         (ece_true_label_probability, "not on the probability of the true label"),
         (ece_drops_confidence_one, "confidence of exactly 1.0 are missing"),
         (ece_ten_bins, "use num_bins"),
+        (ece_confidence_one_own_bin, "belongs in the last bin (with 10 bins, [0.9, 1.0]"),
+        (ece_empty_bin_nan, "an empty bin has no mean (numpy gives nan): skip it"),
+        (ece_counts_not_shares, "not by its count"),
+        (ece_counts_over_bins, "A calibration error is a weighted mean of gaps"),
     ],
     "fit_temperature": [
         (temperature_inverse, "inverses of the best ones"),
         (temperature_by_accuracy, "accuracy is the same for every T"),
         (temperature_grid_from_one, "search below 1 too"),
         (temperature_nll_of_predictions, "mean negative log-likelihood"),
+        (temperature_coarse_grid, "search below 1 too"),
     ],
 }
 
@@ -469,6 +506,11 @@ def temperature_other_way(logits, labels):
     return float(grid[int(np.argmin([_nll(logits, labels, t) for t in grid]))])
 
 
+def temperature_linear_grid(logits, labels):
+    grid = np.arange(1, 101) / 10  # 0.1, 0.2, ..., 10.0: the lesson's "fine grid", not over log T
+    return float(grid[int(np.argmin([_nll(logits, labels, t) for t in grid]))])
+
+
 CORRECT = {
     "split_for": [split_for_other_way],
     "softmax_cross_entropy": [sce_other_way],
@@ -477,5 +519,5 @@ CORRECT = {
     "top_k_accuracy": [top_k_other_way],
     "find_near_duplicates": [duplicates_other_way],
     "expected_calibration_error": [ece_other_way],
-    "fit_temperature": [temperature_other_way],
+    "fit_temperature": [temperature_other_way, temperature_linear_grid],
 }

@@ -61,6 +61,19 @@ def test_a_plausible_mistake_fails_with_its_message(name, index):
     assert message in outcome.message, (wrong.__name__, outcome.message)
 
 
+def test_graders_decide_the_same_on_every_seed():
+    """Answers that once passed on some seeds and failed on others: each outcome must not depend on the seed."""
+    from tests import exercise_mistakes as m  # noqa: PLC0415
+
+    for seed in range(40):
+        outcome = exercises.grade("expected_calibration_error", m.ece_confidence_one_own_bin, seed=seed)
+        assert outcome.status == "failed" and "not in a bin of its own" in outcome.message, (seed, outcome)
+        outcome = exercises.grade("fit_temperature", m.temperature_linear_grid, seed=seed)
+        assert outcome.passed, (seed, outcome.message)
+        for wrong in (m.temperature_coarse_grid, m.temperature_grid_from_one):
+            assert exercises.grade("fit_temperature", wrong, seed=seed).status == "failed", (seed, wrong.__name__)
+
+
 def test_every_required_exercise_has_at_least_two_mistakes():
     for name in REQUIRED:
         assert len(MISTAKES[name]) >= 2
