@@ -15,6 +15,12 @@ def first_images(images, labels, num_samples):
     return lambda: ([image[None].astype(np.float32)] for image in images[:num_samples])
 
 
+def random_sample(images, labels, num_samples):
+    """A random sample: unsorted, but its label counts are left to chance."""
+    chosen = np.random.default_rng(8).permutation(len(images))[:num_samples]
+    return lambda: ([images[index][None].astype(np.float32)] for index in chosen)
+
+
 def scaled_to_unit(images, labels, num_samples):
     generate = deploy.representative_dataset(images, labels, num_samples)
     return lambda: ([item[0] / 255.0] for item in generate())
@@ -58,6 +64,7 @@ def first_of_each_label_repeated(images, labels, num_samples):
 
 MISTAKES = [
     (first_images, "Take the labels in turn"),
+    (random_sample, "Take the labels in turn"),
     (scaled_to_unit, "keep the raw 0-255 pixels"),
     (no_batch_dimension, "without the batch dimension"),
     (bare_arrays, "yield a list holding it"),
@@ -95,6 +102,14 @@ def test_a_plausible_mistake_fails_with_its_message(wrong, message):
         outcome = exercises.grade(NAME, wrong, seed=seed)
         assert outcome.status == "failed", outcome
         assert message in outcome.message, outcome.message
+
+
+def test_the_unbalanced_counts_message_blames_sorting_only_for_the_first_images():
+    for seed in (11, 12):
+        message = exercises.grade(NAME, random_sample, seed=seed).message
+        assert "label counts [" in message and "sorted by label (a folder scan)" not in message, message
+        message = exercises.grade(NAME, first_images, seed=seed).message
+        assert "sorted by label (a folder scan), so the first" in message, message
 
 
 def test_a_stub_is_not_written():

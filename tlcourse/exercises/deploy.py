@@ -133,10 +133,15 @@ def _grade(candidate, rng: np.random.Generator) -> None:
         )
     counts = np.bincount([labels[i] for i in chosen], minlength=num_labels)
     if counts.min() == 0 or counts.max() - counts.min() > 1:
+        why = "some labels had more images than others, and the int8 ranges would be calibrated mostly on them"
+        if chosen == list(range(num_samples)):
+            why = (
+                f"images come sorted by label (a folder scan), so the first {num_samples} are mostly one label and "
+                "the int8 ranges would be calibrated on it alone"
+            )
         raise GradingFailure(
-            f"{call} gave label counts {counts.tolist()}. Images come sorted by label (a folder scan), so the first "
-            f"{num_samples} are mostly one label and the int8 ranges would be calibrated on it alone. Take the labels "
-            "in turn: counts should differ by at most one."
+            f"{call} gave label counts {counts.tolist()} (images per label): {why}. Take the labels in turn (one "
+            "image of each label, then a second of each, ...): counts should differ by at most one."
         )
     # Fewer images than num_samples: all of them, once each. Labels as strings, in shuffled order.
     images, labels = _case(rng, 2, [2, 3], size)
