@@ -1,7 +1,7 @@
 """Performance benchmark: caching and labelling against their baselines and this machine's floor.
 
-    python bench/performance.py            # the full run (about 15 minutes on 2 cores)
-    python bench/performance.py --quick    # fewer images and rounds, for a fast check (about 6 minutes)
+    python bench/performance.py            # the full run (39 minutes on 2 cores, 15 of them XLA's rounds)
+    python bench/performance.py --quick    # fewer images and rounds, for a fast check (6 minutes)
 
 Contenders run in this process on the same images, in interleaved rounds; each keeps its best
 round (a shared machine only ever slows a run down). Two image sets:
