@@ -1,6 +1,7 @@
 """TFLite export (float and full-integer int8), its fixed-size resize, and labelling with .tflite files."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,18 @@ def test_retrain_writes_tflite_and_label_image_agrees_with_keras(stamps_dir, tmp
         tops = [results[p.name]["top"][0]["label"] for p in paths]
         agreement = np.mean([top == class_names[k] for top, k in zip(tops, keras_top, strict=True)])
         assert agreement >= floor, (path.name, agreement)
+
+
+def test_quiet_hides_native_output_and_restores_it(capfd):
+    from tlcourse.quiet import quiet
+
+    with quiet():
+        os.write(2, b"native noise\n")
+        os.write(1, b"more noise\n")
+    os.write(2, b"after\n")
+    out, err = capfd.readouterr()
+    assert "noise" not in out + err and "after" in err
+    with pytest.raises(ValueError, match="still raised"), quiet():
+        raise ValueError("still raised")
+    os.write(1, b"restored\n")
+    assert "restored" in capfd.readouterr().out

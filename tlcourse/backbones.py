@@ -247,7 +247,7 @@ class Backbone:
         return keras.Model(images, outputs, name="retrained")
 
     def _preprocess(self, images) -> tf.Tensor:
-        """Raw uint8 images (a batch) -> the network's input; ``tf.data`` pipelines map it too."""
+        """Raw uint8 images (a batch) -> the network's input (``preprocess_images`` with this backbone's settings)."""
         return preprocess_images(images, self.spec.preprocessing)
 
     def _run_network(self, preprocessed) -> np.ndarray:

@@ -26,6 +26,8 @@ import keras
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from tlcourse.quiet import quiet
+
 INPUT_NAME = "image"
 PREPROCESSED_NAME = "preprocessed"
 
@@ -70,4 +72,5 @@ def write_saved_model(model: keras.Model, directory: str | Path, final_tensor_na
     module = tf.Module()
     module.model = model
     module.functions = _serving_functions(model, final_tensor_name)
-    tf.saved_model.save(module, str(directory), signatures=dict(module.functions))
+    with quiet():  # "Assets written to ..."
+        tf.saved_model.save(module, str(directory), signatures=dict(module.functions))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from tlcourse.backbones import Preprocessing
+from tlcourse.quiet import quiet
 
 QUANTIZATIONS = ("float32", "int8")
 CALIBRATION_IMAGES = 100  # TensorFlow's guidance: a few hundred at most; 100 calibrates a small head well
@@ -162,8 +162,7 @@ def convert(model, quantization: str = "float32", representative_data: Callable 
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         return converter.convert()
 
 
@@ -179,7 +178,8 @@ def _converter(function):
     if not isinstance(function, tf.types.experimental.ConcreteFunction):
         function = function.get_concrete_function()
     frozen = convert_variables_to_constants_v2(function)
-    return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    with quiet():  # "Please consider providing the trackable_obj argument": there are no variables left to track
+        return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
 
 def keras_on_fixed_input(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -263,10 +263,9 @@ class TFLiteClassifier:
         if content[4:8] != b"TFL3":
             raise ValueError(f"{path}: not a TFLite model (no TFL3 identifier); is this the file retrain wrote?")
         interpreter, self.runtime = interpreter_class()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice, when it is the fallback
+        with quiet():  # and tf.lite.Interpreter's deprecation notice, when it is the fallback
             self._interpreter = interpreter(model_content=content, num_threads=num_threads)
-        self._interpreter.allocate_tensors()
+            self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self.input_size = int(self._input["shape"][1])
@@ -334,8 +333,7 @@ class LiteRTNetwork:
     def __init__(self, function, kept: Path | None = None, num_threads: int | None = None):
         content = _read_kept(kept) if kept is not None else None
         if content is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with quiet():
                 content = _converter(function).convert()
             if kept is not None:
                 from tlcourse.atomic import atomic_path  # noqa: PLC0415
@@ -345,8 +343,7 @@ class LiteRTNetwork:
         interpreter, self.runtime = interpreter_class()
         if num_threads is None:  # the cores this process may use
             num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             self._interpreter = interpreter(model_content=content, num_threads=num_threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
@@ -356,7 +353,8 @@ class LiteRTNetwork:
         images = np.ascontiguousarray(images, dtype=np.float32)
         if images.shape != self._shape:
             self._interpreter.resize_tensor_input(self._input, images.shape)
-            self._interpreter.allocate_tensors()
+            with quiet():  # LiteRT says which delegate it applies
+                self._interpreter.allocate_tensors()
             self._shape = images.shape
         self._interpreter.set_tensor(self._input, images)
         self._interpreter.invoke()
