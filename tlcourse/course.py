@@ -28,8 +28,11 @@ def environment() -> dict[str, str]:
 
 
 def setup() -> None:
-    """The one-line report at the top of every notebook."""
-    info = environment()
+    """The one-line report at the top of every notebook (TensorFlow's start-up lines, its CUDA probe, hidden)."""
+    from tlcourse.quiet import quiet  # noqa: PLC0415
+
+    with quiet():  # importing TensorFlow and asking it for devices
+        info = environment()
     print(f"tlcourse ready: TensorFlow {info['tensorflow']}, Keras {info['keras']}, {info['device']}")
 
 
