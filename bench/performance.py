@@ -1,12 +1,13 @@
 """Performance benchmark: caching and labelling against their baselines and this machine's floor.
 
-    python bench/performance.py            # the full run (39 minutes on 2 cores, 15 of them XLA's rounds)
+    python bench/performance.py            # the full run (about 35 minutes on 2 cores)
     python bench/performance.py --quick    # fewer images and rounds, for a fast check (6 minutes)
 
 Contenders run in this process on the same images, in interleaved rounds; each keeps its best
 round (a shared machine only ever slows a run down). Two image sets:
 - small: 1,000 JPEGs of about 160x160 (crops of the stamps photos, like the course's datasets);
-- camera: phone-sized 4032x3024 JPEGs (what a practitioner points the tool at).
+- camera: 96 phone-sized 4032x3024 JPEGs (what a practitioner points the tool at), in 2 more
+  rounds than the small images: their rounds are short, and the machine moves them most.
 For EfficientNet-Lite0 and Inception-v3 (random weights: the speed is the same), cold caching
 in this machine's default precision and engine (``tlcourse.hardware``) against (a) one image at
 a time as retrain.py did it (decode and resize in a graph, one forward pass, the bottleneck
@@ -195,11 +196,13 @@ def cpu_seconds() -> float:
 
 def best_of(rounds: int, contenders: dict) -> dict:
     """Run every contender (name -> function returning images done) once a round, interleaved;
-    keep each one's best rate, its least processor time per image and the most memory it added."""
+    keep each one's best rate, its least processor time per image and the most memory it added, and
+    every round's rate (``rounds``: how much the machine moved them)."""
     for run in contenders.values():  # build and compile outside the timing
         run(warm_up=True)
     best = {
-        name: {"images_per_second": 0.0, "cpu_ms_per_image": None, "peak_memory_added_mb": None} for name in contenders
+        name: {"images_per_second": 0.0, "cpu_ms_per_image": None, "peak_memory_added_mb": None, "rounds": []}
+        for name in contenders
     }
     for round_number in range(rounds):
         for name, run in contenders.items():
@@ -210,6 +213,7 @@ def best_of(rounds: int, contenders: dict) -> dict:
             cpu_ms = 1000 * (cpu_seconds() - started_cpu) / images
             print(f"round {round_number + 1}: {name}: {rate:.1f} images/s, {cpu_ms:.1f} CPU ms/image", flush=True)
             figures = best[name]
+            figures["rounds"].append(round(rate, 2))
             figures["images_per_second"] = round(max(figures["images_per_second"], rate), 2)
             figures["cpu_ms_per_image"] = round(min(figures["cpu_ms_per_image"] or cpu_ms, cpu_ms), 2)
             if start_memory is not None:
@@ -245,7 +249,8 @@ def pillow_only(run):
 def contenders_for(
     backbone, folder: Path, per_image_share: int, default_precision: str, variants: bool = False
 ) -> dict:
-    """Name -> run(warm_up) for the images in ``folder``; retrain.py's way gets ``1/per_image_share`` of them.
+    """Name -> run(warm_up) for the images in ``folder``; the slow ones (retrain.py's way and XLA) get
+    ``1/per_image_share`` of them.
 
     ``backbone`` is float32; the baselines run its network on TensorFlow, the course's caching runs in
     ``default_precision`` on the default engine (``tlcourse.hardware``). ``variants`` adds what was
@@ -260,8 +265,8 @@ def contenders_for(
     precisions = {"float32": on_engine(backbone, engine), "bfloat16": backbone.to_bfloat16()}
     default = precisions[default_precision]
 
-    def caching_with(chosen):
-        return lambda warm_up: caching(chosen, records[:2] if warm_up else records)
+    def caching_with(chosen, images=records):
+        return lambda warm_up: caching(chosen, images[:2] if warm_up else images)
 
     contenders = {
         "caching": caching_with(default),
@@ -273,7 +278,7 @@ def contenders_for(
     if variants:
         other = "float32" if default_precision == "bfloat16" else "bfloat16"
         contenders[f"caching_{other}"] = caching_with(precisions[other])
-        contenders["caching_xla"] = caching_with(with_xla(default))
+        contenders["caching_xla"] = caching_with(with_xla(default), share)
         for name in tlc.backbones.ENGINES:
             if name != default.engine:
                 contenders[f"caching_{name}"] = caching_with(on_engine(backbone, name))
@@ -371,7 +376,9 @@ def main() -> int:
     if args.threads_child:
         inter, intra, folder = args.threads_child
         return threads_child(int(inter), int(intra), Path(folder))
-    rounds, small_count, camera_count = (1, 200, 16) if args.quick else (args.rounds, 1000, 48)
+    started = time.perf_counter()
+    rounds, small_count, camera_count = (1, 200, 16) if args.quick else (args.rounds, 1000, 96)
+    camera_rounds = rounds if args.quick else rounds + 2  # short rounds, whose rates the machine moves most
     precision, why = tlc.hardware.default_precision()
     engine, engine_why = tlc.hardware.default_engine(precision)
     print(f"default precision: {precision} ({why}); engine: {engine} ({engine_why})", flush=True)
@@ -401,9 +408,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as run_dir:
         model = tlc.course.ensure_retrained_model(run_dir=run_dir, steps=200)
         results["efficientnet_lite0, small"]["label_image_folder"] = lambda warm_up: labelling(
-            model, tlc.datasets.stamps() / "fruit" if warm_up else small
+            model, tlc.datasets.stamps() if warm_up else small  # 119 images: enough to convert it for LiteRT
         )
-        results = {panel: best_of(rounds, contenders) for panel, contenders in results.items()}
+        results = {
+            panel: best_of(camera_rounds if "camera" in panel else rounds, contenders)
+            for panel, contenders in results.items()
+        }
         label_one = min(label_one_image_seconds(model, next(small.rglob("*.jpg"))) for _ in range(rounds))
 
     records = tlc.data.scan_dataset(small).images
@@ -496,6 +506,9 @@ def main() -> int:
             "labelling a folder vs caching": target(ratio(headline, "label_image_folder", "caching"), 0.9),
         },
         "rounds": rounds,
+        "camera_rounds": camera_rounds,
+        "camera_photos": camera_count,
+        "bench_minutes": round((time.perf_counter() - started) / 60),
         "contenders": results,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}",
         "versions": tlc.course.environment(),
@@ -519,7 +532,7 @@ def write_results(summary: dict, results: dict, floors: dict, command: str) -> N
     plot(results, floors, RESULTS / "performance.png", summary["default_precision"])
     contenders = "\n".join(
         f"| {panel} | {name} | {figures['images_per_second']} | {figures['cpu_ms_per_image']} "
-        f"| {figures['peak_memory_added_mb']} |"
+        f"| {figures['peak_memory_added_mb']} | {', '.join(map(str, figures['rounds']))} |"
         for panel, named in results.items()
         for name, figures in named.items()
     )
@@ -527,9 +540,10 @@ def write_results(summary: dict, results: dict, floors: dict, command: str) -> N
     versions = ", ".join(f"{key} {value}" for key, value in summary["versions"].items())
     (RESULTS / "performance.md").write_text(
         f"# Performance\n\n`{command}` on {summary['machine']}; {versions}.\n\n"
-        f"Best of {summary['rounds']} interleaved rounds per contender.\n\n"
-        "| backbone, images | contender | images/s | CPU ms/image | peak memory added (MB) |\n"
-        "| --- | --- | --- | --- | --- |\n"
+        f"Best of {summary['rounds']} interleaved rounds per contender ({summary['camera_rounds']} for the "
+        f"{summary['camera_photos']} camera photos); the whole run took {summary['bench_minutes']} minutes.\n\n"
+        "| backbone, images | contender | images/s | CPU ms/image | peak memory added (MB) | every round (images/s) |\n"
+        "| --- | --- | --- | --- | --- | --- |\n"
         f"{contenders}\n\n| measure | value |\n| --- | --- |\n{scalars}\n\n![performance](performance.png)\n"
     )
     print(json.dumps(summary, indent=2))

@@ -188,3 +188,5 @@ def test_depth_model_gives_pooled_activations_and_the_bottleneck():
     assert np.allclose(outputs[-1], bottleneck, atol=1e-5)
     with pytest.raises(ValueError):
         depths.depth_model(backbone, (16,))
+    rows = depths.describe_depths(backbone, (2, 14))
+    assert [(row["side"], row["channels"]) for row in rows] == [(56, 24), (7, 192), (7, 1280)]  # pooled 7x7 maps

@@ -103,12 +103,11 @@ WEIGHT_PACKAGES = {  # Lite name -> (module, class) of the PyPI package holding 
 
 def preprocess_images(images: tf.Tensor, preprocessing: Preprocessing) -> tf.Tensor:
     """Raw RGB images (batch, height, width, 3), any size and dtype 0-255 -> the backbone's input."""
-    images = tf.cast(images, tf.float32)
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     side = tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * preprocessing.crop_fraction, tf.int32)
     side = tf.maximum(side, 1)
     top, left = (height - side) // 2, (width - side) // 2
-    images = images[:, top : top + side, left : left + side, :]
+    images = tf.cast(images[:, top : top + side, left : left + side, :], tf.float32)  # cropped first: fewer to cast
     size = (preprocessing.size, preprocessing.size)
     # Shrinking needs the antialiasing filter; enlarging does not, and the plain kernel is twice as fast.
     images = tf.cond(

@@ -17,8 +17,8 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,6 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tlcourse.atomic import atomic_path, remove_stale_temporaries
-from tlcourse.backbones import preprocess_images
 from tlcourse.data import ImageRecord, SkippedFile
 from tlcourse.images import ImageError, load_image, plain_jpeg_scale
 
@@ -130,7 +129,7 @@ def _decode_plain_jpeg(path, ratio_index):
 
 def image_pipeline(
     paths: list[bytes], preprocess, batch_size: int, errors: dict, transform=None, seeds: list[int] | None = None
-) -> tf.data.Dataset:
+) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
     """(index, preprocessed image) batches for ``paths``, decoded in parallel; failures go to ``errors``.
 
     Batches come in whatever order is fastest; the index says which path each image is.
@@ -138,59 +137,56 @@ def image_pipeline(
     Plain JPEGs (``images.plain_jpeg_scale``) are decoded first by TensorFlow's own decoder, with
     no Python (so no lock) in the way: every core decodes. Everything else, and any JPEG that
     decoder refuses, then goes through Pillow (``load_image``), which says why a file is unusable.
+    Each part is built only when it has files: building one takes a good part of a second, which
+    a folder of a few dozen photos would notice.
 
     ``transform`` (optional) maps a decoded uint8 image and the image's seed (from ``seeds``) to
     another uint8 image: how cached distortions are made.
     """
-    decode = _decoder(errors)
     seeds = [0] * len(paths) if seeds is None else seeds
     scales = [plain_jpeg_scale(os.fsdecode(path)) if TENSORFLOW_JPEG else 0 for path in paths]
-    done = np.zeros(len(paths), bool)
 
     def prepare(index, image, seed):
         if transform is not None:
             image = transform(image, seed)
         return index, preprocess(image[None])[0]
 
-    def mark_done(indices, images):
-        def mark(values):
-            done[values] = True
-            return values
+    def slices(indices, *extra):  # (index, path, seed, *extra) for each of these files
+        index = tf.constant(indices, tf.int64)
+        path = tf.constant([paths[i] for i in indices], tf.string)
+        seed = tf.constant([seeds[i] for i in indices], tf.int64)
+        return tf.data.Dataset.from_tensor_slices((index, path, seed, *extra))
 
-        return tf.numpy_function(mark, [indices], tf.int64, stateful=True), images
+    def batches(decoded: tf.data.Dataset) -> tf.data.Dataset:
+        prepared = decoded.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        return prepared.batch(batch_size).prefetch(2)
 
-    def with_pillow(index, path, seed):
-        image, ok = tf.numpy_function(decode, [path], [tf.uint8, tf.bool], stateful=False)
-        image.set_shape([None, None, 3])
-        ok.set_shape([])
-        return index, image, ok, seed
-
-    def the_rest():  # run once the fast part is finished: the files it did not do
-        for index in np.flatnonzero(~done):
-            yield index, paths[index], seeds[index]
-
+    done = np.zeros(len(paths), bool)
     fast = [i for i, scale in enumerate(scales) if scale]
-    plain = tf.data.Dataset.from_tensor_slices(
-        (
-            tf.constant(fast, tf.int64),
-            tf.constant([paths[i] for i in fast], tf.string),
-            tf.constant([seeds[i] for i in fast], tf.int64),
-            tf.constant([JPEG_RATIOS.index(scales[i]) for i in fast], tf.int32),
+    if fast:
+        ratio_indices = tf.constant([JPEG_RATIOS.index(scales[i]) for i in fast], tf.int32)
+        plain = slices(fast, ratio_indices).map(
+            lambda index, path, seed, ratio_index: (index, _decode_plain_jpeg(path, ratio_index), seed),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=False,
         )
-    )
-    plain = plain.map(
-        lambda index, path, seed, ratio_index: (index, _decode_plain_jpeg(path, ratio_index), seed),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=False,
-    ).ignore_errors()  # a damaged JPEG: Pillow will say what is wrong with it
-    plain = plain.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).batch(batch_size)
-    signature = (tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64))
-    rest = tf.data.Dataset.from_generator(the_rest, output_signature=signature)
-    rest = rest.map(with_pillow, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    rest = rest.filter(lambda index, image, ok, seed: ok)
-    rest = rest.map(lambda index, image, decoded, seed: (index, image, seed))
-    rest = rest.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).batch(batch_size)
-    return plain.map(mark_done).concatenate(rest).prefetch(2)
+        for indices, images in batches(plain.ignore_errors()):  # a damaged JPEG: Pillow will say what is wrong
+            done[indices.numpy()] = True
+            yield indices, images
+    rest = np.flatnonzero(~done).tolist()
+    if rest:
+        decode = _decoder(errors)
+
+        def with_pillow(index, path, seed):
+            image, ok = tf.numpy_function(decode, [path], [tf.uint8, tf.bool], stateful=False)
+            image.set_shape([None, None, 3])
+            ok.set_shape([])
+            return index, image, ok, seed
+
+        decoded = slices(rest).map(with_pillow, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        decoded = decoded.filter(lambda index, image, ok, seed: ok)
+        decoded = decoded.map(lambda index, image, ok, seed: (index, image, seed))
+        yield from batches(decoded)
 
 
 def cache_bottlenecks(
@@ -226,8 +222,7 @@ def cache_bottlenecks(
     if todo:
         paths = [os.fsencode(record.path) for record in todo]
         seeds = [int(record.sha256[:15], 16) for record in todo]  # a distortion follows the content
-        preprocess = partial(preprocess_images, preprocessing=backbone.spec.preprocessing)
-        dataset = image_pipeline(paths, preprocess, batch_size, errors, transform, seeds)
+        dataset = image_pipeline(paths, backbone._preprocess, batch_size, errors, transform, seeds)
         with tqdm(total=len(todo), unit="img", desc=f"caching {backbone.name}", disable=not progress) as bar:
             for indices, images in dataset:
                 vectors = backbone._run_network(images)  # the engine behind backbone.bottlenecks

@@ -17,7 +17,6 @@ Taught in ``notebooks/06_why_features_transfer.ipynb``.
 from __future__ import annotations
 
 import os
-from functools import partial
 
 import keras
 import numpy as np
@@ -25,7 +24,6 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tlcourse import efficientnet_lite
-from tlcourse.backbones import preprocess_images
 from tlcourse.bottlenecks import image_pipeline
 from tlcourse.your_data import fit_linear, folds_for
 
@@ -55,12 +53,16 @@ def depth_model(backbone, blocks=BLOCKS) -> keras.Model:
 
 
 def describe_depths(backbone, blocks=BLOCKS) -> list[dict]:
-    """For each depth: its name, the activation map's side in pixels, and how many numbers pooling gives."""
+    """For each depth: its name, the activation map's side in pixels, and how many numbers pooling gives.
+
+    The bottleneck is the average of the last convolution's map, so its side is that map's.
+    """
     rows = []
     for b in blocks:
         shape = backbone.network.get_layer(efficientnet_lite.block_output_layer(backbone.name, b)).output.shape
         rows.append({"depth": f"block {b}", "side": int(shape[1]), "channels": int(shape[-1])})
-    rows.append({"depth": BOTTLENECK, "side": 1, "channels": backbone.bottleneck_size})
+    last_map = backbone.network.layers[-1].input.shape  # the input of the final average
+    rows.append({"depth": BOTTLENECK, "side": int(last_map[1]), "channels": backbone.bottleneck_size})
     return rows
 
 
@@ -73,8 +75,7 @@ def activations_at_depths(records, backbone, blocks=BLOCKS, batch_size: int = 32
     run = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
     errors: dict[str, str] = {}
     paths = [os.fsencode(record.path) for record in records]
-    preprocess = partial(preprocess_images, preprocessing=backbone.spec.preprocessing)
-    dataset = image_pipeline(paths, preprocess, batch_size, errors)
+    dataset = image_pipeline(paths, backbone._preprocess, batch_size, errors)
     names = depth_names(blocks)
     collected = {name: [None] * len(records) for name in names}
     with tqdm(total=len(records), unit="img", desc="activations", disable=not progress) as bar:

@@ -21,6 +21,7 @@ in ``notebooks/09_trust_a_score.ipynb``). Taught in ``notebooks/04_label_new_ima
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -76,21 +77,40 @@ class Classifier:
 
     ``preprocess`` and ``classify_preprocessed`` are the model's own two halves, where the file
     has them (every model this course writes does): they let images of different sizes be
-    preprocessed one by one and then classified in batches.
+    preprocessed one by one and then classified in batches. Except for a ``.tflite`` model, the
+    second half is a ``ModelFunction``, which LiteRT can convert.
     """
 
     classify: Callable
     preprocess: Callable | None = None
     classify_preprocessed: Callable | None = None
-    network_function: Callable | None = None  # classify_preprocessed as a TensorFlow function LiteRT can convert
-    loaded: object = None  # a loaded SavedModel, kept alive with the functions that read its variables
 
     def __call__(self, images) -> np.ndarray:
         return self.classify(images)
 
 
-def _only_output(function):
-    return lambda tensor: next(iter(function(tensor).values()))
+class ModelFunction:
+    """One TensorFlow function of a loaded model: called on a batch, or converted by LiteRT.
+
+    ``make`` builds the concrete function the first time it is needed (pruning a frozen graph
+    takes about half a second, and labelling a folder whose LiteRT conversion is kept never needs
+    the network half); ``owner`` keeps alive what the function reads (a SavedModel's variables).
+    """
+
+    def __init__(self, make: Callable, owner: object = None):
+        self._make, self._owner = make, owner
+
+    @functools.cached_property
+    def concrete(self):
+        with tf.init_scope():  # made outside any function being traced (a tf.data map calls ``preprocess``)
+            return self._make()
+
+    def get_concrete_function(self):  # what ``tflite`` converts
+        return self.concrete
+
+    def __call__(self, images):
+        result = self.concrete(tf.convert_to_tensor(images))
+        return next(iter(result.values())) if isinstance(result, dict) else result  # a signature: its one output
 
 
 def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -> Classifier:
@@ -117,13 +137,11 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
     if path.is_dir():  # SavedModel
         loaded = tf.saved_model.load(str(path))
         signatures = loaded.signatures
-        serve = _only_output(signatures["serving_default"])
-        classifier = Classifier(lambda images: serve(tf.constant(images)).numpy())
+        serve = ModelFunction(lambda: signatures["serving_default"], loaded)
+        classifier = Classifier(lambda images: serve(images).numpy())
         if "preprocess" in signatures and "classify_preprocessed" in signatures:
-            classifier.preprocess = _only_output(signatures["preprocess"])
-            classifier.classify_preprocessed = _only_output(signatures["classify_preprocessed"])
-            classifier.network_function = signatures["classify_preprocessed"]
-            classifier.loaded = loaded  # the variables those functions read live as long as it does
+            classifier.preprocess = ModelFunction(lambda: signatures["preprocess"], loaded)
+            classifier.classify_preprocessed = ModelFunction(lambda: signatures["classify_preprocessed"], loaded)
         return classifier
     if path.suffix == ".tflite":  # fixed-size input: resized outside the model, by the course's own preprocessing
         return _tflite_classifier(path)
@@ -133,25 +151,31 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
         if "preprocessing" in [layer.name for layer in model.layers]:
             preprocessing, network = export.split(model)
             classifier.preprocess = preprocessing
-            classifier.classify_preprocessed = lambda images: network(images, training=False)
             size = preprocessing.preprocessing.size
             spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-            classifier.network_function = tf.function(classifier.classify_preprocessed, input_signature=[spec])
+            run = tf.function(lambda images: network(images, training=False), input_signature=[spec])
+            classifier.classify_preprocessed = ModelFunction(run.get_concrete_function)
         return classifier
     graph_def = tf.compat.v1.GraphDef()
     try:
         graph_def.ParseFromString(path.read_bytes())
     except Exception as error:
         raise ModelFileError(f"{path}: not a TensorFlow GraphDef ({error}); is this the file retrain wrote?") from None
+    names = {node.name for node in graph_def.node}
+    if export.INPUT_NAME not in names:
+        raise ModelFileError(f"{path}: this graph has no input named {export.INPUT_NAME!r}; is it one retrain wrote?")
+    if final_tensor_name not in names:
+        raise ModelFileError(f"{path}: --output_layer={final_tensor_name} names no tensor in this graph")
     wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
-    output = f"{final_tensor_name}:0"
-    run = wrapped.prune(feeds=f"{export.INPUT_NAME}:0", fetches=output)
-    classifier = Classifier(lambda images: run(tf.constant(images)).numpy())
-    if export.PREPROCESSED_NAME in {node.name for node in graph_def.node}:  # older graphs run one image at a time
-        preprocessed = f"{export.PREPROCESSED_NAME}:0"
-        classifier.preprocess = wrapped.prune(feeds=f"{export.INPUT_NAME}:0", fetches=preprocessed)
-        classifier.classify_preprocessed = wrapped.prune(feeds=preprocessed, fetches=output)
-        classifier.network_function = classifier.classify_preprocessed
+
+    def half(feeds: str, fetches: str) -> ModelFunction:
+        return ModelFunction(lambda: wrapped.prune(feeds=f"{feeds}:0", fetches=f"{fetches}:0"))
+
+    whole = half(export.INPUT_NAME, final_tensor_name)
+    classifier = Classifier(lambda images: whole(images).numpy())
+    if export.PREPROCESSED_NAME in names:  # older graphs run one image at a time
+        classifier.preprocess = half(export.INPUT_NAME, export.PREPROCESSED_NAME)
+        classifier.classify_preprocessed = half(export.PREPROCESSED_NAME, final_tensor_name)
     return classifier
 
 
@@ -165,13 +189,13 @@ def on_litert(classifier: Classifier, path: Path) -> Callable | None:
     from tlcourse import backbones, config, hardware, tflite  # noqa: PLC0415
     from tlcourse.download import file_hash  # noqa: PLC0415
 
-    if classifier.network_function is None or hardware.default_engine()[0] != "litert":
+    if not isinstance(classifier.classify_preprocessed, ModelFunction) or hardware.default_engine()[0] != "litert":
         return None
     kept = None  # a SavedModel folder has no one file to hash: converted again each run
     if path.is_file():
         kept = config.models_dir() / "labelling" / f"{file_hash(path)[:16]}-v{backbones.LITERT_VERSION}.litert"
     try:
-        network = tflite.LiteRTNetwork(classifier.network_function, kept)
+        network = tflite.LiteRTNetwork(classifier.classify_preprocessed, kept)
     except Exception as error:
         warnings.warn(f"{path}: LiteRT could not convert the model ({error}); labelling with TensorFlow", stacklevel=2)
         return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -391,7 +392,8 @@ def show_top_losses(
         second = (
             f"true: {class_names[true_labels[i]]}" if true_labels is not None else f"layer: {class_names[predicted[i]]}"
         )
-        title = f"given: {class_names[given[i]]}\n{second}\nloss {losses[i]:.1f}"
+        lines = [f"given: {class_names[given[i]]}", second]
+        title = "\n".join(textwrap.fill(line, 28) for line in lines) + f"\nloss {losses[i]:.1f}"  # long labels wrap
         if flipped is not None:
             title += " (flipped)" if flipped[i] else " (label right)"
         axis.set_title(title, fontsize="x-small")
