@@ -3,11 +3,11 @@
 bfloat16 halves the work of the backbone only where the hardware has bfloat16 units: Intel's AMX
 (``amx_bf16``) or AVX512-BF16 (``avx512_bf16``) on the CPU, or a GPU with bfloat16 tensor cores
 (compute capability 8.0 or more: A100, H100, RTX 30xx and later). Elsewhere it is emulated, and
-slower than float32 (``bf16_speedup`` 0.2 for Lite0 caching on this project's AMD EPYC, against
-float32 on LiteRT, in ``bench/results/summary.json``). ``bench/precision.py`` measured what it does
-to accuracy. On a CPU without them, float32 bottlenecks are computed by LiteRT's XNNPACK kernels
-(``litert_speedup`` 3.35 over TensorFlow for Lite0 caching there). Whether bfloat16 on AMX beats
-float32 on LiteRT is not measured yet.
+slower than float32 (``bf16_speedup`` in ``bench/results/summary.json``, Lite0 caching against
+float32 on LiteRT: 0.2 and 0.35 in two runs on this project's AMD EPYC). ``bench/precision.py``
+measured what it does to accuracy. On a CPU without them, float32 bottlenecks are computed by
+LiteRT's XNNPACK kernels (``litert_speedup`` over TensorFlow for Lite0 caching: 3.35 and 1.66 in
+the same two runs). Whether bfloat16 on AMX beats float32 on LiteRT is not measured yet.
 """
 
 from __future__ import annotations
