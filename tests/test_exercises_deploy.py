@@ -104,6 +104,19 @@ def test_a_plausible_mistake_fails_with_its_message(wrong, message):
         assert message in outcome.message, outcome.message
 
 
+def a_learners_random_sample(images, labels, num_samples):
+    """What a learner might write: ``np.random.choice`` (the grader seeds ``np.random``)."""
+    chosen = np.random.choice(len(images), min(num_samples, len(images)), replace=False)
+    return lambda: ([images[index][None].astype(np.float32)] for index in chosen)
+
+
+@pytest.mark.parametrize("sample", [random_sample, a_learners_random_sample])
+def test_a_random_sample_fails_on_almost_every_seed(sample):
+    """One folder's random sample is balanced about half the time; the grader's six folders rarely all are."""
+    failed = [exercises.grade(NAME, sample, seed=seed).status == "failed" for seed in range(40)]
+    assert sum(failed) >= 38, f"a random sample passed on {40 - sum(failed)} of 40 seeds"
+
+
 def test_the_unbalanced_counts_message_blames_sorting_only_for_the_first_images():
     for seed in (11, 12):
         message = exercises.grade(NAME, random_sample, seed=seed).message

@@ -41,6 +41,9 @@ def representative_dataset(images, labels, num_samples):
     return generate
 
 
+CASES = 6  # folders of sorted images each answer is graded on
+
+
 def _case(rng: np.random.Generator, num_labels: int, per_label: list[int], size: int):
     """Images sorted by label (as a folder scan gives them), each distinct; their labels."""
     labels = [label for label in range(num_labels) for _ in range(per_label[label])]
@@ -112,8 +115,7 @@ def _check_item(item, images, size: int) -> int:
     return int(matches[0])
 
 
-def _grade(candidate, rng: np.random.Generator) -> None:
-    size = int(rng.integers(3, 7))
+def _grade_balance(candidate, rng: np.random.Generator, size: int) -> None:
     num_labels = int(rng.integers(3, 6))
     per_label = [int(n) for n in rng.integers(4, 9, num_labels)]
     images, labels = _case(rng, num_labels, per_label, size)
@@ -143,6 +145,12 @@ def _grade(candidate, rng: np.random.Generator) -> None:
             f"{call} gave label counts {counts.tolist()} (images per label): {why}. Take the labels in turn (one "
             "image of each label, then a second of each, ...): counts should differ by at most one."
         )
+
+
+def _grade(candidate, rng: np.random.Generator) -> None:
+    size = int(rng.integers(3, 7))
+    for _ in range(CASES):  # several folders: a sample that is balanced only by luck is not balanced on all of them
+        _grade_balance(candidate, rng, size)
     # Fewer images than num_samples: all of them, once each. Labels as strings, in shuffled order.
     images, labels = _case(rng, 2, [2, 3], size)
     names = np.array(["birds", "fruit"])[labels].tolist()
