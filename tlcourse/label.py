@@ -168,14 +168,14 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
         raise ModelFileError(f"{path}: --output_layer={final_tensor_name} names no tensor in this graph")
     wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
 
-    def half(feeds: str, fetches: str) -> ModelFunction:
+    def pruned(feeds: str, fetches: str) -> ModelFunction:  # the part of the graph from ``feeds`` to ``fetches``
         return ModelFunction(lambda: wrapped.prune(feeds=f"{feeds}:0", fetches=f"{fetches}:0"))
 
-    whole = half(export.INPUT_NAME, final_tensor_name)
+    whole = pruned(export.INPUT_NAME, final_tensor_name)
     classifier = Classifier(lambda images: whole(images).numpy())
     if export.PREPROCESSED_NAME in names:  # older graphs run one image at a time
-        classifier.preprocess = half(export.INPUT_NAME, export.PREPROCESSED_NAME)
-        classifier.classify_preprocessed = half(export.PREPROCESSED_NAME, final_tensor_name)
+        classifier.preprocess = pruned(export.INPUT_NAME, export.PREPROCESSED_NAME)
+        classifier.classify_preprocessed = pruned(export.PREPROCESSED_NAME, final_tensor_name)
     return classifier
 
 
