@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tests.images_factory import jpeg, labelled_folder
+from tests.images_factory import encoded, jpeg, labelled_folder, rgb
 from tlcourse.bottlenecks import BottleneckStore, cache_bottlenecks, load_bottlenecks, store_for
 from tlcourse.data import scan_dataset
 
@@ -64,6 +64,23 @@ def test_an_image_that_fails_to_decode_is_reported_and_the_rest_cached(small_dat
     assert "truncated" in report.failures[0].reason
     vectors, kept = load_bottlenecks(dataset.images, lite0, tmp_path / "c")
     assert len(kept) == 11 and broken not in [r.path for r in kept]
+
+
+def test_both_parts_of_the_image_pipeline_run_without_the_autotuner(small_dataset, lite0, tmp_path, monkeypatch):
+    """The end of a pipeline with tf.data's autotuner on could wait seconds for it (TF_DATA_AUTOTUNE)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    iterated, iterate = [], tf.data.Dataset.__iter__
+
+    def recording(dataset):
+        iterated.append(dataset.options().autotune.enabled)
+        return iterate(dataset)
+
+    monkeypatch.setattr(tf.data.Dataset, "__iter__", recording)
+    small_dataset.images[0].path.write_bytes(encoded(rgb(seed=3), "PNG"))  # Pillow's part runs too
+    report = cache_bottlenecks(scan_dataset(small_dataset.root).images, lite0, tmp_path / "c", progress=False)
+    assert report.computed == 12
+    assert iterated == [False, False]  # the plain JPEGs, then the PNG
 
 
 def test_store_write_is_atomic_and_leaves_no_temporaries(tmp_path):

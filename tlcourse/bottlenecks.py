@@ -32,6 +32,10 @@ from tlcourse.images import ImageError, load_image, plain_jpeg_scale
 MAGIC = b"TLBN\x00\x01\x00\x00"  # format version 1
 HEADER = struct.Struct("<8sII")  # magic, number of values, CRC-32 of the values
 TENSORFLOW_JPEG = True  # plain JPEGs decoded by TensorFlow (False: every file by Pillow; bench/performance.py)
+# tf.data's autotuner off (True: on; bench/tf_data_autotune.py). Its thread sleeps for periods that
+# double (10 ms, 20 ms, ... 10 s, 20 s), and the end of the images could wait for its next wake-up:
+# a 10-second caching run sometimes took 20. Without it, parallel steps use min(cores, 16) threads.
+TF_DATA_AUTOTUNE = False
 
 
 class BottleneckStore:
@@ -127,6 +131,13 @@ def _decode_plain_jpeg(path, ratio_index):
     return tf.switch_case(tf.convert_to_tensor(ratio_index, tf.int32), [at(ratio) for ratio in JPEG_RATIOS])
 
 
+def pipeline_options() -> tf.data.Options:
+    """The image pipeline's ``tf.data`` options: the autotuner as ``TF_DATA_AUTOTUNE`` says."""
+    options = tf.data.Options()
+    options.autotune.enabled = TF_DATA_AUTOTUNE
+    return options
+
+
 def image_pipeline(
     paths: list[bytes], preprocess, batch_size: int, errors: dict, transform=None, seeds: list[int] | None = None
 ) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
@@ -159,7 +170,7 @@ def image_pipeline(
 
     def batches(decoded: tf.data.Dataset) -> tf.data.Dataset:
         prepared = decoded.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-        return prepared.batch(batch_size).prefetch(2)
+        return prepared.batch(batch_size).prefetch(2).with_options(pipeline_options())
 
     done = np.zeros(len(paths), bool)
     fast = [i for i, scale in enumerate(scales) if scale]
