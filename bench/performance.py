@@ -1,6 +1,6 @@
 """Performance benchmark: caching and labelling against their baselines and this machine's floor.
 
-    python bench/performance.py            # the full run (29 minutes on 2 cores)
+    python bench/performance.py            # the full run (27 minutes on 2 cores)
     python bench/performance.py --quick    # fewer images and rounds, for a fast check (6 minutes)
 
 Contenders run in this process on the same images, in interleaved rounds; each keeps its best
