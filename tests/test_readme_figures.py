@@ -152,7 +152,7 @@ def numbers_in(value) -> list[float]:
     return []
 
 
-def test_every_decimal_in_the_speed_prose_is_in_summary_json():
+def test_every_decimal_in_the_speed_prose_is_in_the_bench_results():
     """The prose around the table (up to "Every figure is in"), minus figures it says come from an earlier run.
 
     Its figures come from summary.json, or from tf_data_autotune.json for the autotuner's rounds."""
