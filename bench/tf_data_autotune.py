@@ -52,13 +52,13 @@ def timing_the_end(end_waits: list):
 def caching_round(backbone, records, autotune: bool) -> tuple[float, float]:
     """(images per second, seconds the pipeline's end waited) of one cold caching run."""
     end_waits = []
-    original = tlc.bottlenecks.image_pipeline
+    original = tlc.bottlenecks.TF_DATA_AUTOTUNE, tlc.bottlenecks.image_pipeline
     tlc.bottlenecks.TF_DATA_AUTOTUNE, tlc.bottlenecks.image_pipeline = autotune, timing_the_end(end_waits)
     try:
         with tempfile.TemporaryDirectory() as cache:
             report = tlc.bottlenecks.cache_bottlenecks(records, backbone, cache, progress=False)
     finally:
-        tlc.bottlenecks.TF_DATA_AUTOTUNE, tlc.bottlenecks.image_pipeline = False, original
+        tlc.bottlenecks.TF_DATA_AUTOTUNE, tlc.bottlenecks.image_pipeline = original
     assert report.computed == len(records) and not report.failures
     return len(records) / report.seconds, sum(end_waits)
 
