@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import tlcourse as tlc  # noqa: E402
 from bench.images import make_images  # noqa: E402
+from bench.performance import cpu_name  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SETTINGS = {"autotuner off (default)": False, "autotuner on": True}
@@ -84,7 +87,14 @@ def main() -> int:
         named["median_images_per_second"] = round(statistics.median(named["images_per_second"]), 1)
         named["best_images_per_second"] = max(named["images_per_second"])
         named["rounds_whose_end_waited_over_1_s"] = sum(wait > 1 for wait in named["end_wait_seconds"])
-    summary = {"images": count, "rounds": rounds, "engine": backbone.engine, "settings": figures}
+    summary = {
+        "images": count,
+        "rounds": rounds,
+        "engine": backbone.engine,
+        "settings": figures,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}",
+        "versions": tlc.course.environment(),
+    }
     write_results(summary, "python bench/tf_data_autotune.py" + (" --quick" if args.quick else ""))
     return 0
 
@@ -99,7 +109,8 @@ def write_results(summary: dict, command: str) -> None:
         for name, named in summary["settings"].items()
     )
     (RESULTS / "tf_data_autotune.md").write_text(
-        f"# tf.data's autotuner and the end of the image pipeline\n\n`{command}`: cold caching of "
+        f"# tf.data's autotuner and the end of the image pipeline\n\n`{command}` on {summary['machine']}; "
+        f"{', '.join(f'{key} {value}' for key, value in summary['versions'].items())}.\n\nCold caching of "
         f"{summary['images']} small JPEGs with EfficientNet-Lite0 (engine {summary['engine']}), "
         f"{summary['rounds']} interleaved rounds per setting.\n\n"
         "| setting | median images/s | best images/s | rounds whose end waited over 1 s "
