@@ -39,7 +39,7 @@ lab: $(INSTALLED) $(STAMPS)
 bench: $(INSTALLED) $(STAMPS)
 	$(PY) bench/caching.py
 	$(PY) bench/performance.py
-	$(PY) bench/tf_data_autotune.py
+	$(PY) bench/caching_settings.py
 	$(PY) bench/many_classes.py
 
 clean:

@@ -1,6 +1,6 @@
 """Performance benchmark: caching and labelling against their baselines and this machine's floor.
 
-    python bench/performance.py            # the full run (27 minutes on 2 cores)
+    python bench/performance.py            # the full run (30 minutes on 2 cores)
     python bench/performance.py --quick    # fewer images and rounds, for a fast check (6 minutes)
 
 Contenders run in this process on the same images, in interleaved rounds; each keeps its best
@@ -14,10 +14,11 @@ a time as retrain.py did it (decode and resize in a graph, one forward pass, the
 written as a text file) and (b) the standard Keras recipe (``image_dataset_from_directory`` +
 ``model.predict``), both in float32 on TensorFlow. What was tried to close the gap, each with
 its figure: the other engine (LiteRT's XNNPACK kernels or TensorFlow's), TensorFlow's JPEG
-decoder for plain JPEGs against Pillow for every file (``caching_pillow_only``), XLA compilation
-of the network (``caching_xla``), the other precision, and thread settings (each in its own
-process). The floor: this machine's best TensorFlow matmul rate over several sizes and shapes,
-in the default precision, divided into the model's FLOPs per image. Also: how far bfloat16 moves
+decoder for plain JPEGs against Pillow for every file (``caching_pillow_only``), the cache files
+written on a second thread against inline (``caching_writes_inline``), XLA compilation of the
+network (``caching_xla``), the other precision, and thread settings (each in its own process).
+The floor: this machine's best TensorFlow matmul rate over several sizes and shapes, in the
+default precision, divided into the model's FLOPs per image. Also: how far bfloat16 moves
 bottlenecks, warm rerun, head training, label_image for one image (a whole process) and for a
 folder of 1,000. Peak memory is each contender's own high-water mark. ``targets`` says which of
 issue 19's targets this run meets. Writes bench/results/summary.json, performance.md and
@@ -233,17 +234,18 @@ def with_xla(backbone):
     return clone
 
 
-def pillow_only(run):
-    """``run`` with every image decoded by Pillow (TensorFlow's JPEG fast path off)."""
+def with_setting(run, name: str, value):
+    """``run`` with ``tlcourse.bottlenecks.<name>`` set to ``value``, and set back afterwards."""
 
-    def without_fast_path(warm_up):
-        tlc.bottlenecks.TENSORFLOW_JPEG = False
+    def run_with_setting(warm_up):
+        kept = getattr(tlc.bottlenecks, name)
+        setattr(tlc.bottlenecks, name, value)
         try:
             return run(warm_up)
         finally:
-            tlc.bottlenecks.TENSORFLOW_JPEG = True
+            setattr(tlc.bottlenecks, name, kept)
 
-    return without_fast_path
+    return run_with_setting
 
 
 def contenders_for(
@@ -273,9 +275,10 @@ def contenders_for(
         "retrain_py": lambda warm_up: retrain_py_way(network, decoder, share[:2] if warm_up else share),
         "keras_recipe": lambda warm_up: keras_recipe(backbone, warm_up_folder if warm_up else folder),
         "network_only": lambda warm_up: network_only(default, 32 if warm_up else len(records)),
-        "caching_pillow_only": pillow_only(caching_with(default)),
+        "caching_pillow_only": with_setting(caching_with(default), "TENSORFLOW_JPEG", False),
     }
     if variants:
+        contenders["caching_writes_inline"] = with_setting(caching_with(default), "WRITE_BEHIND", False)
         other = "float32" if default_precision == "bfloat16" else "bfloat16"
         contenders[f"caching_{other}"] = caching_with(precisions[other])
         contenders["caching_xla"] = caching_with(with_xla(default), share)
@@ -484,6 +487,7 @@ def main() -> int:
         "inception_v3_bf16_speedup": ratio("inception_v3, small", caching_in("bfloat16"), caching_in("float32")),
         "tensorflow_jpeg_speedup": ratio(headline, "caching", "caching_pillow_only"),
         "camera_tensorflow_jpeg_speedup": ratio(camera_panel, "caching", "caching_pillow_only"),
+        "write_behind_speedup": ratio(headline, "caching", "caching_writes_inline"),
         "xla_speedup": ratio(headline, "caching_xla", "caching"),
         "litert_speedup": ratio(headline, caching_on("litert"), caching_on("tensorflow")),
         "inception_v3_litert_speedup": ratio("inception_v3, small", caching_on("litert"), caching_on("tensorflow")),

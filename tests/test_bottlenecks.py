@@ -66,6 +66,31 @@ def test_an_image_that_fails_to_decode_is_reported_and_the_rest_cached(small_dat
     assert len(kept) == 11 and broken not in [r.path for r in kept]
 
 
+@pytest.mark.parametrize("failing_write", [2, 11])  # in the first batch; in the last, whose write is awaited at the end
+def test_a_failed_write_stops_the_run_and_what_was_written_stays_valid(
+    small_dataset, lite0, tmp_path, monkeypatch, failing_write
+):
+    """Files are written on a second thread: its errors must still reach the caller."""
+    writes, write = [], BottleneckStore.write
+
+    def failing(store, key, vector):
+        writes.append(key)
+        if len(writes) == failing_write:
+            raise OSError(28, "No space left on device")
+        write(store, key, vector)
+
+    monkeypatch.setattr(BottleneckStore, "write", failing)
+    cache = tmp_path / "bottlenecks"
+    with pytest.raises(OSError, match="No space left"):
+        cache_bottlenecks(small_dataset.images, lite0, cache, batch_size=4, progress=False)
+    monkeypatch.undo()
+    vectors, kept = load_bottlenecks(small_dataset.images, lite0, cache)
+    assert len(kept) == failing_write - 1  # the batch stops at the failure; nothing after it was written
+    assert not list(cache.rglob(".*.tmp-*"))
+    report = cache_bottlenecks(small_dataset.images, lite0, cache, progress=False)
+    assert (report.hits, report.computed) == (failing_write - 1, 12 - failing_write + 1)
+
+
 def test_both_parts_of_the_image_pipeline_run_without_the_autotuner(small_dataset, lite0, tmp_path, monkeypatch):
     """The end of a pipeline with tf.data's autotuner on could wait seconds for it (TF_DATA_AUTOTUNE)."""
     import tensorflow as tf  # noqa: PLC0415

@@ -109,6 +109,7 @@ SPEED_COLUMNS = {
     "bfloat16 caching": "caching_bfloat16",
     "float32 caching": "caching_float32",
     "pillow only": "caching_pillow_only",
+    "files written inline": "caching_writes_inline",
     "xla": "caching_xla",
     "tensorflow caching": "caching_tensorflow",
     "litert caching": "caching_litert",
@@ -155,12 +156,12 @@ def numbers_in(value) -> list[float]:
 def test_every_decimal_in_the_speed_prose_is_in_the_bench_results():
     """The prose around the table (up to "Every figure is in"), minus figures it says come from an earlier run.
 
-    Its figures come from summary.json, or from tf_data_autotune.json for the autotuner's rounds."""
+    Its figures come from summary.json, or from caching_settings.json for the paired rounds of each setting."""
     summary_file = RESULTS / "summary.json"
     if not summary_file.is_file():
         pytest.skip("no bench/results/summary.json")
     summary = json.loads(summary_file.read_text())
-    known = numbers_in(summary) + numbers_in(json.loads((RESULTS / "tf_data_autotune.json").read_text()))
+    known = numbers_in(summary) + numbers_in(json.loads((RESULTS / "caching_settings.json").read_text()))
     prose = section("Speed").split("Every figure is in")[0]
     prose = "\n".join(line for line in prose.splitlines() if not line.startswith("|"))
     prose = re.sub(r"\([^()]*earlier run[^()]*\)", "", prose)

@@ -3,7 +3,8 @@
 - Key: the image's content hash under the backbone's fingerprint (weights + preprocessing), so
   an edited image or another backbone can never reuse a stale vector.
 - Compute: a batched ``tf.data`` pipeline with parallel decoding, streamed: memory stays flat;
-  the network runs on the backbone's engine (``Backbone.engine``: LiteRT on a CPU).
+  the network runs on the backbone's engine (``Backbone.engine``: LiteRT on a CPU) while the
+  previous batch's files are written on a second thread.
 - Storage: one small binary file per entry (magic, size, CRC-32, float32 values), written to a
   temporary name and renamed into place. A run killed at any moment leaves nothing that reads as
   valid; a damaged entry fails its CRC and is recomputed; concurrent runs agree.
@@ -18,6 +19,7 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +34,11 @@ from tlcourse.images import ImageError, load_image, plain_jpeg_scale
 MAGIC = b"TLBN\x00\x01\x00\x00"  # format version 1
 HEADER = struct.Struct("<8sII")  # magic, number of values, CRC-32 of the values
 TENSORFLOW_JPEG = True  # plain JPEGs decoded by TensorFlow (False: every file by Pillow; bench/performance.py)
-# tf.data's autotuner off (True: on; bench/tf_data_autotune.py). Its thread sleeps for periods that
+# tf.data's autotuner off (True: on; bench/caching_settings.py). Its thread sleeps for periods that
 # double (10 ms, 20 ms, ... 10 s, 20 s), and the end of the images could wait for its next wake-up:
 # a 10-second caching run sometimes took 20. Without it, parallel steps use min(cores, 16) threads.
 TF_DATA_AUTOTUNE = False
+WRITE_BEHIND = True  # a batch's files written on a second thread (False: inline; bench/caching_settings.py)
 
 
 class BottleneckStore:
@@ -69,6 +72,10 @@ class BottleneckStore:
         # Not flushed to disk (durable=False): every read checks the CRC, so a torn entry is recomputed.
         with atomic_path(self.path(key), durable=False, clean=False) as temporary:
             temporary.write_bytes(HEADER.pack(MAGIC, self.size, zlib.crc32(payload)) + payload)
+
+    def write_all(self, keys: list[str], vectors) -> None:
+        for key, vector in zip(keys, vectors, strict=True):
+            self.write(key, vector)
 
     def remove_stale_temporaries(self) -> None:
         """Delete the temporary files of runs that were killed mid-write."""
@@ -234,13 +241,26 @@ def cache_bottlenecks(
         paths = [os.fsencode(record.path) for record in todo]
         seeds = [int(record.sha256[:15], 16) for record in todo]  # a distortion follows the content
         dataset = image_pipeline(paths, backbone._preprocess, batch_size, errors, transform, seeds)
-        with tqdm(total=len(todo), unit="img", desc=f"caching {backbone.name}", disable=not progress) as bar:
+        bar = tqdm(total=len(todo), unit="img", desc=f"caching {backbone.name}", disable=not progress)
+        # One batch's files are written on a second thread while the network runs on the next batch.
+        # Waiting for that write before handing over the next keeps one batch at most in flight and
+        # makes a failed write raise here. On an error in this loop, closing the writer waits for
+        # the write in flight, so nothing is left half-done.
+        with bar, ThreadPoolExecutor(1, thread_name_prefix="bottleneck-writer") as writer:
+            writing = None
             for indices, images in dataset:
                 vectors = backbone._run_network(images)  # the engine behind backbone.bottlenecks
-                for index, vector in zip(indices.numpy(), vectors, strict=True):
-                    store.write(todo[index].sha256, vector)
+                keys = [todo[index].sha256 for index in indices.numpy()]
+                if writing is not None:
+                    writing.result()
+                if WRITE_BEHIND:
+                    writing = writer.submit(store.write_all, keys, vectors)
+                else:
+                    store.write_all(keys, vectors)
                 report.computed += len(vectors)
                 bar.update(len(vectors))
+            if writing is not None:
+                writing.result()
             bar.update(len(todo) - bar.n)  # the failed ones
     report.failures = [SkippedFile(Path(path), reason) for path, reason in sorted(errors.items())]
     report.seconds = time.perf_counter() - started

@@ -4,10 +4,10 @@ bfloat16 halves the work of the backbone only where the hardware has bfloat16 un
 (``amx_bf16``) or AVX512-BF16 (``avx512_bf16``) on the CPU, or a GPU with bfloat16 tensor cores
 (compute capability 8.0 or more: A100, H100, RTX 30xx and later). Elsewhere it is emulated, and
 slower than float32 (``bf16_speedup`` in ``bench/results/summary.json``, Lite0 caching against
-float32 on LiteRT: 0.2, 0.35 and 0.31 in three runs on this project's AMD EPYC).
+float32 on LiteRT: 0.2, 0.35, 0.31 and 0.3 in four runs on this project's AMD EPYC).
 ``bench/precision.py`` measured what it does to accuracy. On a CPU without them, float32
 bottlenecks are computed by LiteRT's XNNPACK kernels (``litert_speedup`` over TensorFlow for Lite0
-caching: 3.35, 1.66 and 1.98 in the same three runs). Whether bfloat16 on AMX beats float32 on
+caching: 3.35, 1.66, 1.98 and 2.19 in the same four runs). Whether bfloat16 on AMX beats float32 on
 LiteRT is not measured yet.
 """
 
