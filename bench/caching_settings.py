@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import tlcourse as tlc  # noqa: E402
 from bench.images import make_images  # noqa: E402
-from bench.performance import cpu_name, cpu_seconds  # noqa: E402
+from bench.performance import bottleneck_settings, cpu_name, cpu_seconds  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT = "default"
@@ -68,17 +68,10 @@ def timing_the_end(end_waits: list):
 def caching_round(backbone, records, changes: dict) -> dict:
     """Rate, CPU per image and the wait at the pipeline's end of one cold caching run with ``changes``."""
     end_waits = []
-    changes = {**changes, "image_pipeline": timing_the_end(end_waits)}
-    original = {name: getattr(tlc.bottlenecks, name) for name in changes}
-    for name, value in changes.items():
-        setattr(tlc.bottlenecks, name, value)
     started_cpu = cpu_seconds()
-    try:
-        with tempfile.TemporaryDirectory() as cache:
-            report = tlc.bottlenecks.cache_bottlenecks(records, backbone, cache, progress=False)
-    finally:
-        for name, value in original.items():
-            setattr(tlc.bottlenecks, name, value)
+    timed = timing_the_end(end_waits)
+    with bottleneck_settings(**changes, image_pipeline=timed), tempfile.TemporaryDirectory() as cache:
+        report = tlc.bottlenecks.cache_bottlenecks(records, backbone, cache, progress=False)
     assert report.computed == len(records) and not report.failures
     return {
         "images_per_second": round(len(records) / report.seconds, 1),

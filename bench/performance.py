@@ -28,6 +28,7 @@ performance.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -234,16 +235,25 @@ def with_xla(backbone):
     return clone
 
 
+@contextlib.contextmanager
+def bottleneck_settings(**changes):
+    """``tlcourse.bottlenecks``' module settings (``TENSORFLOW_JPEG=False``, ...) changed, and set back afterwards."""
+    original = {name: getattr(tlc.bottlenecks, name) for name in changes}
+    for name, value in changes.items():
+        setattr(tlc.bottlenecks, name, value)
+    try:
+        yield
+    finally:
+        for name, value in original.items():
+            setattr(tlc.bottlenecks, name, value)
+
+
 def with_setting(run, name: str, value):
     """``run`` with ``tlcourse.bottlenecks.<name>`` set to ``value``, and set back afterwards."""
 
     def run_with_setting(warm_up):
-        kept = getattr(tlc.bottlenecks, name)
-        setattr(tlc.bottlenecks, name, value)
-        try:
+        with bottleneck_settings(**{name: value}):
             return run(warm_up)
-        finally:
-            setattr(tlc.bottlenecks, name, kept)
 
     return run_with_setting
 
