@@ -1,11 +1,11 @@
-"""Fine-tuning on many_classes (117 labels, lesson 07's split): lesson 08's table.
+"""Fine-tuning on many_classes (117 labels, lesson 08's split): lesson 09's table.
 
     python bench/fine_tuning.py            # all labels: frozen features, fine-tuning, both traps
     python bench/fine_tuning.py --quick    # 25 labels: a fast check
     python bench/fine_tuning.py --resume   # after an interruption: keep the rows already measured
 
 Rows, all on the same test images, each with its 95% bootstrap interval (``tlcourse.stats``):
-- frozen features with the best head of lesson 07 (the frozen-feature recipe with the best
+- frozen features with the best head of lesson 08 (the frozen-feature recipe with the best
   validation accuracy in ``bench/results/many_classes.json``, else "+ tuned L2");
 - the new layer alone after phase 1 (frozen features, dropout and a dense layer);
 - the top blocks fine-tuned the right way (two phases, batch norms frozen);
@@ -51,7 +51,7 @@ WHOLE_NETWORK_GPU = {
 
 
 def frozen_recipe_name() -> str:
-    """The frozen-feature recipe lesson 07 chose on validation (its table), else "+ tuned L2"."""
+    """The frozen-feature recipe lesson 08 chose on validation (its table), else "+ tuned L2"."""
     path = RESULTS / "many_classes.json"
     if path.is_file():
         rows = json.loads(path.read_text()).get("techniques", [])
@@ -62,7 +62,7 @@ def frozen_recipe_name() -> str:
 
 
 def frozen_features(experiment, dataset, backbone, prepared, recipe: str):
-    """Lesson 07's head ``recipe`` on the bottlenecks: (test evaluation, validation accuracy)."""
+    """Lesson 08's head ``recipe`` on the bottlenecks: (test evaluation, validation accuracy)."""
     _, settings, _ = many_classes.RECIPES[recipe]
     splits = prepared.bottlenecks()
     settings = dict(settings)

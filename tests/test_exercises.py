@@ -22,8 +22,8 @@ REQUIRED = {
     "train_softmax_layer": "03_retrain",
     "top_k_accuracy": "04_label_new_images",
     "find_near_duplicates": "05_your_data",
-    "expected_calibration_error": "09_trust_a_score",
-    "fit_temperature": "09_trust_a_score",
+    "expected_calibration_error": "10_trust_a_score",
+    "fit_temperature": "10_trust_a_score",
 }
 
 

@@ -1,4 +1,4 @@
-"""The representative-dataset exercise (lesson 10): the reference passes, plausible mistakes fail with their message."""
+"""The representative-dataset exercise (lesson 11): the reference passes, plausible mistakes fail with their message."""
 
 import numpy as np
 import pytest
@@ -79,7 +79,7 @@ MISTAKES = [
 def test_registered_with_its_lesson():
     exercise = exercises.REGISTRY[NAME]
     assert (
-        exercise.lesson == "10_deploy_to_phone" and "notebooks/10_deploy_to_phone.ipynb" in exercise.reference.__doc__
+        exercise.lesson == "11_deploy_to_phone" and "notebooks/11_deploy_to_phone.ipynb" in exercise.reference.__doc__
     )
 
 

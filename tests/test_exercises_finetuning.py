@@ -1,4 +1,4 @@
-"""The fine-tuning exercise (lesson 08): the reference passes, plausible mistakes fail with their message."""
+"""The fine-tuning exercise (lesson 09): the reference passes, plausible mistakes fail with their message."""
 
 import re
 
@@ -86,7 +86,7 @@ MISTAKES = [
 
 def test_registered_with_its_lesson():
     exercise = exercises.REGISTRY[NAME]
-    assert exercise.lesson == "08_fine_tuning" and "notebooks/08_fine_tuning.ipynb" in exercise.reference.__doc__
+    assert exercise.lesson == "09_fine_tuning" and "notebooks/09_fine_tuning.ipynb" in exercise.reference.__doc__
 
 
 @pytest.mark.parametrize("reference", [finetuning.freeze_for_fine_tuning, finetune.freeze_for_fine_tuning])

@@ -18,11 +18,11 @@ def test_the_numbered_lessons_are_all_there():
         "04_label_new_images",
         "05_your_data",
         "06_why_features_transfer",
-        "07_many_classes",
-        "08_fine_tuning",
-        "09_trust_a_score",
-        "10_deploy_to_phone",
-        "11_scaling_out",
+        "08_many_classes",
+        "09_fine_tuning",
+        "10_trust_a_score",
+        "11_deploy_to_phone",
+        "12_scaling_out",
     ]
     assert names == expected
     index = (NOTEBOOKS[0].parent / "README.md").read_text()

@@ -20,7 +20,7 @@ because they would have to go through the frozen part again; the distortion flag
 few distorted variants instead.
 
 Python: ``fine_tune(...)``; command line: ``retrain.py --fine_tune_blocks=2``.
-Taught in ``notebooks/08_fine_tuning.ipynb``.
+Taught in ``notebooks/09_fine_tuning.ipynb``.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def freeze_for_fine_tuning(model: keras.Model, num_blocks: int) -> None:
     trained block on trains (the head convolution and the new layer included), everything before
     it is frozen, and every ``BatchNormalization`` layer is frozen (so it also runs in inference
     mode). ``num_blocks=0`` trains only what follows the last block. Recompile after calling it.
-    The graded exercise ``freeze_for_fine_tuning`` of ``notebooks/08_fine_tuning.ipynb``.
+    The graded exercise ``freeze_for_fine_tuning`` of ``notebooks/09_fine_tuning.ipynb``.
     """
     layers = list(_all_layers(model))
     block_of = [int(m.group(1)) if (m := re.match(r"blocks\.(\d+)\.", layer.name)) else None for layer in layers]

@@ -1,4 +1,4 @@
-"""Many classes: reproduce the accuracy collapse, diagnose it, and win it back (lesson 07).
+"""Many classes: reproduce the accuracy collapse, diagnose it, and win it back (lesson 08).
 
 - ``restrict`` and ``class_subset`` make smaller problems out of one dataset, on the same split.
 - ``run_recipe`` trains one recipe (backbone + training settings) and measures it: top-1 and
@@ -8,7 +8,7 @@
 - ``RECIPES``: the tutorial's command and the techniques that win accuracy back, each a plain
   set of ``TrainConfig`` settings that ``retrain.py`` also takes as flags.
 
-Taught in ``notebooks/07_many_classes.ipynb``; the full table comes from ``bench/many_classes.py``.
+Taught in ``notebooks/08_many_classes.ipynb``; the full table comes from ``bench/many_classes.py``.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ class Experiment:
         return result, test
 
     def _run_fine_tune(self, name, backbone, settings, dataset, started):
-        # Two phases, batch norms frozen (notebooks/08_fine_tuning.ipynb); other FineTuneConfig fields may be set.
+        # Two phases, batch norms frozen (notebooks/09_fine_tuning.ipynb); other FineTuneConfig fields may be set.
         fields = {f.name for f in dataclasses.fields(finetune.FineTuneConfig)} - {"blocks"}
         options = {key: value for key, value in settings.items() if key in fields}
         config = finetune.FineTuneConfig(blocks=settings["fine_tune_blocks"], **options)

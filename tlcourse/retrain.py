@@ -38,7 +38,7 @@ from tlcourse.data import SPLITS, scan_dataset
 from tlcourse.errors import TLCourseError, command_line
 
 SCALING = "beyond one machine"
-BEYOND = "beyond the tutorial (lesson 07: many classes)"
+BEYOND = "beyond the tutorial (lesson 08: many classes)"
 
 
 def _setting(default, help: str, choices=None, group: str | None = None):
@@ -70,7 +70,7 @@ class _Names(dict):
         return self.prefix + name
 
 
-# Settings that do not apply with fine_tune_blocks, and why (lesson 08). The others apply: see fine_tune_config.
+# Settings that do not apply with fine_tune_blocks, and why (lesson 09). The others apply: see fine_tune_config.
 FINE_TUNING_REFUSES = {
     "how_many_training_steps": "fine-tuning trains in epochs: use {fine_tune_epochs}",
     "eval_step_interval": "fine-tuning measures the whole validation split after every epoch",
@@ -143,7 +143,7 @@ class RetrainConfig:
     early_stopping_patience: int = _setting(0, "stop after N evaluations without progress; keep the best", group=BEYOND)
     standardize_bottlenecks: bool = _setting(False, "scale each feature by the training mean and std", group=BEYOND)
     fine_tune_blocks: int = _setting(
-        0, "also train the backbone's last N blocks (EfficientNet-Lite), in two phases (lesson 08)", group=BEYOND
+        0, "also train the backbone's last N blocks (EfficientNet-Lite), in two phases (lesson 09)", group=BEYOND
     )
     fine_tune_epochs: int = _setting(15, "epochs of phase 2 of fine-tuning (early-stopped)", group=BEYOND)
     # Not a flag: the settings given on purpose, even at their classic default (from_args fills it in).
@@ -409,7 +409,7 @@ def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
         settings=config.to_json(),
     )
     if config.fine_tune_blocks:
-        report["fine_tuning"] = dataclasses.asdict(settings)  # what the two phases ran with (lesson 08)
+        report["fine_tuning"] = dataclasses.asdict(settings)  # what the two phases ran with (lesson 09)
     paths = write_outputs(config, model, dataset.class_names, report, calibration_records=dataset.split("train"))
     return RetrainResult(paths, evaluation, final_validation_accuracy, report)
 

@@ -20,7 +20,7 @@ module ``ai_edge_litert.interpreter``), because ``tf.lite.Interpreter`` is depre
 scheduled for removal from TensorFlow; where ``ai-edge-litert`` has no wheel (Windows, some Python
 versions) it falls back to ``tf.lite.Interpreter``, which runs the same files.
 
-Taught in ``notebooks/10_deploy_to_phone.ipynb``.
+Taught in ``notebooks/11_deploy_to_phone.ipynb``.
 """
 
 from __future__ import annotations

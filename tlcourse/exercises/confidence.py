@@ -1,4 +1,4 @@
-"""Exercises of the lesson on trusting a score (09): calibration error and temperature scaling."""
+"""Exercises of the lesson on trusting a score (10): calibration error and temperature scaling."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tlcourse.exercises.core import Exercise, GradingFailure, as_float, register
 def expected_calibration_error(probabilities, labels, num_bins):
     """Expected calibration error: equal-width bins on the top probability, |accuracy - confidence| weighted.
 
-    Taught in notebooks/09_trust_a_score.ipynb.
+    Taught in notebooks/10_trust_a_score.ipynb.
     """
     import numpy as np
 
@@ -185,7 +185,7 @@ def _grade_expected_calibration_error(candidate, rng: np.random.Generator) -> No
 register(
     Exercise(
         name="expected_calibration_error",
-        lesson="09_trust_a_score",
+        lesson="10_trust_a_score",
         signature="(probabilities [N, C], labels [N], num_bins: int) -> float",
         reference=expected_calibration_error,
         grade=_grade_expected_calibration_error,
@@ -200,7 +200,7 @@ register(
 def fit_temperature(logits, labels):
     """The temperature T > 0 that minimises the mean negative log-likelihood of softmax(logits / T).
 
-    Taught in notebooks/09_trust_a_score.ipynb.
+    Taught in notebooks/10_trust_a_score.ipynb.
     """
     import math
 
@@ -297,7 +297,7 @@ def _grade_fit_temperature(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="fit_temperature",
-        lesson="09_trust_a_score",
+        lesson="10_trust_a_score",
         signature="(logits [N, C], labels [N]) -> float",
         reference=fit_temperature,
         grade=_grade_fit_temperature,

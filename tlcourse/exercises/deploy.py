@@ -1,4 +1,4 @@
-"""Exercise of the deployment lesson (10): the representative dataset that calibrates an int8 model."""
+"""Exercise of the deployment lesson (11): the representative dataset that calibrates an int8 model."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def representative_dataset(images, labels, num_samples):
     yields min(num_samples, N) items, each a list holding one float32 array [1, size, size, 3] of
     raw 0-255 pixels (the float model's input: the model scales pixels itself). Take the labels in
     turn (one image of each label, then a second of each, ...), so that every label is calibrated.
-    Taught in notebooks/10_deploy_to_phone.ipynb.
+    Taught in notebooks/11_deploy_to_phone.ipynb.
     """
     import numpy as np
 
@@ -168,7 +168,7 @@ def _grade(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="representative_dataset",
-        lesson="10_deploy_to_phone",
+        lesson="11_deploy_to_phone",
         signature="(images [N, size, size, 3] uint8, labels [N], num_samples) -> a function yielding [float32 array]",
         reference=representative_dataset,
         grade=_grade,

@@ -1,4 +1,4 @@
-"""Exercise of the fine-tuning lesson (08): freeze a model so that only its top blocks and head train."""
+"""Exercise of the fine-tuning lesson (09): freeze a model so that only its top blocks and head train."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def freeze_for_fine_tuning(model, num_blocks):
     Blocks are the layers named ``blocks.{i}.…`` (the highest ``i`` is the top block). Layers before
     the lowest trained block are frozen; every ``keras.layers.BatchNormalization`` layer is frozen.
     The backbone may be nested in ``model`` as a sub-model: open it (``layer.layers``). Returns nothing.
-    Taught in notebooks/08_fine_tuning.ipynb.
+    Taught in notebooks/09_fine_tuning.ipynb.
     """
     import re
 
@@ -159,7 +159,7 @@ def _grade(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="freeze_for_fine_tuning",
-        lesson="08_fine_tuning",
+        lesson="09_fine_tuning",
         signature="(model, num_blocks) -> None (sets layer.trainable in place)",
         reference=freeze_for_fine_tuning,
         grade=_grade,
