@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import keras
@@ -5,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.test_retrain import config_for, small_stamps
-from tlcourse import backbones, finetune, label, retrain
+from tlcourse import backbones, data, finetune, label, pipeline, retrain, train
 from tlcourse.images import load_image
 
 
@@ -48,9 +49,9 @@ def _fit_once(model, seed=0):
 
 
 @pytest.mark.parametrize(("batch_norms", "moves"), [("frozen", False), ("training", True)])
-def test_batch_norm_statistics_move_only_in_the_trap(lite0, unfolded, batch_norms, moves):
+def test_batch_norm_statistics_move_only_in_training_mode(lite0, unfolded, batch_norms, moves):
     _, top = finetune.split_backbone(lite0, 1, unfolded)
-    head = finetune.new_layer(top.output.shape[-1], 3, finetune.FineTuneConfig())
+    head = finetune.new_layer(top.output.shape[-1], 3, dropout=0.2)
     model = finetune.fine_tuning_model(top, head, 1, batch_norms)
     statistics = [(w, w.numpy().copy()) for layer in finetune.batch_norm_layers(model) for w in layer.weights]
     lower = [(w, w.numpy().copy()) for w in model.get_layer(top.name).get_layer("conv_head").weights]
@@ -61,6 +62,52 @@ def test_batch_norm_statistics_move_only_in_the_trap(lite0, unfolded, batch_norm
     assert summary["trainable"] > 0 and summary["frozen"] > 0
 
 
+def test_rates_warm_up_then_fall_on_a_cosine_and_slow_down_with_depth(lite0, unfolded):
+    schedule = finetune.WarmupCosine(1e-3, total_steps=100, warmup_steps=10)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
+    assert rates == pytest.approx([0.0, 5e-4, 1e-3, 5e-4, 0.0], abs=1e-9)
+    _, top = finetune.split_backbone(lite0, 3, unfolded)
+    head = finetune.new_layer(top.output.shape[-1], 4, dropout=0.0)
+    model = finetune.fine_tuning_model(top, head, 3, "training")
+    config = finetune.FineTuneConfig(blocks=3, learning_rate=1e-3, head_learning_rate=1e-2, layer_decay=0.5)
+    pairs = finetune.optimizers_by_depth(model, head, config, lambda peak: peak)
+    peaks = [float(optimizer.learning_rate) for optimizer, _ in pairs]
+    assert peaks == pytest.approx([1e-2, 1e-3, 1e-3, 5e-4, 2.5e-4])  # new layer, head conv, blocks 15, 14, 13
+    weights = [id(w) for _, group in pairs for w in group]
+    assert len(weights) == len(set(weights)) == len(model.trainable_weights)  # each weight in one group only
+    assert [w.path for w in pairs[-1][1]][0].startswith("blocks.13.")
+
+
+def test_fine_tuning_trains_on_views_and_keeps_its_best_epoch(stamps_dir, tmp_path, lite0, unfolded):
+    dataset = data.scan_dataset(small_stamps(stamps_dir, tmp_path / "images", per_label=10))
+    config = finetune.FineTuneConfig(blocks=1, epochs=3, batch_size=8, num_distorted_variants=2)
+    prepared = finetune.prepare(dataset, lite0, tmp_path / "bn", config, unfolded)
+    views = prepared.train_views
+    assert len(views.views) == 3 and all(v.shape == views.views[0].shape for v in views.views)
+    assert not np.array_equal(views.views[0], views.views[1])  # a distorted view is another image
+    tuned = finetune.fine_tune(dataset, lite0, tmp_path / "bn", config, False, prepared=prepared)
+    assert len(tuned.history["val_accuracy"]) == 3
+    assert tuned.best_epoch == 1 + int(np.argmax(tuned.history["val_accuracy"]))
+    kept = tuned.evaluate("validation", dataset.class_names).accuracy
+    assert kept == pytest.approx(max(tuned.history["val_accuracy"]))  # the best epoch's weights were kept
+    assert kept > 1 / 3  # 3 labels
+    other = dataclasses.replace(config, distortions=train.Distortions(flip_left_right=True))
+    with pytest.raises(ValueError, match="prepare again"):
+        finetune.fine_tune(dataset, lite0, tmp_path / "bn", other, False, prepared=prepared)
+
+
+def test_the_range_test_raises_the_rate_until_the_loss_climbs(stamps_dir, tmp_path, lite0, unfolded):
+    dataset = data.scan_dataset(small_stamps(stamps_dir, tmp_path / "images", per_label=10))
+    config = finetune.FineTuneConfig(blocks=1, batch_size=8, num_distorted_variants=0)
+    prepared = finetune.prepare(dataset, lite0, tmp_path / "bn", config, unfolded)
+    found = finetune.learning_rate_range_test(prepared, 3, config, low=1e-6, high=10.0, steps=60)
+    rates, losses = found["rates"], found["losses"]
+    assert np.all(np.diff(rates) > 0) and rates[0] == pytest.approx(1e-6)
+    assert len(rates) < 60 or losses[-1] > min(losses)  # stopped when the loss blew up, or ran every step
+    assert min(losses) < losses[0]  # some rate learned
+    assert found["suggested"] == pytest.approx(found["lowest_loss_rate"] / 10)
+
+
 def test_retrain_with_fine_tuning_applies_its_flags_and_exports_a_model_that_labels(stamps_dir, tmp_path):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=10)
     settings = config_for(
@@ -69,19 +116,19 @@ def test_retrain_with_fine_tuning_applies_its_flags_and_exports_a_model_that_lab
         fine_tune_blocks=1,
         fine_tune_epochs=2,
         learning_rate=0.003,
-        l2=0.0001,
         flip_left_right=True,
         num_distorted_variants=1,
         test_batch_size=2,
     )
     result = retrain.retrain(settings, False)
-    assert result.final_validation_accuracy > 0.5  # 3 labels: chance is 1/3
+    assert result.final_validation_accuracy > 1 / 3  # 3 labels: chance is 1/3
     assert len(result.evaluation.labels) == 2  # test_batch_size
     report = json.loads((tmp_path / "out" / "g.report.json").read_text())
-    assert report["fine_tuning"]["head_learning_rate"] == 0.003
-    assert report["fine_tuning"]["learning_rate"] == pytest.approx(0.0003)
-    assert report["fine_tuning"]["l2"] == 0.0001
-    assert {p.name for p in (tmp_path / "logs").iterdir()} == {"phase1_head", "phase2_top_blocks"}  # --summaries_dir
+    recipe = report["recipe"]
+    assert recipe["settings"]["head_learning_rate"] == 0.003
+    assert recipe["settings"]["learning_rate"] == pytest.approx(0.0003)
+    assert recipe["settings"]["distortions"]["flip_left_right"] and recipe["epochs_run"] == 2
+    assert {p.name for p in (tmp_path / "logs").iterdir()} == {"fine_tuning"}  # --summaries_dir
     assert any("distorted" in p.name for p in (tmp_path / "bn").rglob("*") if p.is_dir())  # --flip_left_right
     photo = sorted((stamps_dir / "fruit").iterdir())[-1]
     for model in ("g.pb", "g.keras"):
@@ -91,20 +138,30 @@ def test_retrain_with_fine_tuning_applies_its_flags_and_exports_a_model_that_lab
 
 def test_flags_map_onto_the_fine_tuning_config():
     settings = retrain.RetrainConfig.from_args(
-        "--image_dir=d --fine_tune_blocks=2 --optimizer=sgd --learning_rate=0.01 --learning_rate_schedule=cosine "
-        "--l2=0.001 --label_smoothing=0 --early_stopping_patience=5 --train_batch_size=32 --standardize_bottlenecks "
+        "--image_dir=d --fine_tune_blocks=2 --learning_rate=0.02 --label_smoothing=0 --train_batch_size=32 "
         "--random_crop=10 --summaries_dir=logs --seed=3 --final_tensor_name=out".split()
     )
     config = settings.fine_tune_config()
-    assert (config.optimizer, config.head_learning_rate, config.learning_rate) == ("sgd", 0.01, pytest.approx(0.001))
-    assert (config.learning_rate_schedule, config.l2, config.label_smoothing) == ("cosine", 0.001, 0.0)
-    assert (config.patience, config.batch_size, config.standardize_bottlenecks) == (5, 32, True)
-    assert (config.distortions.random_crop, str(config.summaries_dir), config.seed) == (10, "logs", 3)
+    assert (config.head_learning_rate, config.learning_rate) == (0.02, pytest.approx(0.002))
+    assert (config.label_smoothing, config.batch_size) == (0.0, 32)
+    assert (config.distortions, str(config.summaries_dir), config.seed) == (
+        train.Distortions(random_crop=10),
+        "logs",
+        3,
+    )
     assert config.final_tensor_name == "out"
     defaults = retrain.RetrainConfig.from_args(["--image_dir=d", "--fine_tune_blocks=2"]).fine_tune_config()
     assert defaults == finetune.FineTuneConfig(blocks=2, summaries_dir="retrain_logs")  # the fine-tuning defaults
-    same = retrain.RetrainConfig(image_dir="d", fine_tune_blocks=2, optimizer="adam", train_batch_size=32)
-    assert (same.fine_tune_config().optimizer, same.fine_tune_config().batch_size) == ("adam", 32)
+    assert defaults.distortions == finetune.DEFAULT_DISTORTIONS and defaults.distortions.active
+
+
+def test_values_set_from_python_are_honoured_even_at_a_classic_default():
+    # 100 is the classic train_batch_size and 0 the classic label smoothing; fine-tuning's own are 64 and 0.1.
+    given = retrain.RetrainConfig(image_dir="d", fine_tune_blocks=2, train_batch_size=100, label_smoothing=0.0)
+    assert (given.fine_tune_config().batch_size, given.fine_tune_config().label_smoothing) == (100, 0.0)
+    left_out = retrain.RetrainConfig(image_dir="d", fine_tune_blocks=2)
+    assert (left_out.fine_tune_config().batch_size, left_out.fine_tune_config().label_smoothing) == (64, 0.1)
+    assert dataclasses.replace(given, seed=1).is_set("train_batch_size")  # replace keeps what was given
 
 
 @pytest.mark.parametrize(
@@ -113,6 +170,11 @@ def test_flags_map_onto_the_fine_tuning_config():
         "--how_many_training_steps=100",
         "--eval_step_interval=5",
         "--validation_batch_size=50",
+        "--optimizer=adam",
+        "--l2=0.001",
+        "--learning_rate_schedule=cosine",
+        "--early_stopping_patience=3",
+        "--standardize_bottlenecks",
         "--distribution_strategy=mirrored",
         "--precision=bfloat16",
         "--num_shards=2",
@@ -126,10 +188,38 @@ def test_a_flag_that_cannot_apply_is_refused_with_its_name(flag, capsys):
     assert flag.split("=")[0] in capsys.readouterr().err
 
 
-def test_the_lesson_07_flags_parse():
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--recipe=auto", "--validation_percentage=0"], "--validation_percentage"),
+        (["--recipe=auto", "--time_budget=0"], "--time_budget"),
+        (["--recipe=auto", "--precision=bfloat16"], "--precision"),
+        (["--recipe=best"], "--recipe"),
+    ],
+)
+def test_auto_refuses_what_it_cannot_do_with_the_flags_name(flags, named, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        retrain.main(["--image_dir=d", *flags])
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+
+
+def test_auto_under_the_flags_tries_the_flags_new_layer_first_then_fine_tuning_with_its_defaults():
+    config = retrain.RetrainConfig.from_args(
+        "--image_dir=d --recipe=auto --learning_rate=0.05 --how_many_training_steps=50".split()
+    )
+    first, tuned, fine = config.recipes("efficientnet_lite0")
+    assert (first.config.learning_rate, first.config.how_many_training_steps) == (0.05, 50)
+    assert tuned.l2_grid and tuned.config.optimizer == "adam"
+    assert fine.config == finetune.FineTuneConfig(summaries_dir="retrain_logs")  # the flags are the new layer's
+    assert [type(r) for r in config.recipes("inception_v3")] == [pipeline.HeadRecipe, pipeline.HeadRecipe]
+
+
+def test_the_lesson_08_flags_parse():
     args = retrain.RetrainConfig.from_args(
         "--image_dir=d --optimizer=adam --learning_rate_schedule=cosine --l2=0.001 --label_smoothing=0.1 "
-        "--early_stopping_patience=5 --standardize_bottlenecks --fine_tune_blocks=2 --fine_tune_epochs=4".split()
+        "--early_stopping_patience=5 --standardize_bottlenecks --fine_tune_epochs=4 --recipe=auto "
+        "--time_budget=5".split()
     )
     assert (args.optimizer, args.learning_rate_schedule, args.l2, args.label_smoothing) == (
         "adam",
@@ -138,4 +228,4 @@ def test_the_lesson_07_flags_parse():
         0.1,
     )
     assert (args.early_stopping_patience, args.standardize_bottlenecks) == (5, True)
-    assert (args.fine_tune_blocks, args.fine_tune_epochs) == (2, 4)
+    assert (args.fine_tune_epochs, args.recipe, args.time_budget) == (4, "auto", 5.0)

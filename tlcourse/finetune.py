@@ -27,50 +27,61 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
 
 from tlcourse import bottlenecks, efficientnet_lite, train
 from tlcourse.backbones import Backbone, load_backbone
-from tlcourse.data import Dataset
+from tlcourse.data import SPLITS, Dataset
 
 BATCH_NORM_MODES = ("frozen", "training")
+# Random views of each training image: a crop keeping 59-100% of each side (35-100% of the area) and a
+# mirror image half the time. Set flip_left_right=False where a flip changes the label (letters, signs).
+DEFAULT_DISTORTIONS = train.Distortions(flip_left_right=True, random_crop=30, random_scale=30)
 
 
 @dataclass
 class FineTuneConfig:
-    blocks: int = 2  # how many of the backbone's last blocks to train (the head convolution always is)
-    head_learning_rate: float = 1e-3  # phase 1: the new layer alone, on the frozen backbone
-    head_epochs: int = 30  # phase 1 (early-stopped)
-    learning_rate: float = 1e-4  # phase 2: the top blocks and the layer, about 10x lower
-    epochs: int = 15  # phase 2 (early-stopped)
+    """How ``fine_tune`` trains the top blocks and the new layer: one phase, measured defaults.
+
+    Each default was chosen by ``bench/fine_tuning.py`` on many_classes' validation split
+    (``bench/results/fine_tuning.md``): every rate warms up linearly, then decays to 0 on a cosine;
+    the new layer learns at ``head_learning_rate``, the top block at ``learning_rate`` and each
+    block below it ``layer_decay`` times slower; the batch norms train (``"training"``) or stay as
+    pretrained (``"frozen"``); the training images are seen through ``distortions``, as
+    ``num_distorted_variants`` cached views each plus the plain image, one view of each image per epoch.
+    """
+
+    blocks: int = 5  # how many of the backbone's last blocks train (the head convolution always does)
+    epochs: int = 8  # passes over the training images; the epoch with the best validation accuracy is kept
+    learning_rate: float = 1e-3  # peak rate of the top block (AdamW)
+    head_learning_rate: float = 1e-2  # peak rate of the new layer: random at first, it has the most to learn
+    layer_decay: float = 1.0  # each block below the top learns this many times slower (1: all alike)
+    warmup: float = 0.05  # fraction of the steps over which the rates rise from 0 to their peak
+    weight_decay: float = 0.05  # AdamW's decoupled weight decay
     batch_size: int = 64
-    optimizer: str = "adam"  # or "sgd" (with momentum 0.9)
-    learning_rate_schedule: str = "constant"  # or "cosine", within each phase
     label_smoothing: float = 0.1
-    l2: float = 0.0  # L2 penalty on the new layer's weights
-    dropout: float = 0.2
-    standardize_bottlenecks: bool = False  # a fixed normalisation of the bottleneck in front of the new layer
-    patience: int = 3  # epochs without a better validation accuracy before stopping (the best is kept)
+    dropout: float = 0.2  # in front of the new layer
+    batch_norms: str = "training"  # or "frozen": statistics and scales kept as pretrained
     seed: int = 0
-    # The two traps, for the lesson: "training" leaves the batch norms in training mode, and
-    # two_phase=False trains a random head together with the top blocks at head_learning_rate.
-    batch_norms: str = "frozen"
-    two_phase: bool = True
-    summaries_dir: str | Path | None = None  # TensorBoard logs of both phases
+    summaries_dir: str | Path | None = None  # TensorBoard logs: training loss, validation accuracy
     final_tensor_name: str = "final_result"
-    distortions: train.Distortions = field(default_factory=train.Distortions)
+    distortions: train.Distortions = field(default_factory=lambda: DEFAULT_DISTORTIONS)
     num_distorted_variants: int = 4
 
     def __post_init__(self):
         if self.batch_norms not in BATCH_NORM_MODES:
             raise ValueError(f"batch_norms must be one of {BATCH_NORM_MODES}, not {self.batch_norms!r}")
-        train.check_optimizer(self.optimizer, self.learning_rate_schedule)
-        if self.epochs < 1 or self.head_epochs < 0 or self.batch_size < 1:
-            raise ValueError("epochs and batch size must be at least 1 (head_epochs at least 0)")
+        if self.epochs < 1 or self.batch_size < 1 or self.blocks < 1:
+            raise ValueError("blocks, epochs and batch size must be at least 1")
+        if not 0 <= self.warmup < 1 or self.layer_decay <= 0 or min(self.learning_rate, self.head_learning_rate) <= 0:
+            raise ValueError("warmup must be in [0, 1), layer_decay and the learning rates above 0")
 
 
 def num_blocks(backbone_name: str) -> int:
@@ -154,26 +165,19 @@ def trainable_summary(model: keras.Model) -> dict[str, int]:
     return {"trainable": count(model.trainable_weights), "frozen": count(model.non_trainable_weights)}
 
 
-def new_layer(bottleneck_size: int, num_classes: int, config: FineTuneConfig, standardize=None) -> keras.Model:
-    """The new layer: (a fixed standardisation,) dropout, a dense softmax layer; bottleneck -> probabilities."""
+def new_layer(bottleneck_size: int, num_classes: int, dropout: float, name: str = "final_result") -> keras.Model:
+    """The new layer: dropout, then a dense softmax layer; bottleneck -> probabilities."""
     inputs = keras.Input((bottleneck_size,), name="bottleneck")
-    x = inputs
-    if standardize is not None:
-        mean, variance = standardize
-        x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(x)
-    x = keras.layers.Dropout(config.dropout, name="dropout")(x)
-    regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
-    outputs = keras.layers.Dense(
-        num_classes, activation="softmax", kernel_regularizer=regularizer, name=config.final_tensor_name
-    )(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(inputs)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=name)(x)
     return keras.Model(inputs, outputs, name="new_layer")
 
 
 def fine_tuning_model(top: keras.Model, head: keras.Model, num_blocks: int, batch_norms: str = "frozen") -> keras.Model:
     """Cached flat activations -> probabilities: reshape, the top blocks, the new layer.
 
-    ``batch_norms="frozen"`` (the right way) calls the top with ``training=False`` and freezes its
-    batch norms; ``"training"`` (trap 1) leaves them trainable and in training mode.
+    ``batch_norms="frozen"`` calls the top with ``training=False`` and freezes its batch norms;
+    ``"training"`` leaves them trainable and in training mode while the model trains.
     """
     if batch_norms not in BATCH_NORM_MODES:
         raise ValueError(f"batch_norms must be one of {BATCH_NORM_MODES}, not {batch_norms!r}")
@@ -189,147 +193,105 @@ def fine_tuning_model(top: keras.Model, head: keras.Model, num_blocks: int, batc
     return model
 
 
-def _optimizer(config: FineTuneConfig, learning_rate: float, steps: int):
-    rate = learning_rate
-    if config.learning_rate_schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, steps))
-    if config.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=0.9)
-    return keras.optimizers.Adam(rate)
+def depth_groups(model: keras.Model) -> dict[int, list]:
+    """The trainable weights of ``model`` by depth from the top: 0 for the new layer and the head
+    convolution, 1 for the top block, 2 for the block below it, ... (what ``layer_decay`` slows)."""
+    layers = list(_all_layers(model))
+    blocks = [int(m.group(1)) for layer in layers if (m := re.match(r"blocks\.(\d+)\.", layer.name))]
+    top_block = max(blocks, default=0)
+    groups: dict[int, list] = {}
+    for layer in layers:
+        if isinstance(layer, keras.Model) or not layer.trainable_weights:
+            continue
+        match = re.match(r"blocks\.(\d+)\.", layer.name)
+        depth = top_block + 1 - int(match.group(1)) if match else 0
+        groups.setdefault(depth, []).extend(layer.trainable_weights)
+    return groups
 
 
-def train_phase(
-    model: keras.Model,
-    train_split: train.Bottlenecks,
-    validation: train.Bottlenecks,
-    num_classes: int,
-    config: FineTuneConfig,
-    learning_rate: float,
-    epochs: int,
-    log_dir: Path | None = None,
-    progress: bool = False,
-) -> keras.callbacks.History:
-    """Compile ``model`` (after any change of ``trainable``) and fit it, early-stopped on validation accuracy."""
-    steps = epochs * int(np.ceil(len(train_split) / config.batch_size))
-    model.compile(
-        optimizer=_optimizer(config, learning_rate, steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
-    )
-    callbacks = [keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, restore_best_weights=True)]
-    if log_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(str(log_dir)))
-    return model.fit(
-        train_split.vectors,
-        keras.utils.to_categorical(train_split.labels, num_classes),
-        batch_size=config.batch_size,
-        epochs=epochs,
-        validation_data=(validation.vectors, keras.utils.to_categorical(validation.labels, num_classes)),
-        class_weight=balanced_class_weights(train_split.labels, num_classes),
-        callbacks=callbacks,
-        verbose=1 if progress else 0,
-    )
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """A rate rising linearly from 0 to ``peak`` over ``warmup_steps``, then falling to 0 on a cosine."""
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int):
+        self.peak, self.total_steps, self.warmup_steps = peak, max(1, total_steps), max(1, warmup_steps)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        rising = step / self.warmup_steps
+        progress = keras.ops.minimum(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        falling = 0.5 * (1.0 + keras.ops.cos(np.pi * progress))
+        return self.peak * keras.ops.where(step < self.warmup_steps, rising, falling)
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+
+
+class RisingRate(keras.optimizers.schedules.LearningRateSchedule):
+    """A rate rising exponentially from ``low`` to ``high`` over ``steps`` (the range test's)."""
+
+    def __init__(self, low: float, high: float, steps: int):
+        self.low, self.high, self.steps = low, high, max(1, steps)
+
+    def __call__(self, step):
+        return self.low * (self.high / self.low) ** (keras.ops.cast(step, "float32") / self.steps)
+
+    def get_config(self) -> dict:
+        return {"low": self.low, "high": self.high, "steps": self.steps}
+
+
+def optimizers_by_depth(model: keras.Model, head: keras.Model, config: FineTuneConfig, schedule) -> list:
+    """(AdamW optimizer, its weights) pairs: the new layer ``head`` at ``head_learning_rate``, the head
+    convolution and the top block at ``learning_rate``, each block below ``layer_decay`` times slower.
+    ``schedule(peak)`` gives each rate its schedule (``WarmupCosine`` when training)."""
+    new = {id(w) for w in head.trainable_weights}
+    pairs = [(config.head_learning_rate, head.trainable_weights)]
+    for depth, weights in sorted(depth_groups(model).items()):
+        weights = [w for w in weights if id(w) not in new]
+        if weights:
+            pairs.append((config.learning_rate * config.layer_decay ** max(0, depth - 1), weights))
+    return [
+        (keras.optimizers.AdamW(schedule(rate), weight_decay=config.weight_decay), weights) for rate, weights in pairs
+    ]
+
+
+@dataclass
+class Views:
+    """The cached activations of one split: ``views[k][i]`` is view ``k`` of image ``i`` (view 0 the plain image)."""
+
+    views: list[np.ndarray]
+    labels: np.ndarray
+    records: list
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def plain(self) -> train.Bottlenecks:
+        return train.Bottlenecks(self.views[0], self.labels, self.records)
+
+    def batch(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One random view of each image in ``indices``, as a float32 batch."""
+        chosen = rng.integers(0, len(self.views), len(indices))
+        return np.stack([self.views[k][i] for k, i in zip(chosen, indices, strict=True)]).astype(np.float32)
 
 
 @dataclass
 class FineTuned:
     model: keras.Model  # preprocessed images -> probabilities (last layer ``final_result``)
     trainable: keras.Model  # cached activations -> probabilities
-    splits: dict[str, train.Bottlenecks]  # cached activations of each split
-    test: train.Evaluation  # after phase 2
-    head_test: train.Evaluation | None  # after phase 1 (frozen features, the new layer alone)
-    history: keras.callbacks.History  # phase 2
-    head_history: keras.callbacks.History | None  # phase 1
+    splits: dict[str, train.Bottlenecks]  # cached (plain) activations of each split
+    history: dict[str, list[float]]  # per epoch: training loss, validation accuracy, seconds
+    best_epoch: int  # the epoch kept (best validation accuracy)
     cache_report: bottlenecks.CacheReport  # of the lower part's activations
     config: FineTuneConfig
+    stopped_early: bool = False  # the deadline came before the last epoch
 
     def evaluate(self, split: str, class_names: list[str]) -> train.Evaluation:
         return train.evaluate(self.trainable, self.splits[split], class_names)
 
-
-def cache_activations(
-    dataset: Dataset, lower: Backbone, bottleneck_dir, config: FineTuneConfig, progress: bool = False
-) -> tuple[bottlenecks.CacheReport, dict[str, train.Bottlenecks]]:
-    """Cache the lower part's activations of every image (and distorted variants of the training
-    images when ``config.distortions`` is active); the training split holds the variants too."""
-    report = bottlenecks.cache_bottlenecks(dataset.images, lower, bottleneck_dir, progress=progress)
-    splits = {name: train.gather(dataset, name, lower, bottleneck_dir) for name in ("train", "validation", "test")}
-    if config.distortions.active and config.num_distorted_variants > 0:
-        settings = train.TrainConfig(
-            distortions=config.distortions, num_distorted_variants=config.num_distorted_variants
-        )
-        train.cache_distorted_variants(dataset, lower, bottleneck_dir, settings, progress)
-        pools = [splits["train"], *train.gather_distorted(dataset, lower, bottleneck_dir, settings)]
-        splits["train"] = train.Bottlenecks(
-            np.concatenate([p.vectors for p in pools]),
-            np.concatenate([p.labels for p in pools]),
-            [r for p in pools for r in p.records],
-        )
-    return report, splits
-
-
-def fine_tune(
-    dataset: Dataset,
-    backbone: Backbone,
-    bottleneck_dir,
-    config: FineTuneConfig,
-    progress: bool = True,
-    unfolded: Backbone | None = None,
-    prepared: Prepared | None = None,
-) -> FineTuned:
-    """Cache the lower part's activations, train the new layer on the frozen top (phase 1), then
-    the top blocks and the layer together at ``config.learning_rate`` (phase 2).
-
-    ``prepared`` (from ``prepare``) runs several settings on the same cached activations.
-    """
-    prepared = prepared or prepare(dataset, backbone, bottleneck_dir, config, unfolded, progress)
-    if prepared.blocks != config.blocks:
-        raise ValueError(f"prepared for {prepared.blocks} blocks, asked to fine-tune {config.blocks}")
-    lower, splits, cache_report = prepared.lower, prepared.splits, prepared.cache_report
-    top = keras.models.clone_model(prepared.top)  # every run starts from the pretrained weights
-    top.set_weights(prepared.top.get_weights())
-    num_classes = len(dataset.class_names)
-    keras.utils.set_random_seed(config.seed)
-    logs = Path(config.summaries_dir) if config.summaries_dir else None
-    head_history = head_test = None
-    if config.two_phase:
-        bottleneck = prepared.bottlenecks()
-        standardize = _standardize(bottleneck["train"]) if config.standardize_bottlenecks else None
-        head = new_layer(top.output.shape[-1], num_classes, config, standardize)
-        if config.head_epochs:
-            head_history = train_phase(
-                head,
-                bottleneck["train"],
-                bottleneck["validation"],
-                num_classes,
-                config,
-                config.head_learning_rate,
-                config.head_epochs,
-                logs / "phase1_head" if logs else None,
-                progress,
-            )
-        head_test = train.evaluate(head, bottleneck["test"], dataset.class_names)
-        phase_2_rate = config.learning_rate
-    else:  # trap 2: a random layer, trained with the blocks from the first step at the layer's rate
-        standardize = _standardize(prepared.bottlenecks()["train"]) if config.standardize_bottlenecks else None
-        head = new_layer(top.output.shape[-1], num_classes, config, standardize)
-        phase_2_rate = config.head_learning_rate
-    trainable = fine_tuning_model(top, head, config.blocks, config.batch_norms)
-    history = train_phase(
-        trainable,
-        splits["train"],
-        splits["validation"],
-        num_classes,
-        config,
-        phase_2_rate,
-        config.epochs,
-        logs / "phase2_top_blocks" if logs else None,
-        progress,
-    )
-    evaluation = train.evaluate(trainable, splits["test"], dataset.class_names)
-    images = keras.Input(backbone.network.input.shape[1:], name="images")
-    full = keras.Model(images, trainable(lower.network(images)), name=f"{backbone.name}_fine_tuned")
-    return FineTuned(full, trainable, splits, evaluation, head_test, history, head_history, cache_report, config)
+    @property
+    def images_per_second(self) -> float:
+        """Training images per second over the epochs run (forward and backward, cached activations)."""
+        return len(self.splits["train"]) * len(self.history["seconds"]) / max(1e-9, sum(self.history["seconds"]))
 
 
 @dataclass
@@ -340,7 +302,9 @@ class Prepared:
     lower: Backbone
     top: keras.Model  # pretrained, never trained itself (each run trains a copy)
     cache_report: bottlenecks.CacheReport
-    splits: dict[str, train.Bottlenecks]
+    splits: dict[str, train.Bottlenecks]  # plain activations of every split
+    train_views: Views  # the training images' plain and distorted activations
+    distortions: train.Distortions
     _bottlenecks: dict[str, train.Bottlenecks] | None = None
 
     def bottlenecks(self) -> dict[str, train.Bottlenecks]:
@@ -350,11 +314,28 @@ class Prepared:
         return self._bottlenecks
 
 
-def prepare(dataset, backbone, bottleneck_dir, config: FineTuneConfig, unfolded=None, progress=False) -> Prepared:
-    """Split the backbone below its top ``config.blocks`` blocks and cache the activations there."""
+def prepare(dataset: Dataset, backbone, bottleneck_dir, config: FineTuneConfig, unfolded=None, progress=False):
+    """Split the backbone below its top ``config.blocks`` blocks and cache the activations there:
+    of every image, and of ``config.num_distorted_variants`` distorted views of each training image."""
     lower, top = split_backbone(backbone, config.blocks, unfolded)
-    cache_report, splits = cache_activations(dataset, lower, bottleneck_dir, config, progress)
-    return Prepared(config.blocks, lower, top, cache_report, splits)
+    report = bottlenecks.cache_bottlenecks(dataset.images, lower, bottleneck_dir, progress=progress)
+    splits = {name: train.gather(dataset, name, lower, bottleneck_dir) for name in SPLITS}
+    views = [splits["train"]]
+    if config.distortions.active and config.num_distorted_variants > 0:
+        settings = train.TrainConfig(
+            distortions=config.distortions, num_distorted_variants=config.num_distorted_variants
+        )
+        train.cache_distorted_variants(dataset, lower, bottleneck_dir, settings, progress)
+        views += train.gather_distorted(dataset, lower, bottleneck_dir, settings)
+    # An image whose view failed to decode is left out of training, so that every view lines up.
+    common = set.intersection(*({r.sha256 for r in view.records} for view in views))
+    keep = [[i for i, r in enumerate(view.records) if r.sha256 in common] for view in views]
+    train_views = Views(
+        [view.vectors[k] for view, k in zip(views, keep, strict=True)],
+        views[0].labels[keep[0]],
+        [views[0].records[i] for i in keep[0]],
+    )
+    return Prepared(config.blocks, lower, top, report, splits, train_views, config.distortions)
 
 
 def bottlenecks_through_top(top: keras.Model, split: train.Bottlenecks) -> train.Bottlenecks:
@@ -365,8 +346,133 @@ def bottlenecks_through_top(top: keras.Model, split: train.Bottlenecks) -> train
     return train.Bottlenecks(vectors.astype(np.float32), split.labels, split.records)
 
 
-def _standardize(split: train.Bottlenecks) -> tuple[np.ndarray, np.ndarray]:
-    return split.vectors.mean(axis=0), np.maximum(split.vectors.var(axis=0), 1e-6)
+def pretrained_copy(top: keras.Model) -> keras.Model:
+    """A fresh copy of the pretrained top (``Prepared.top`` itself never trains)."""
+    copy = keras.models.clone_model(top)
+    copy.set_weights(top.get_weights())
+    return copy
+
+
+def fine_tune(
+    dataset: Dataset,
+    backbone: Backbone,
+    bottleneck_dir,
+    config: FineTuneConfig,
+    progress: bool = True,
+    unfolded: Backbone | None = None,
+    prepared: Prepared | None = None,
+    deadline: float | None = None,
+) -> FineTuned:
+    """Train the top ``config.blocks`` blocks and a new layer together on cached activations.
+
+    One phase: every rate warms up from 0 (so the random new layer's first, noisy gradients
+    cannot wreck the pretrained blocks), then decays on a cosine; each epoch shows every training
+    image once, through one of its cached views drawn at random; the weights of the epoch with the
+    best validation accuracy are kept. ``prepared`` (from ``prepare``) runs several settings on the
+    same cache; ``deadline`` (a ``time.monotonic()`` value) ends training after the epoch that
+    passes it. Python: this; command line: ``retrain.py --fine_tune_blocks=N``.
+    """
+    prepared = prepared or prepare(dataset, backbone, bottleneck_dir, config, unfolded, progress)
+    if prepared.blocks != config.blocks or prepared.distortions != config.distortions:
+        raise ValueError("prepared for other blocks or distortions than config asks for: prepare again")
+    keras.utils.set_random_seed(config.seed)
+    num_classes = len(dataset.class_names)
+    top = pretrained_copy(prepared.top)
+    head = new_layer(top.output.shape[-1], num_classes, config.dropout, config.final_tensor_name)
+    model = fine_tuning_model(top, head, config.blocks, config.batch_norms)
+    views, validation = prepared.train_views, prepared.splits["validation"]
+    if len(views) == 0:
+        raise ValueError("no training images: cache them first (is the dataset empty?)")
+    steps_per_epoch = int(np.ceil(len(views) / config.batch_size))
+    total = config.epochs * steps_per_epoch
+    schedule = lambda peak: WarmupCosine(peak, total, int(config.warmup * total))  # noqa: E731
+    optimizers = optimizers_by_depth(model, head, config, schedule)
+    step = training_step(model, optimizers, num_classes, config.label_smoothing)
+    rng = np.random.default_rng(config.seed)
+    history = {"loss": [], "val_accuracy": [], "seconds": []}
+    best = (-1.0, None)
+    writer = _summary_writer(config.summaries_dir)
+    bar = tqdm(total=config.epochs * steps_per_epoch, unit="step", desc="fine-tuning", disable=not progress)
+    with bar:
+        for epoch in range(config.epochs):
+            started = time.monotonic()
+            order = rng.permutation(len(views))
+            losses = []
+            for batch in np.array_split(order, steps_per_epoch):
+                losses.append(float(step(views.batch(batch, rng), views.labels[batch])))
+                bar.update(1)
+            accuracy = train.evaluate(model, validation, dataset.class_names).accuracy if len(validation) else 0.0
+            history["loss"].append(float(np.mean(losses)))
+            history["val_accuracy"].append(accuracy)
+            history["seconds"].append(time.monotonic() - started)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses):.3f}", val_acc=f"{accuracy:.1%}")
+            _write_epoch(writer, epoch + 1, history)
+            if accuracy > best[0]:
+                best = (accuracy, model.get_weights(), epoch + 1)
+            if deadline is not None and time.monotonic() > deadline and epoch + 1 < config.epochs:
+                break
+    model.set_weights(best[1])
+    images = keras.Input(backbone.network.input.shape[1:], name="images")
+    full = keras.Model(images, model(prepared.lower.network(images)), name=f"{backbone.name}_fine_tuned")
+    stopped = len(history["loss"]) < config.epochs
+    return FineTuned(full, model, prepared.splits, history, best[2], prepared.cache_report, config, stopped)
+
+
+def learning_rate_range_test(
+    prepared: Prepared, num_classes: int, config: FineTuneConfig, low: float = 1e-6, high: float = 1.0, steps: int = 100
+) -> dict:
+    """fastai's ``lr_find`` for the recipe's model: one batch a step while every rate rises exponentially
+    (the top block's from ``low`` to ``high``, the others in the recipe's proportions), the training
+    loss recorded, smoothed, until it is four times its lowest. Suggests a tenth of the rate with
+    the lowest smoothed loss: fast, but short of where the loss turns up. The model is thrown away.
+    """
+    keras.utils.set_random_seed(config.seed)
+    top = pretrained_copy(prepared.top)
+    head = new_layer(top.output.shape[-1], num_classes, config.dropout, config.final_tensor_name)
+    model = fine_tuning_model(top, head, config.blocks, config.batch_norms)
+    schedule = lambda peak: RisingRate(low * peak / config.learning_rate, high * peak / config.learning_rate, steps)  # noqa: E731
+    step = training_step(model, optimizers_by_depth(model, head, config, schedule), num_classes, config.label_smoothing)
+    views, rng = prepared.train_views, np.random.default_rng(config.seed)
+    rates, losses, smoothed = [], [], 0.0
+    for i in tqdm(range(steps), desc="learning-rate range test", unit="step", leave=False):
+        batch = rng.choice(len(views), min(config.batch_size, len(views)), replace=False)
+        loss = float(step(views.batch(batch, rng), views.labels[batch]))
+        smoothed = 0.9 * smoothed + 0.1 * loss
+        rates.append(low * (high / low) ** (i / steps))
+        losses.append(smoothed / (1 - 0.9 ** (i + 1)))  # bias-corrected, as fastai does
+        if not np.isfinite(loss) or losses[-1] > 4 * min(losses):
+            break
+    lowest = rates[int(np.argmin(losses))]
+    return {"rates": rates, "losses": losses, "lowest_loss_rate": lowest, "suggested": lowest / 10}
+
+
+def training_step(model: keras.Model, optimizers: list[tuple], num_classes: int, label_smoothing: float):
+    loss_function = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    weights = [w for _, group in optimizers for w in group]
+
+    @tf.function(reduce_retracing=True)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_function(tf.one_hot(y, num_classes), model(x, training=True))
+        gradients = tape.gradient(loss, weights)
+        start = 0
+        for optimizer, group in optimizers:
+            optimizer.apply_gradients(zip(gradients[start : start + len(group)], group, strict=True))
+            start += len(group)
+        return loss
+
+    return step
+
+
+def _summary_writer(summaries_dir):
+    return tf.summary.create_file_writer(str(Path(summaries_dir) / "fine_tuning")) if summaries_dir else None
+
+
+def _write_epoch(writer, epoch: int, history: dict) -> None:
+    if writer is not None:
+        with writer.as_default(step=epoch):
+            tf.summary.scalar("loss", history["loss"][-1])
+            tf.summary.scalar("validation_accuracy", history["val_accuracy"][-1])
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:

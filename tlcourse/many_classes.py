@@ -14,26 +14,18 @@ Taught in ``notebooks/08_many_classes.ipynb``; the full table comes from ``bench
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tlcourse import backbones, bottlenecks, finetune, stats, train
+from tlcourse import backbones, bottlenecks, finetune, pipeline, stats, train
 from tlcourse.data import SPLITS, Dataset
 
 TUTORIAL = {"how_many_training_steps": 1000, "train_batch_size": 100, "learning_rate": 0.01}
-TUNED = {  # a better optimiser and schedule, early stopping on the whole validation set
-    "optimizer": "adam",
-    "learning_rate": 0.001,
-    "learning_rate_schedule": "cosine",
-    "how_many_training_steps": 3000,
-    "train_batch_size": 100,
-    "validation_batch_size": -1,
-    "eval_step_interval": 50,
-    "early_stopping_patience": 10,
-}
+# A better optimiser and schedule, early stopping on the whole validation set (what retrain.py's
+# --recipe=auto tries as its tuned new layer, with standardised bottlenecks and its L2 chosen).
+TUNED = {key: value for key, value in pipeline.TUNED_HEAD_SETTINGS.items() if key != "standardize_bottlenecks"}
 AUGMENT = {"flip_left_right": True, "random_crop": 10, "random_scale": 15, "random_brightness": 15}
 _STANDARDIZED = {**TUTORIAL, "standardize_bottlenecks": True}
 _TUNED_L2 = {**TUNED, "standardize_bottlenecks": True, "l2": "tuned"}
@@ -52,7 +44,7 @@ LADDER = {
 # Not rungs of the ladder: each changes the features themselves.
 OTHER_FEATURES = {
     "Lite2 instead of Lite0 (tuned L2 settings)": ("efficientnet_lite2", _TUNED_L2, None),
-    "fine-tune the top 2 blocks (Lite0, its own settings)": ("efficientnet_lite0", {"fine_tune_blocks": 2}, None),
+    "fine-tune the top 5 blocks (Lite0, the tool's recipe)": ("efficientnet_lite0", {"fine_tune_blocks": 5}, None),
 }
 RECIPES = {**LADDER, **OTHER_FEATURES}
 # The row each recipe changes exactly one thing from (None: a separate recipe, compared with the chosen one).
@@ -60,9 +52,9 @@ CHANGES_FROM = {
     **{name: previous for previous, name in zip(list(LADDER)[:-1], list(LADDER)[1:], strict=True)},
     "tutorial": None,
     "Lite2 instead of Lite0 (tuned L2 settings)": "+ tuned L2",
-    "fine-tune the top 2 blocks (Lite0, its own settings)": None,
+    "fine-tune the top 5 blocks (Lite0, the tool's recipe)": None,
 }
-L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
+L2_GRID = pipeline.L2_GRID
 
 
 def restrict(dataset: Dataset, class_names: list[str]) -> Dataset:
@@ -173,68 +165,22 @@ class Experiment:
     def run(self, name, backbone_name, settings, distortions=None, dataset: Dataset | None = None):
         """Train one recipe on ``dataset`` (default: the whole one); returns (RecipeResult, Evaluation)."""
         dataset = dataset or self.dataset
-        started = time.perf_counter()
         backbone = self.backbone(backbone_name)
-        if "fine_tune_blocks" in settings:
-            result, test = self._run_fine_tune(name, backbone, settings, dataset, started)
-            result.test_correct = _right_or_wrong(test)
-            return result, test
-        splits = self.splits(dataset, backbone)
-        settings = dict(settings)
-        if settings.get("l2") == "tuned":
-            settings["l2"] = self.tune_l2(dataset, backbone, splits, settings, distortions)
-        config = train.TrainConfig(**settings, distortions=train.Distortions(**(distortions or {})))
-        distorted = None
-        if config.distortions.active:
-            train.cache_distorted_variants(dataset, backbone, self.bottleneck_dir, config, self.progress)
-            distorted = train.gather_distorted(dataset, backbone, self.bottleneck_dir, config)
-        head, _ = train.train_head(
-            splits["train"], splits["validation"], len(dataset.class_names), config, distorted, progress=False
-        )
-        test = train.evaluate(head, splits["test"], dataset.class_names)
+        trained = pipeline.run(recipe(name, settings, distortions), dataset, backbone, self.bottleneck_dir, False)
+        test = trained.evaluate("test")
         result = RecipeResult(
             name=name,
             backbone=backbone_name,
             num_classes=len(dataset.class_names),
             accuracy=test.accuracy,
             top5_accuracy=top_k_accuracy(test, 5),
-            train_accuracy=train.evaluate(head, splits["train"], dataset.class_names).accuracy,
-            validation_accuracy=train.evaluate(head, splits["validation"], dataset.class_names).accuracy,
-            seconds=time.perf_counter() - started,
-            settings={**settings, "distortions": distortions},
+            train_accuracy=trained.evaluate("train").accuracy,
+            validation_accuracy=trained.evaluate("validation").accuracy,
+            seconds=trained.seconds,
+            settings={**trained.settings, "distortions": distortions},
             test_correct=_right_or_wrong(test),
         )
         return result, test
-
-    def _run_fine_tune(self, name, backbone, settings, dataset, started):
-        # Two phases, batch norms frozen (notebooks/09_fine_tuning.ipynb); other FineTuneConfig fields may be set.
-        fields = {f.name for f in dataclasses.fields(finetune.FineTuneConfig)} - {"blocks"}
-        options = {key: value for key, value in settings.items() if key in fields}
-        config = finetune.FineTuneConfig(blocks=settings["fine_tune_blocks"], **options)
-        tuned = finetune.fine_tune(dataset, backbone, self.bottleneck_dir, config, progress=self.progress)
-        result = RecipeResult(
-            name=name,
-            backbone=backbone.name,
-            num_classes=len(dataset.class_names),
-            accuracy=tuned.test.accuracy,
-            top5_accuracy=top_k_accuracy(tuned.test, 5),
-            train_accuracy=tuned.evaluate("train", dataset.class_names).accuracy,
-            validation_accuracy=tuned.evaluate("validation", dataset.class_names).accuracy,
-            seconds=time.perf_counter() - started,
-            settings={**dataclasses.asdict(config)},
-        )
-        return result, tuned.test
-
-    def tune_l2(self, dataset, backbone, splits, settings, distortions=None) -> float:
-        """The L2 penalty of ``L2_GRID`` with the best validation accuracy (the test split is not looked at)."""
-        scores = {}
-        for l2 in L2_GRID:
-            config = train.TrainConfig(**{**settings, "l2": l2})
-            head, _ = train.train_head(
-                splits["train"], splits["validation"], len(dataset.class_names), config, progress=False
-            )
-            scores[l2] = train.evaluate(head, splits["validation"], dataset.class_names).accuracy
-        return max(scores, key=lambda l2: (scores[l2], l2))
 
     def accuracy_vs_classes(
         self, sizes, recipe: str = "tutorial", seeds=(0, 1, 2), recipes: dict | None = None
@@ -254,6 +200,21 @@ class Experiment:
                 result.subset_seed = seed
                 results.append(result)
         return results
+
+
+def recipe(name: str, settings: dict, distortions: dict | None = None) -> pipeline.Recipe:
+    """The pipeline recipe of a row of ``RECIPES``: ``fine_tune_blocks`` makes a fine-tuning recipe
+    (its other settings are ``FineTuneConfig`` fields), ``"l2": "tuned"`` a new layer whose L2 is
+    chosen on validation from ``L2_GRID``; an unknown setting raises ``TypeError``."""
+    settings = dict(settings)
+    if "fine_tune_blocks" in settings:
+        blocks = settings.pop("fine_tune_blocks")
+        return pipeline.FineTuneRecipe(name, finetune.FineTuneConfig(blocks=blocks, **settings))
+    grid = L2_GRID if settings.get("l2") == "tuned" else ()
+    if grid:
+        settings["l2"] = 0.0
+    config = train.TrainConfig(**settings, distortions=train.Distortions(**(distortions or {})))
+    return pipeline.HeadRecipe(name, config, grid)
 
 
 def _right_or_wrong(evaluation: train.Evaluation) -> str:

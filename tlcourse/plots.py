@@ -204,3 +204,20 @@ def plot_recipes(results: list):
     axis.legend(loc="upper right")
     figure.tight_layout()
     return figure
+
+
+def plot_learning_rate_range(found: dict, chosen: float | None = None):
+    """The range test's smoothed loss against the learning rate, its suggestion and ``chosen`` marked
+    (09_fine_tuning; ``finetune.learning_rate_range_test``)."""
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot(found["rates"], found["losses"])
+    axis.set_xscale("log")
+    axis.axvline(found["suggested"], color="tab:green", linestyle="--", label=f"suggested {found['suggested']:.0e}")
+    if chosen is not None:
+        axis.axvline(chosen, color="tab:red", linestyle=":", label=f"recipe's default {chosen:.0e}")
+    axis.set_xlabel("learning rate of the top block (the new layer's is in proportion)")
+    axis.set_ylabel("training loss (smoothed)")
+    axis.set_ylim(top=min(max(found["losses"]), 1.5 * found["losses"][0]))
+    axis.legend()
+    figure.tight_layout()
+    return figure

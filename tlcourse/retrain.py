@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import difflib
 import errno
+import functools
 import json
 import shlex
 import sys
@@ -32,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, hardware, tflite, train
+from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, hardware, pipeline, tflite, train
 from tlcourse.atomic import atomic_path
-from tlcourse.data import SPLITS, scan_dataset
+from tlcourse.data import scan_dataset
 from tlcourse.errors import TLCourseError, command_line
 
 SCALING = "beyond one machine"
@@ -75,7 +76,13 @@ FINE_TUNING_REFUSES = {
     "how_many_training_steps": "fine-tuning trains in epochs: use {fine_tune_epochs}",
     "eval_step_interval": "fine-tuning measures the whole validation split after every epoch",
     "validation_batch_size": "fine-tuning measures the whole validation split after every epoch",
+    "early_stopping_patience": "fine-tuning keeps the epoch with the best validation accuracy",
+    "optimizer": "fine-tuning uses AdamW, with weight decay instead of an L2 penalty",
+    "l2": "fine-tuning uses AdamW, with weight decay instead of an L2 penalty",
+    "learning_rate_schedule": "fine-tuning warms its rates up, then decays them on a cosine",
+    "standardize_bottlenecks": "the fine-tuned blocks adapt what the new layer sees",
 }
+RECIPES = ("flags", "auto")
 
 
 @dataclass
@@ -143,10 +150,21 @@ class RetrainConfig:
     early_stopping_patience: int = _setting(0, "stop after N evaluations without progress; keep the best", group=BEYOND)
     standardize_bottlenecks: bool = _setting(False, "scale each feature by the training mean and std", group=BEYOND)
     fine_tune_blocks: int = _setting(
-        0, "also train the backbone's last N blocks (EfficientNet-Lite), in two phases (lesson 09)", group=BEYOND
+        0,
+        "also train the backbone's last N blocks (EfficientNet-Lite) on cached augmented views (lesson 09)",
+        group=BEYOND,
     )
-    fine_tune_epochs: int = _setting(15, "epochs of phase 2 of fine-tuning (early-stopped)", group=BEYOND)
-    # Not a flag: the settings given on purpose, even at their classic default (from_args fills it in).
+    fine_tune_epochs: int = _setting(8, "epochs of fine-tuning (the best on validation is kept)", group=BEYOND)
+    recipe: str = _setting(
+        "flags",
+        "flags: train as the flags say; auto: try the flags' new layer, a tuned new layer and the top blocks "
+        "fine-tuned, and keep the best on validation (lesson 09)",
+        list(RECIPES),
+        BEYOND,
+    )
+    time_budget: float = _setting(60.0, "minutes --recipe=auto may spend training (caching included)", group=BEYOND)
+    # Not a flag: the settings given on purpose, even at their classic default (the command line's
+    # flags, or the keywords passed from Python).
     given: frozenset[str] = field(default=frozenset(), repr=False, metadata={"flag": False})
 
     def __post_init__(self):
@@ -154,10 +172,9 @@ class RetrainConfig:
             choices, value = setting.metadata.get("choices"), getattr(self, setting.name)
             if choices and value is not None and value not in choices:
                 raise SettingError(f"{{{setting.name}}} must be one of {', '.join(choices)}, not {value!r}")
-        if self.fine_tune_blocks:
-            problem = self._refused_under_fine_tuning()
-            if problem:
-                raise SettingError(problem)
+        problem = self._refused_under_fine_tuning() if self.fine_tune_blocks or self.recipe == "auto" else None
+        if problem:
+            raise SettingError(problem)
         if self.precision == "bfloat16" and self.output_tflite:
             raise SettingError(
                 "{output_tflite}: TFLite has no bfloat16 convolutions, so a run that exports one computes in "
@@ -192,21 +209,30 @@ class RetrainConfig:
             parser.error(error.for_command_line())
 
     def is_set(self, name: str) -> bool:
-        """True when the setting ``name`` was given on purpose or differs from its classic default."""
+        """True when the setting ``name`` was given (a flag, or a keyword from Python) or differs from its
+        classic default."""
         return name in self.given or getattr(self, name) != _DEFAULTS[name]
 
     def _refused_under_fine_tuning(self) -> str | None:
-        """A message naming the first setting that cannot apply together with fine_tune_blocks, or None."""
-        for name, reason in FINE_TUNING_REFUSES.items():
-            if self.is_set(name):
-                return f"{{{name}}} does not apply with {{fine_tune_blocks}} ({reason}); leave it out"
+        """A message naming the first setting that cannot apply together with fine_tune_blocks (or
+        with recipe=auto, which may fine-tune), or None."""
+        if self.recipe == "auto":  # the flags describe the first recipe tried; fine-tuning keeps its own
+            if self.validation_percentage <= 0:
+                return "{recipe}=auto chooses on validation images: set {validation_percentage} above 0"
+            if self.time_budget <= 0:
+                return "{time_budget} must be above 0 minutes"
+        else:
+            for name, reason in FINE_TUNING_REFUSES.items():
+                if self.is_set(name):
+                    return f"{{{name}}} does not apply with {{fine_tune_blocks}} ({reason}); leave it out"
+        who = "{recipe}=auto" if self.recipe == "auto" else "{fine_tune_blocks}"
         if self.precision == "bfloat16":
-            return "{precision}: {fine_tune_blocks} trains in float32; leave out {precision} to fine-tune"
+            return f"{{precision}}: {who} fine-tunes in float32; leave out {{precision}}"
         if self.distribution_strategy != "default":
-            return "{distribution_strategy}: {fine_tune_blocks} trains on one device here; leave it out to fine-tune"
+            return f"{{distribution_strategy}}: {who} fine-tunes on one device here; leave it out"
         if self.num_shards > 1 or self.is_set("shard_index"):
-            return "{num_shards}/{shard_index} cache the frozen layer's bottlenecks; not with {fine_tune_blocks}"
-        if self.architecture and self.architecture not in efficientnet_lite.VARIANTS:
+            return f"{{num_shards}}/{{shard_index}} cache the frozen layer's bottlenecks; not with {who}"
+        if self.fine_tune_blocks and self.architecture and self.architecture not in efficientnet_lite.VARIANTS:
             lite = " or ".join(efficientnet_lite.VARIANTS)
             return f"{{architecture}}={self.architecture}: {{fine_tune_blocks}} is built for {lite}"
         if self.fine_tune_blocks < 0 or self.fine_tune_epochs < 1:
@@ -217,8 +243,8 @@ class RetrainConfig:
         """``(precision, why)`` of the backbone: ``precision`` if set, else what this machine runs fastest."""
         if self.precision:
             return self.precision, "as asked"
-        if self.fine_tune_blocks:
-            return "float32", "fine-tuning trains in float32"
+        if self.fine_tune_blocks or self.recipe == "auto":
+            return "float32", "fine-tuning trains in float32 (faster than bfloat16 here: bench/results/fine_tuning.md)"
         if self.output_tflite:
             return "float32", "a TFLite model computes in float32"
         return hardware.default_precision()
@@ -229,13 +255,11 @@ class RetrainConfig:
             seed=self.seed,
             summaries_dir=self.summaries_dir or None,
             final_tensor_name=self.final_tensor_name,
-            distortions=train.Distortions(
-                self.flip_left_right, self.random_crop, self.random_scale, self.random_brightness
-            ),
             num_distorted_variants=self.num_distorted_variants,
-            learning_rate_schedule=self.learning_rate_schedule,
-            standardize_bottlenecks=self.standardize_bottlenecks,
         )
+
+    def distortions(self) -> train.Distortions:
+        return train.Distortions(self.flip_left_right, self.random_crop, self.random_scale, self.random_brightness)
 
     def train_config(self) -> train.TrainConfig:
         """The settings of the new layer's training (``train.train_head``)."""
@@ -249,28 +273,41 @@ class RetrainConfig:
             l2=self.l2,
             label_smoothing=self.label_smoothing,
             early_stopping_patience=self.early_stopping_patience,
+            learning_rate_schedule=self.learning_rate_schedule,
+            standardize_bottlenecks=self.standardize_bottlenecks,
+            distortions=self.distortions(),
             **self._shared(),
         )
 
     def fine_tune_config(self) -> finetune.FineTuneConfig:
-        """The settings of ``finetune.fine_tune``: every one that applies to fine-tuning.
+        """The settings of ``finetune.fine_tune``: its measured defaults, and the flags that apply.
 
-        ``learning_rate`` is the new layer's rate in phase 1; phase 2 uses a tenth of it. Settings
-        not set keep the fine-tuning defaults (Adam, 1e-3 then 1e-4, batch 64, label smoothing 0.1).
+        ``learning_rate`` is the new layer's peak rate and the top block's is a tenth of it (the
+        classic 0.01 gives the defaults); ``train_batch_size`` and ``label_smoothing`` apply when
+        set. Under ``recipe=auto`` those flags describe the new layer tried first, and fine-tuning
+        keeps its defaults. The distortion flags, when any is set, replace the default views.
         """
         options = {}
-        if self.is_set("learning_rate"):
-            options.update(head_learning_rate=self.learning_rate, learning_rate=self.learning_rate / 10)
-        for name, option in [("optimizer", "optimizer"), ("train_batch_size", "batch_size"), ("l2", "l2")]:
-            if self.is_set(name):
-                options[option] = getattr(self, name)
-        if self.is_set("label_smoothing"):
-            options["label_smoothing"] = self.label_smoothing
-        if self.early_stopping_patience > 0:
-            options["patience"] = self.early_stopping_patience
-        return finetune.FineTuneConfig(
-            blocks=self.fine_tune_blocks, epochs=self.fine_tune_epochs, **self._shared(), **options
-        )
+        if self.recipe != "auto":
+            if self.is_set("learning_rate"):
+                options.update(head_learning_rate=self.learning_rate, learning_rate=self.learning_rate / 10)
+            if self.is_set("train_batch_size"):
+                options["batch_size"] = self.train_batch_size
+            if self.is_set("label_smoothing"):
+                options["label_smoothing"] = self.label_smoothing
+        if self.distortions().active:
+            options["distortions"] = self.distortions()
+        blocks = self.fine_tune_blocks or finetune.FineTuneConfig.blocks
+        return finetune.FineTuneConfig(blocks=blocks, epochs=self.fine_tune_epochs, **self._shared(), **options)
+
+    def recipes(self, backbone_name: str) -> list[pipeline.Recipe]:
+        """The recipes this run trains: one as the flags say, or under ``recipe=auto`` several, cheapest first."""
+        fine_tunable = backbone_name in efficientnet_lite.VARIANTS
+        if self.recipe == "auto":
+            return pipeline.auto_recipes(self.train_config(), self.fine_tune_config() if fine_tunable else None)
+        if self.fine_tune_blocks:
+            return [pipeline.FineTuneRecipe(f"top {self.fine_tune_blocks} blocks fine-tuned", self.fine_tune_config())]
+        return [pipeline.HeadRecipe("new layer", self.train_config())]
 
     def output_paths(self) -> dict[str, Path]:
         """The files ``retrain`` writes: graph, keras, labels, report, and tflite when asked for."""
@@ -286,6 +323,19 @@ class RetrainConfig:
     def to_json(self) -> dict:
         """The settings, as the report stores them."""
         return {setting.name: getattr(self, setting.name) for setting in settings()}
+
+
+def _recording_given(init):
+    """``RetrainConfig.__init__`` that also records which settings were passed (as the command line does)."""
+
+    @functools.wraps(init)
+    def __init__(self, *args, given=None, **kwargs):
+        init(self, *args, given=frozenset(kwargs) if given is None else given, **kwargs)
+
+    return __init__
+
+
+RetrainConfig.__init__ = _recording_given(RetrainConfig.__init__)
 
 
 def settings() -> list[dataclasses.Field]:
@@ -356,8 +406,10 @@ def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> frozenset[
 def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
     """Run the whole flow for ``config``; returns what it wrote and measured (the report is also on disk).
 
-    With ``num_shards`` above 1 it only caches its shard of the bottlenecks and returns. With
-    ``fine_tune_blocks`` it caches the activations below the trainable top instead of bottlenecks.
+    With ``num_shards`` above 1 it only caches its shard of the bottlenecks and returns. The
+    training goes through ``pipeline``: one recipe as the flags say, or with ``recipe=auto`` several
+    within ``time_budget`` minutes, the one with the best validation accuracy kept (test accuracy is
+    measured once, for the model written).
     """
     strategy = train.make_strategy(config.distribution_strategy)  # first: multi-worker needs it so
     if config.distribution_strategy != "default":
@@ -382,19 +434,21 @@ def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
         print(f"cached shard {config.shard_index} of {config.num_shards}; run without num_shards above 1 to train")
         counts = {"shard_index": config.shard_index, "num_shards": config.num_shards, "computed": cached.computed}
         return RetrainResult({}, None, None, {**counts, "cached": cached.hits, "failed": len(cached.failures)})
-    if config.fine_tune_blocks:
-        settings = config.fine_tune_config()
-        unfolded = backbones.load_backbone(backbone.name, config.model_dir, fold_batch_norms=False)
-        tuned = finetune.fine_tune(dataset, backbone, config.bottleneck_dir, settings, progress, unfolded)
-        model = backbone.exported_classifier(tuned.model, whole_network=True)
-        test = _sample(tuned.splits["test"], config.test_batch_size, config.seed)
-        evaluation = train.evaluate(tuned.trainable, test, dataset.class_names)
-        final_validation_accuracy = tuned.evaluate("validation", dataset.class_names).accuracy
-        failures = tuned.cache_report.failures
+    recipes = config.recipes(backbone.name)
+    if len(recipes) == 1:
+        trained = pipeline.run(recipes[0], dataset, backbone, config.bottleneck_dir, progress, strategy)
+        search = None
     else:
-        model, evaluation, final_validation_accuracy, failures = _train_new_layer(
-            config, dataset, backbone, strategy, progress
-        )
+        search = pipeline.search(recipes, dataset, backbone, config.bottleneck_dir, config.time_budget, progress)
+        print(search, flush=True)
+        trained = search.chosen
+        print(f"chosen on validation: {trained.name}")
+    test = _sample(trained.splits["test"], config.test_batch_size, config.seed)
+    evaluation = train.evaluate(trained.classifier, test, dataset.class_names)
+    final_validation_accuracy = None
+    if len(trained.splits["validation"]):
+        final_validation_accuracy = trained.evaluate("validation").accuracy
+        print(f"Final validation accuracy = {final_validation_accuracy:.1%} (N={len(trained.splits['validation'])})")
     print(f"Final test accuracy = {evaluation.accuracy:.1%} (N={len(evaluation.labels)})")
     if config.print_misclassified_test_images:
         for record, true, predicted in evaluation.misclassified():
@@ -405,38 +459,24 @@ def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
         backbone=backbone.name,
         fingerprint=backbone.fingerprint,
         final_validation_accuracy=final_validation_accuracy,
-        skipped_files=[{"image": str(s.path), "reason": s.reason} for s in dataset.skipped + failures],
+        skipped_files=[{"image": str(s.path), "reason": s.reason} for s in dataset.skipped + trained.failures],
         settings=config.to_json(),
+        recipe={
+            "name": trained.name,
+            "settings": trained.settings,
+            "seconds": round(trained.seconds, 1),
+            **trained.notes,
+        },
     )
-    if config.fine_tune_blocks:
-        report["fine_tuning"] = dataclasses.asdict(settings)  # what the two phases ran with (lesson 09)
+    if search is not None:
+        report["recipe_search"] = {
+            "budget_minutes": config.time_budget,
+            "tried": search.table(),
+            "skipped": search.skipped,
+        }
+    model = trained.exported(backbone)
     paths = write_outputs(config, model, dataset.class_names, report, calibration_records=dataset.split("train"))
     return RetrainResult(paths, evaluation, final_validation_accuracy, report)
-
-
-def _train_new_layer(config: RetrainConfig, dataset, backbone, strategy, progress):
-    """The tutorial's path: a new layer on cached bottlenecks.
-
-    Returns (model, test evaluation, validation accuracy, images that failed to decode). The
-    validation accuracy is that of the layer written (the best one, under early stopping),
-    measured on the whole validation split: not the last sampled evaluation of training.
-    """
-    settings = config.train_config()
-    report = bottlenecks.cache_bottlenecks(dataset.images, backbone, config.bottleneck_dir, progress=progress)
-    distorted = None
-    if settings.distortions.active and settings.num_distorted_variants > 0:
-        train.cache_distorted_variants(dataset, backbone, config.bottleneck_dir, settings, progress)
-        distorted = train.gather_distorted(dataset, backbone, config.bottleneck_dir, settings)
-    splits = {name: train.gather(dataset, name, backbone, config.bottleneck_dir) for name in SPLITS}
-    head, _ = train.train_head(
-        splits["train"], splits["validation"], len(dataset.class_names), settings, distorted, progress, strategy
-    )
-    test = _sample(splits["test"], config.test_batch_size, config.seed)
-    evaluation = train.evaluate(head, test, dataset.class_names)
-    validation = None
-    if len(splits["validation"]):
-        validation = train.evaluate(head, splits["validation"], dataset.class_names).accuracy
-    return backbone.exported_classifier(head), evaluation, validation, report.failures
 
 
 def _sample(split: train.Bottlenecks, size: int, seed: int) -> train.Bottlenecks:
@@ -495,7 +535,9 @@ def write_outputs(
 @command_line  # a user's mistake prints "error: ..." and exits 1, never a traceback
 def main(argv: list[str] | None = None) -> int:
     config = RetrainConfig.from_args(argv)
-    if config.architecture is None and not config.fine_tune_blocks:  # the classic default: Inception-v3 if online
+    if (
+        config.architecture is None and not config.fine_tune_blocks and config.recipe != "auto"
+    ):  # classic: Inception-v3 if online
         config = dataclasses.replace(
             config, architecture=backbones.fetch_default_backbone(config.model_dir, announce=True)
         )

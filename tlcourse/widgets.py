@@ -20,9 +20,8 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 from PIL import Image
 
-from tlcourse import backbones, bottlenecks, label, plots, train
+from tlcourse import backbones, label, pipeline, plots, train
 from tlcourse.atomic import atomic_path
-from tlcourse.data import SPLITS
 from tlcourse.images import ImageError, load_image
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -56,19 +55,16 @@ class RetrainPanel:
         name = self.backbone.value
         if name not in self._backbones:
             self._backbones[name] = backbones.load_backbone(name)
-        backbone = self._backbones[name]
-        bottlenecks.cache_bottlenecks(self.dataset.images, backbone, self.bottleneck_dir, progress=False)
-        splits = {split: train.gather(self.dataset, split, backbone, self.bottleneck_dir) for split in SPLITS}
         config = train.TrainConfig(
             how_many_training_steps=self.steps.value,
             learning_rate=self.learning_rate.value,
             train_batch_size=self.batch_size.value,
             validation_batch_size=-1,
         )
-        head, history = train.train_head(
-            splits["train"], splits["validation"], len(self.dataset.class_names), config, progress=False
-        )
-        self.last_evaluation = train.evaluate(head, splits["test"], self.dataset.class_names)
+        recipe = pipeline.HeadRecipe("the panel's settings", config)
+        trained = pipeline.run(recipe, self.dataset, self._backbones[name], self.bottleneck_dir, progress=False)
+        history = trained.history
+        self.last_evaluation = trained.evaluate("test")
         with self.output:
             self.output.clear_output(wait=True)
             figure = plots.plot_history(history)

@@ -1,0 +1,78 @@
+"""One pipeline: recipes as configs, and a search that chooses on validation and never looks at test."""
+
+import json
+
+import pytest
+
+from tests.test_retrain import config_for, small_stamps
+from tlcourse import data, pipeline, retrain, train
+
+
+@pytest.fixture(scope="module")
+def small(stamps_dir, tmp_path_factory):
+    return data.scan_dataset(small_stamps(stamps_dir, tmp_path_factory.mktemp("images"), per_label=10))
+
+
+def test_the_search_chooses_on_validation_and_never_looks_at_test(small, lite0, tmp_path, monkeypatch):
+    splits_evaluated = []
+    evaluate = pipeline.Trained.evaluate
+    monkeypatch.setattr(
+        pipeline.Trained, "evaluate", lambda self, split: splits_evaluated.append(split) or evaluate(self, split)
+    )
+    untrained = pipeline.HeadRecipe("one tiny step", train.TrainConfig(how_many_training_steps=1, learning_rate=1e-9))
+    trained = pipeline.HeadRecipe("trained", train.TrainConfig(how_many_training_steps=300))
+    search = pipeline.search([untrained, trained], small, lite0, tmp_path / "bn", progress=False)
+    assert search.chosen.name == "trained"
+    rows = search.table()
+    assert [row["chosen"] for row in rows] == [False, True]
+    assert rows[1]["validation_accuracy"] > rows[0]["validation_accuracy"]
+    assert set(splits_evaluated) == {"validation"}
+    assert "<- chosen" in str(search).splitlines()[2]
+
+
+def test_ties_go_to_the_earlier_cheaper_recipe(small, lite0, tmp_path):
+    same = train.TrainConfig(how_many_training_steps=50)
+    search = pipeline.search(
+        [pipeline.HeadRecipe("first", same), pipeline.HeadRecipe("second", same)], small, lite0, tmp_path, 60, False
+    )
+    assert search.table()[0]["validation_accuracy"] == search.table()[1]["validation_accuracy"]
+    assert search.chosen.name == "first"
+
+
+def test_a_spent_budget_skips_the_later_recipes_but_runs_the_first(small, lite0, tmp_path):
+    recipes = [pipeline.HeadRecipe(name, train.TrainConfig(how_many_training_steps=20)) for name in ("a", "b")]
+    search = pipeline.search(recipes, small, lite0, tmp_path, time_budget_minutes=1e-6, progress=False)
+    assert [t.name for t in search.trained] == ["a"] and search.skipped == ["b"]
+    assert "not run: the time budget" in str(search)
+
+
+def test_the_l2_penalty_is_chosen_on_validation_from_the_grid(small, lite0, tmp_path):
+    recipe = pipeline.HeadRecipe("tuned", train.TrainConfig(how_many_training_steps=100), (0.0, 10.0))
+    trained = pipeline.run(recipe, small, lite0, tmp_path, progress=False)
+    scores = trained.notes["l2_validation_accuracy"]
+    assert set(scores) == {0.0, 10.0} and trained.settings["l2"] == max(scores, key=lambda l2: (scores[l2], l2))
+
+
+def test_search_needs_validation_images(small, lite0, tmp_path):
+    none = data.scan_dataset(small.root, validation_percentage=0)
+    with pytest.raises(ValueError, match="validation"):
+        pipeline.search([pipeline.HeadRecipe("a", train.TrainConfig())], none, lite0, tmp_path)
+
+
+def test_retrain_auto_writes_the_table_and_the_model_it_chose(stamps_dir, tmp_path, capsys):
+    image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=10)
+    settings = config_for(tmp_path, image_dir, recipe="auto", fine_tune_epochs=1, fine_tune_blocks=1)
+    result = retrain.retrain(settings, progress=False)
+    report = json.loads((tmp_path / "out" / "g.report.json").read_text())
+    tried = report["recipe_search"]["tried"]
+    assert [row["recipe"] for row in tried] == [
+        "new layer, as the flags say",
+        "tuned new layer (L2 chosen on validation)",
+        "top 1 blocks fine-tuned",
+    ]
+    chosen = max(tried, key=lambda row: (row["validation_accuracy"], -tried.index(row)))
+    assert [row["chosen"] for row in tried] == [row is chosen for row in tried]
+    assert report["recipe"]["name"] == chosen["recipe"]
+    assert result.final_validation_accuracy == pytest.approx(chosen["validation_accuracy"])
+    printed = capsys.readouterr().out
+    assert "chosen on validation: " + chosen["recipe"] in printed and "Final validation accuracy" in printed

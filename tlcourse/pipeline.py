@@ -1,0 +1,258 @@
+"""One pipeline: a dataset, a backbone and a recipe in; a trained model, its splits and its time out.
+
+Every caller that trains goes through here: ``retrain.py`` (one recipe, or ``--recipe=auto``),
+the benches and the lessons. A recipe is a config, not a dict of settings:
+
+- ``HeadRecipe``: a new layer on the frozen backbone's cached bottlenecks (``train.train_head``),
+  optionally with its L2 penalty chosen on validation from a grid;
+- ``FineTuneRecipe``: the backbone's top blocks and a new layer on cached activations
+  (``finetune.fine_tune``).
+
+``search`` runs several recipes within a time budget, cheapest first, and keeps the one with the
+best validation accuracy; the test split is never looked at to choose. Taught in
+``notebooks/09_fine_tuning.ipynb``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tlcourse import bottlenecks, finetune, stats, train
+from tlcourse.data import SPLITS, Dataset, SkippedFile
+
+
+@dataclass
+class Trained:
+    """What one recipe made: the model to export and the cached splits it was measured on."""
+
+    name: str
+    model: keras.Model  # preprocessed images -> probabilities (``backbone.exported_classifier`` wraps it)
+    classifier: keras.Model  # what ``splits`` hold (bottlenecks or activations) -> probabilities
+    splits: dict[str, train.Bottlenecks]
+    class_names: list[str]
+    seconds: float
+    settings: dict  # the recipe's config, as the report stores it
+    failures: list[SkippedFile] = field(default_factory=list)  # images that could not be decoded
+    whole_network: bool = False  # ``model`` includes the backbone's top blocks (fine-tuned)
+    notes: dict = field(default_factory=dict)  # what the recipe chose or measured on its way (L2, epochs)
+    history: object = None  # what training recorded: ``train.TrainingHistory``, or fine-tuning's per-epoch dict
+
+    def evaluate(self, split: str) -> train.Evaluation:
+        return train.evaluate(self.classifier, self.splits[split], self.class_names)
+
+    def exported(self, backbone) -> keras.Model:
+        """Images (uint8, any size) -> probabilities: what ``retrain`` writes."""
+        return backbone.exported_classifier(self.model, whole_network=self.whole_network)
+
+
+@dataclass(frozen=True)
+class HeadRecipe:
+    """A new layer on frozen bottlenecks; with ``l2_grid``, its L2 penalty is chosen on validation."""
+
+    name: str
+    config: train.TrainConfig
+    l2_grid: tuple[float, ...] = ()
+
+    def train(self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None) -> Trained:
+        started = time.perf_counter()
+        config = self.config
+        report = bottlenecks.cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)
+        distorted = None
+        if config.distortions.active and config.num_distorted_variants > 0:
+            train.cache_distorted_variants(dataset, backbone, bottleneck_dir, config, progress)
+            distorted = train.gather_distorted(dataset, backbone, bottleneck_dir, config)
+        splits = {name: train.gather(dataset, name, backbone, bottleneck_dir) for name in SPLITS}
+        notes = {}
+        if self.l2_grid:
+            scores = {}
+            for l2 in self.l2_grid:
+                candidate = dataclasses.replace(config, l2=l2)
+                head, _ = train.train_head(
+                    splits["train"], splits["validation"], len(dataset.class_names), candidate, distorted, False
+                )
+                scores[l2] = train.evaluate(head, splits["validation"], dataset.class_names).accuracy
+            config = dataclasses.replace(config, l2=max(scores, key=lambda l2: (scores[l2], l2)))
+            notes["l2_validation_accuracy"] = scores
+        head, history = train.train_head(
+            splits["train"], splits["validation"], len(dataset.class_names), config, distorted, progress, strategy
+        )
+        notes["steps"] = history.steps[-1] if history.steps else 0
+        return Trained(
+            self.name,
+            head,
+            head,
+            splits,
+            dataset.class_names,
+            time.perf_counter() - started,
+            _settings(config),
+            report.failures,
+            notes=notes,
+            history=history,
+        )
+
+
+@dataclass(frozen=True)
+class FineTuneRecipe:
+    """The backbone's top ``config.blocks`` blocks and a new layer, trained on cached activations."""
+
+    name: str
+    config: finetune.FineTuneConfig
+
+    def train(self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None) -> Trained:
+        started = time.perf_counter()
+        unfolded = _unfolded(backbone)
+        tuned = finetune.fine_tune(
+            dataset, backbone, bottleneck_dir, self.config, progress, unfolded, deadline=deadline
+        )
+        notes = {
+            "epochs_run": len(tuned.history["loss"]),
+            "best_epoch": tuned.best_epoch,
+            "stopped_at_the_deadline": tuned.stopped_early,
+            "training_images_per_second": round(tuned.images_per_second, 1),
+            "seconds_per_epoch": round(float(np.mean(tuned.history["seconds"])), 1),
+            "validation_accuracy_by_epoch": tuned.history["val_accuracy"],
+        }
+        return Trained(
+            self.name,
+            tuned.model,
+            tuned.trainable,
+            tuned.splits,
+            dataset.class_names,
+            time.perf_counter() - started,
+            _settings(self.config),
+            tuned.cache_report.failures,
+            True,
+            notes,
+            tuned.history,
+        )
+
+
+Recipe = HeadRecipe | FineTuneRecipe
+
+
+def _unfolded(backbone):
+    from tlcourse import backbones  # noqa: PLC0415 (a backbone is loaded only when a fine-tuning recipe runs)
+
+    return backbones.load_backbone(backbone.name, fold_batch_norms=False)
+
+
+def _settings(config) -> dict:
+    return {key: value for key, value in dataclasses.asdict(config).items() if key != "summaries_dir"}
+
+
+def run(recipe: Recipe, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None) -> Trained:
+    """Train ``recipe`` on ``dataset``: the one way every caller trains."""
+    return recipe.train(dataset, backbone, Path(bottleneck_dir), progress, strategy)
+
+
+@dataclass
+class Search:
+    """Recipes tried on the same splits, and the one chosen on validation."""
+
+    trained: list[Trained]
+    skipped: list[str]  # recipes the time budget left no room for
+    budget_minutes: float
+
+    @property
+    def chosen(self) -> Trained:
+        """The best validation accuracy (ties: the earlier, cheaper recipe). Never looks at test."""
+        return max(self.trained, key=lambda t: (_validation(t).value, -self.trained.index(t)))
+
+    def table(self) -> list[dict]:
+        """One row per recipe tried: validation accuracy with its interval, and seconds."""
+        rows = []
+        for trained in self.trained:
+            interval = _validation(trained)
+            rows.append(
+                {
+                    "recipe": trained.name,
+                    "validation_accuracy": interval.value,
+                    "validation_interval": [interval.low, interval.high],
+                    "validation_images": interval.total,
+                    "seconds": round(trained.seconds, 1),
+                    "chosen": trained is self.chosen,
+                    "settings": trained.settings,
+                    "notes": trained.notes,
+                }
+            )
+        return rows
+
+    def __str__(self) -> str:
+        lines = ["recipe                                      validation [95% interval]      seconds"]
+        for row in self.table():
+            low, high = row["validation_interval"]
+            mark = "  <- chosen" if row["chosen"] else ""
+            lines.append(
+                f"{row['recipe'][:43]:<43} {row['validation_accuracy']:6.1%} [{low:.1%}, {high:.1%}]"
+                f"   {row['seconds']:7.0f}{mark}"
+            )
+        lines += [
+            f"{name[:43]:<43} not run: the time budget ({self.budget_minutes:g} min) was spent" for name in self.skipped
+        ]
+        return "\n".join(lines)
+
+
+def _validation(trained: Trained) -> stats.Interval:
+    evaluation = trained.evaluate("validation")
+    if not len(evaluation.labels):
+        return stats.Interval(float("nan"), float("nan"), float("nan"), 0, 0)
+    return stats.bootstrap_interval(evaluation.labels == evaluation.predictions)
+
+
+def search(
+    recipes: list[Recipe], dataset: Dataset, backbone, bottleneck_dir, time_budget_minutes: float = 60, progress=True
+) -> Search:
+    """Train ``recipes`` in order (cheapest first) until the budget is spent; choose on validation.
+
+    After the first, a recipe starts only while time is left; a fine-tuning recipe that runs past
+    the budget stops after the epoch that crosses it, keeping its best epoch so far.
+    """
+    if not len(dataset.split("validation")):
+        raise ValueError("choosing a recipe needs validation images: raise validation_percentage")
+    deadline = time.monotonic() + 60 * time_budget_minutes
+    trained, skipped = [], []
+    for recipe in recipes:
+        if trained and time.monotonic() >= deadline:  # the first, cheapest recipe always runs
+            skipped.append(recipe.name)
+            continue
+        if progress:
+            print(f"recipe: {recipe.name}", flush=True)
+        trained.append(recipe.train(dataset, backbone, Path(bottleneck_dir), progress, deadline=deadline))
+    return Search(trained, skipped, time_budget_minutes)
+
+
+# The tuned new layer of notebooks/08_many_classes.ipynb: Adam, a cosine schedule, early stopping on
+# the whole validation split, standardised bottlenecks; its L2 penalty chosen from L2_GRID.
+TUNED_HEAD_SETTINGS = {
+    "optimizer": "adam",
+    "learning_rate": 0.001,
+    "learning_rate_schedule": "cosine",
+    "how_many_training_steps": 3000,
+    "train_batch_size": 100,
+    "validation_batch_size": -1,
+    "eval_step_interval": 50,
+    "early_stopping_patience": 10,
+    "standardize_bottlenecks": True,
+}
+L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
+
+
+def auto_recipes(given: train.TrainConfig, fine_tune: finetune.FineTuneConfig | None) -> list[Recipe]:
+    """What ``retrain.py --recipe=auto`` tries, cheapest first: the new layer the flags describe, the
+    tuned new layer, and (for a backbone that can be fine-tuned) the top blocks fine-tuned."""
+    shared = {"seed": given.seed, "final_tensor_name": given.final_tensor_name, "summaries_dir": given.summaries_dir}
+    recipes: list[Recipe] = [
+        HeadRecipe("new layer, as the flags say", given),
+        HeadRecipe(
+            "tuned new layer (L2 chosen on validation)", train.TrainConfig(**TUNED_HEAD_SETTINGS, **shared), L2_GRID
+        ),
+    ]
+    if fine_tune is not None:
+        recipes.append(FineTuneRecipe(f"top {fine_tune.blocks} blocks fine-tuned", fine_tune))
+    return recipes
