@@ -2,7 +2,9 @@
 
     python bench/fine_tuning.py                               # 117 labels: the timed auto run, then the ablations
     python bench/fine_tuning.py --dataset many_classes_150    # 154 labels: the timed auto run only
+    python bench/fine_tuning.py --stamps                      # make demo against retrain.py --recipe=auto, on stamps
     python bench/fine_tuning.py --quick                       # 25 labels, 2 epochs: a fast check of the script
+    python bench/fine_tuning.py --markdown_only               # the .md again from the last run's .json
 
 1. **The tool's own run, timed**: ``retrain.py --recipe=auto`` through the same library call
    (``pipeline.search`` on ``pipeline.auto_recipes``), in a fresh cache folder, so the wall time
@@ -13,6 +15,9 @@
    test images, paired against the recipe: no augmentation (the plain images only), batch norms
    frozen (equal epochs, no early stopping in either), a learning-rate range test.
 3. **Precision**: training steps per second in float32 and in mixed bfloat16 on this CPU.
+4. ``--stamps``: ``make demo``'s program and ``retrain.py --recipe=auto`` on the stamps set, each a
+   whole process in a fresh project folder (datasets and converted backbones linked in), in
+   alternating rounds: is the auto run within the demo's time?
 
 Writes bench/results/fine_tuning{,_150,_quick}.{json,md}.
 """
@@ -22,8 +27,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -108,19 +116,66 @@ def precision_speed(prepared: finetune.Prepared, num_classes: int, steps: int = 
     return speeds
 
 
+def stamps_times(rounds: int = 2) -> dict:
+    """Whole-process seconds of ``python -m tlcourse.demo`` and of ``retrain.py --recipe=auto`` on stamps,
+    each in a fresh project folder, alternating; and what the auto run chose."""
+    times: dict[str, list[float]] = {"demo": [], "auto": []}
+    chosen = None
+    for _ in range(rounds):
+        for name in times:
+            with tempfile.TemporaryDirectory() as home:
+                for folder in ("data", "models"):
+                    os.symlink(ROOT / folder, Path(home) / folder)
+                out = Path(home) / "runs" / "auto"
+                command = (
+                    [sys.executable, "-m", "tlcourse.demo"]
+                    if name == "demo"
+                    else [
+                        sys.executable,
+                        str(ROOT / "retrain.py"),
+                        f"--image_dir={tlc.datasets.stamps()}",
+                        "--recipe=auto",
+                        f"--bottleneck_dir={out / 'bottlenecks'}",
+                        f"--output_graph={out / 'g.pb'}",
+                        f"--output_labels={out / 'labels.txt'}",
+                        "--summaries_dir=",
+                    ]
+                )
+                started = time.perf_counter()
+                subprocess.run(command, env={**os.environ, "TLCOURSE_HOME": home}, check=True, capture_output=True)
+                times[name].append(round(time.perf_counter() - started, 1))
+                if name == "auto":
+                    chosen = json.loads((out / "g.report.json").read_text())["recipe"]["name"]
+    return {**times, "auto_chosen": chosen, "auto_against_demo": round(min(times["auto"]) / min(times["demo"]), 2)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="many_classes", choices=["many_classes", "many_classes_150"])
     parser.add_argument("--quick", action="store_true", help="25 labels and 2 epochs: checks the script runs")
     parser.add_argument("--no_ablations", action="store_true", help="the timed auto run only")
+    parser.add_argument("--markdown_only", action="store_true", help="rewrite the .md from the last run's .json")
+    parser.add_argument("--stamps", action="store_true", help="make demo against --recipe=auto on stamps, timed")
     args = parser.parse_args()
+    if args.stamps:
+        result = {
+            **stamps_times(),
+            "versions": tlc.course.environment(),
+            "command": "python bench/fine_tuning.py --stamps",
+        }
+        write_atomically(RESULTS / "fine_tuning_stamps.json", json.dumps(result, indent=2) + "\n")
+        print(result)
+        return 0
+    stem = "fine_tuning" + ("_quick" if args.quick else "_150" if args.dataset == "many_classes_150" else "")
+    if args.markdown_only:
+        write_atomically(RESULTS / f"{stem}.md", markdown(json.loads((RESULTS / f"{stem}.json").read_text())))
+        return 0
     started = time.perf_counter()
     dataset = tlc.data.scan_dataset(getattr(tlc.datasets, args.dataset)())
     fine_tune = finetune.FineTuneConfig()
     if args.quick:
         dataset = many_classes.restrict(dataset, many_classes.class_subset(dataset, 25))
         fine_tune = dataclasses.replace(fine_tune, epochs=2)
-    stem = "fine_tuning" + ("_quick" if args.quick else "_150" if args.dataset == "many_classes_150" else "")
     # A fresh cache folder: the timed run pays for caching everything, as a new user's first run does.
     bottleneck_dir = tlc.config.project_root() / "runs" / f"bench_{stem}"
     shutil.rmtree(bottleneck_dir, ignore_errors=True)

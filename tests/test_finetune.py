@@ -80,13 +80,13 @@ def test_rates_warm_up_then_fall_on_a_cosine_and_slow_down_with_depth(lite0, unf
 
 def test_fine_tuning_trains_on_views_and_keeps_its_best_epoch(stamps_dir, tmp_path, lite0, unfolded):
     dataset = data.scan_dataset(small_stamps(stamps_dir, tmp_path / "images", per_label=10))
-    config = finetune.FineTuneConfig(blocks=1, epochs=3, batch_size=8, num_distorted_variants=2)
+    config = finetune.FineTuneConfig(blocks=1, epochs=4, batch_size=8, num_distorted_variants=2)
     prepared = finetune.prepare(dataset, lite0, tmp_path / "bn", config, unfolded)
     views = prepared.train_views
     assert len(views.views) == 3 and all(v.shape == views.views[0].shape for v in views.views)
     assert not np.array_equal(views.views[0], views.views[1])  # a distorted view is another image
     tuned = finetune.fine_tune(dataset, lite0, tmp_path / "bn", config, False, prepared=prepared)
-    assert len(tuned.history["val_accuracy"]) == 3
+    assert len(tuned.history["val_accuracy"]) == 4
     assert tuned.best_epoch == 1 + int(np.argmax(tuned.history["val_accuracy"]))
     kept = tuned.evaluate("validation", dataset.class_names).accuracy
     assert kept == pytest.approx(max(tuned.history["val_accuracy"]))  # the best epoch's weights were kept
@@ -114,8 +114,9 @@ def test_retrain_with_fine_tuning_applies_its_flags_and_exports_a_model_that_lab
         tmp_path,
         image_dir,
         fine_tune_blocks=1,
-        fine_tune_epochs=2,
+        fine_tune_epochs=4,
         learning_rate=0.003,
+        train_batch_size=8,
         flip_left_right=True,
         num_distorted_variants=1,
         test_batch_size=2,
@@ -127,7 +128,8 @@ def test_retrain_with_fine_tuning_applies_its_flags_and_exports_a_model_that_lab
     recipe = report["recipe"]
     assert recipe["settings"]["head_learning_rate"] == 0.003
     assert recipe["settings"]["learning_rate"] == pytest.approx(0.0003)
-    assert recipe["settings"]["distortions"]["flip_left_right"] and recipe["epochs_run"] == 2
+    assert recipe["settings"]["distortions"]["flip_left_right"] and recipe["settings"]["batch_size"] == 8
+    assert recipe["epochs_run"] == 4 and len(recipe["validation_accuracy_by_epoch"]) == 4
     assert {p.name for p in (tmp_path / "logs").iterdir()} == {"fine_tuning"}  # --summaries_dir
     assert any("distorted" in p.name for p in (tmp_path / "bn").rglob("*") if p.is_dir())  # --flip_left_right
     photo = sorted((stamps_dir / "fruit").iterdir())[-1]

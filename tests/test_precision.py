@@ -41,7 +41,7 @@ def test_retrain_takes_the_machine_default_unless_told_and_says_why(monkeypatch)
     told = retrain.RetrainConfig.from_args(["--image_dir=images", "--precision=float32"])
     assert told.chosen_precision() == ("float32", "as asked")
     fine_tuning = retrain.RetrainConfig.from_args(["--image_dir=images", "--fine_tune_blocks=1"])
-    assert fine_tuning.chosen_precision() == ("float32", "fine-tuning trains in float32")
+    assert fine_tuning.chosen_precision()[0] == "float32" and "fine-tuning" in fine_tuning.chosen_precision()[1]
     for_phones = retrain.RetrainConfig.from_args(["--image_dir=images", "--output_tflite=model.tflite"])
     assert for_phones.chosen_precision() == ("float32", "a TFLite model computes in float32")
 

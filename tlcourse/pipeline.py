@@ -153,35 +153,35 @@ def run(recipe: Recipe, dataset: Dataset, backbone, bottleneck_dir, progress=Tru
 
 @dataclass
 class Search:
-    """Recipes tried on the same splits, and the one chosen on validation."""
+    """Recipes tried on the same splits, each with its validation accuracy, and the one chosen."""
 
     trained: list[Trained]
+    validation: list[stats.Interval]  # of each recipe tried, in the same order
     skipped: list[str]  # recipes the time budget left no room for
     budget_minutes: float
 
     @property
     def chosen(self) -> Trained:
         """The best validation accuracy (ties: the earlier, cheaper recipe). Never looks at test."""
-        return max(self.trained, key=lambda t: (_validation(t).value, -self.trained.index(t)))
+        best = max(range(len(self.trained)), key=lambda i: (self.validation[i].value, -i))
+        return self.trained[best]
 
     def table(self) -> list[dict]:
         """One row per recipe tried: validation accuracy with its interval, and seconds."""
-        rows = []
-        for trained in self.trained:
-            interval = _validation(trained)
-            rows.append(
-                {
-                    "recipe": trained.name,
-                    "validation_accuracy": interval.value,
-                    "validation_interval": [interval.low, interval.high],
-                    "validation_images": interval.total,
-                    "seconds": round(trained.seconds, 1),
-                    "chosen": trained is self.chosen,
-                    "settings": trained.settings,
-                    "notes": trained.notes,
-                }
-            )
-        return rows
+        chosen = self.chosen
+        return [
+            {
+                "recipe": trained.name,
+                "validation_accuracy": interval.value,
+                "validation_interval": [interval.low, interval.high],
+                "validation_images": interval.total,
+                "seconds": round(trained.seconds, 1),
+                "chosen": trained is chosen,
+                "settings": trained.settings,
+                "notes": trained.notes,
+            }
+            for trained, interval in zip(self.trained, self.validation, strict=True)
+        ]
 
     def __str__(self) -> str:
         lines = ["recipe                                      validation [95% interval]      seconds"]
@@ -192,16 +192,14 @@ class Search:
                 f"{row['recipe'][:43]:<43} {row['validation_accuracy']:6.1%} [{low:.1%}, {high:.1%}]"
                 f"   {row['seconds']:7.0f}{mark}"
             )
-        lines += [
-            f"{name[:43]:<43} not run: the time budget ({self.budget_minutes:g} min) was spent" for name in self.skipped
-        ]
+        spent = f"not run: the time budget ({self.budget_minutes:g} min) was spent"
+        lines += [f"{name[:43]:<43} {spent}" for name in self.skipped]
         return "\n".join(lines)
 
 
-def _validation(trained: Trained) -> stats.Interval:
+def validation_accuracy(trained: Trained) -> stats.Interval:
+    """``trained``'s accuracy on the whole validation split, with its bootstrap interval."""
     evaluation = trained.evaluate("validation")
-    if not len(evaluation.labels):
-        return stats.Interval(float("nan"), float("nan"), float("nan"), 0, 0)
     return stats.bootstrap_interval(evaluation.labels == evaluation.predictions)
 
 
@@ -224,7 +222,7 @@ def search(
         if progress:
             print(f"recipe: {recipe.name}", flush=True)
         trained.append(recipe.train(dataset, backbone, Path(bottleneck_dir), progress, deadline=deadline))
-    return Search(trained, skipped, time_budget_minutes)
+    return Search(trained, [validation_accuracy(t) for t in trained], skipped, time_budget_minutes)
 
 
 # The tuned new layer of notebooks/08_many_classes.ipynb: Adam, a cosine schedule, early stopping on
