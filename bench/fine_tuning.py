@@ -49,7 +49,7 @@ RESULTS = ROOT / "bench" / "results"
 # Not measured here: /work/shared/FACTS.md section 7 (measured on an H200 GPU with PyTorch, 2026-11-28), on
 # this very split (117 labels; 4,934 train / 653 validation / 652 test images, re-encoded as 256-px crops).
 WHOLE_NETWORK_GPU = {
-    "name": "whole network fine-tuned on a GPU (reference, not measured here)",
+    "name": "whole network fine-tuned on a GPU",
     "num_classes": 117,
     "accuracy": 0.730,  # learning rate chosen on validation; 72.9-74.1% over learning rates 3e-4..3e-3
     "accuracy_range": [0.729, 0.741],
@@ -349,7 +349,7 @@ def markdown(summary: dict) -> str:
         gpu = summary["whole_network_gpu"]
         lines += [
             "",
-            f"Reference: {gpu['name']}: {gpu['accuracy']:.1%} "
+            f"Reference, not measured by this script: the whole network fine-tuned on a GPU, {gpu['accuracy']:.1%} "
             f"({gpu['accuracy_range'][0]:.1%}-{gpu['accuracy_range'][1]:.1%} over learning rates); "
             f"{gpu['source']}; recipe: {gpu['recipe']}.",
         ]
