@@ -96,8 +96,10 @@ def class_means(vectors, labels, num_classes: int) -> np.ndarray:
 
 
 def mean_similarities(means: np.ndarray, queries) -> np.ndarray:
-    """Cosine similarity of every query to every class mean, ``[Q, C]``."""
-    return normalize(np.atleast_2d(queries)) @ means.T
+    """Cosine similarity of every query to every class mean, ``[Q, C]``; -inf for a label without images."""
+    similarities = normalize(np.atleast_2d(queries)) @ means.T
+    similarities[:, ~means.any(axis=1)] = -np.inf
+    return similarities
 
 
 def nearest_mean_predict(means: np.ndarray, queries) -> np.ndarray:
