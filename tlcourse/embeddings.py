@@ -49,14 +49,18 @@ def normalize(vectors) -> np.ndarray:
     return vectors / np.maximum(lengths, 1e-12)
 
 
-def nearest(queries, index_vectors, k: int, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    queries, index_vectors, k: int, exclude_self: bool = False, normalized: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most similar rows of ``index_vectors`` for each query, by cosine similarity.
 
     Returns ``(indices [Q, k], similarities [Q, k])``, most similar first. Brute force: every query
     against every indexed vector, ``CHUNK`` queries at a time. ``exclude_self`` leaves out the
-    query's own row when the queries are the index itself (leave-one-out).
+    query's own row when the queries are the index itself (leave-one-out). ``normalized`` says the
+    index rows are unit vectors already (a ``SearchIndex``'s are), which saves a pass over them.
     """
-    queries, index_vectors = normalize(np.atleast_2d(queries)), normalize(np.atleast_2d(index_vectors))
+    queries = normalize(np.atleast_2d(queries))
+    index_vectors = np.atleast_2d(index_vectors) if normalized else normalize(np.atleast_2d(index_vectors))
     if queries.shape[1] != index_vectors.shape[1]:
         raise ValueError(f"queries have {queries.shape[1]} values each, the index {index_vectors.shape[1]}")
     k = min(int(k), len(index_vectors) - int(exclude_self))
@@ -372,6 +376,9 @@ class SearchIndex:
     backbone: str
     fingerprint: str
 
+    def __post_init__(self):
+        self.vectors = normalize(self.vectors)  # stored as unit vectors: a query is then one matrix product
+
     def save(self, path: str | Path) -> Path:
         """Write the index to ``path`` (``.npz``) atomically: a killed run leaves the old index whole."""
         path = Path(path)
@@ -381,7 +388,7 @@ class SearchIndex:
                 np.savez(
                     file,
                     header=np.array(json.dumps(header)),
-                    vectors=normalize(self.vectors),
+                    vectors=self.vectors,
                     paths=np.array(self.paths, dtype=str),
                     sha256=np.array(self.sha256, dtype=str),
                 )
@@ -405,7 +412,7 @@ class SearchIndex:
         if header.get("format") != INDEX_FORMAT or not len(vectors) == len(paths) == len(sha256):
             found = header.get("format")
             raise SearchIndexError(f"{path}: index format {found!r}, expected {INDEX_FORMAT}; build the index again")
-        return cls(vectors.astype(np.float32), paths, sha256, header["backbone"], header["fingerprint"])
+        return cls(vectors, paths, sha256, header["backbone"], header["fingerprint"])
 
     def check_backbone(self, backbone, path: str | Path = "the index") -> None:
         """Refuse a backbone other than the one that made the index: its vectors mean other things."""
@@ -419,7 +426,7 @@ class SearchIndex:
 
     def query(self, vectors, k: int = 5) -> list[list[tuple[str, float]]]:
         """For each query vector, the ``k`` nearest indexed images as (path, cosine similarity)."""
-        indices, similarities = nearest(vectors, self.vectors, k)
+        indices, similarities = nearest(vectors, self.vectors, k, normalized=True)
         return [
             [(self.paths[i], float(s)) for i, s in zip(row, scores, strict=True)]
             for row, scores in zip(indices, similarities, strict=True)
