@@ -87,7 +87,8 @@ def main() -> int:
         "# Brute-force image search: query time",
         "",
         f"`{summary['command']}` on {summary['date']} ({summary['machine']}, numpy {np.__version__}); "
-        f"{DIMENSIONS}-value unit vectors, top {TOP_K}, `tlcourse.embeddings.nearest` on a normalised index, as `SearchIndex.query` runs it; medians of repeats.",
+        f"{DIMENSIONS}-value unit vectors, top {TOP_K}, `tlcourse.embeddings.nearest` on a normalised index "
+        "(as `SearchIndex.query` runs it); medians of repeats.",
         "",
         "| indexed vectors | index in memory | one query | per query, in batches of 100 |",
         "| ---: | ---: | ---: | ---: |",

@@ -46,7 +46,9 @@ def test_cosine_ignores_length():
 
 def test_the_classifiers_without_training_recognise_separated_clusters():
     train, test = clusters(seed=0), clusters(seed=0, per_label=10)
-    test = Bottlenecks(test.vectors + np.random.default_rng(5).normal(size=test.vectors.shape), test.labels, [None] * 40)
+    test = Bottlenecks(
+        test.vectors + np.random.default_rng(5).normal(size=test.vectors.shape), test.labels, [None] * 40
+    )
     for name in embeddings.CLASSIFIERS:
         accuracy = np.mean(embeddings.predictions(name, train, test.vectors, 4) == test.labels)
         assert accuracy > 0.9, name
@@ -90,7 +92,13 @@ def test_new_labels_from_a_few_images():
 
 @pytest.mark.parametrize(
     ("known", "unknown", "expected"),
-    [([3, 4], [1, 2], 1.0), ([1, 2], [3, 4], 0.0), ([1, 3], [2, 2], 0.5), ([2, 2], [2, 2], 0.5), ([1, 3, 5], [2], 2 / 3)],
+    [
+        ([3, 4], [1, 2], 1.0),
+        ([1, 2], [3, 4], 0.0),
+        ([1, 3], [2, 2], 0.5),
+        ([2, 2], [2, 2], 0.5),
+        ([1, 3, 5], [2], 2 / 3),
+    ],
 )
 def test_auroc(known, unknown, expected):
     assert embeddings.auroc(known, unknown) == pytest.approx(expected)
@@ -186,3 +194,34 @@ def test_the_command_line_reports_a_bad_query_and_a_foreign_index(indexed, tmp_p
     assert search.main(["query", str(folder), "--index", str(tmp_path / "foreign.npz")]) == 1
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "fingerprint 0000000000000000" in error and "Traceback" not in error
+
+
+def test_label_image_explain_prints_the_nearest_indexed_images(indexed, tmp_path, capsys):
+    from tests.images_factory import labelled_folder  # noqa: PLC0415
+    from tlcourse import label, retrain  # noqa: PLC0415
+
+    folder, index_path, bottleneck_dir, _ = indexed
+    images = labelled_folder(tmp_path / "images", per_label=8)
+    out = tmp_path / "out"
+    retrain.retrain(
+        retrain.RetrainConfig(
+            image_dir=images,
+            bottleneck_dir=bottleneck_dir,
+            output_graph=out / "g.pb",
+            output_labels=out / "labels.txt",
+            how_many_training_steps=20,
+            architecture="efficientnet_lite0",
+        ),
+        progress=False,
+    )
+    query = sorted(folder.glob("fruit-*"))[0]
+    argv = [str(query), "--graph", str(out / "g.pb"), "--labels", str(out / "labels.txt"), "--explain"]
+    assert label.main(argv) == 1  # no index beside the model yet: said, with the command that makes one
+    assert "python -m tlcourse.search index IMAGE_DIR --index" in capsys.readouterr().err
+    shutil.copy(index_path, out / search.DEFAULT_INDEX)
+    assert label.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "score = " in text and f"nearest images in {out / search.DEFAULT_INDEX}" in text
+    assert f"{query}: {query.resolve()} (1.000)" in text
+    assert label.main([*argv, "--json"]) == 0
+    json.loads(capsys.readouterr().out)  # one JSON document: the neighbours are left out

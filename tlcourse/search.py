@@ -75,6 +75,35 @@ def search(index: SearchIndex, inputs, backbone, top_k: int = 5, bottleneck_dir=
     return results
 
 
+def index_beside(graph) -> Path:
+    """Where ``label_image.py --explain`` looks for a model's index: ``search_index.npz`` in the model's folder."""
+    return Path(graph).resolve().parent / DEFAULT_INDEX
+
+
+def print_nearest_indexed(paths, graph, top_k: int = 3, as_json: bool = False) -> None:
+    """``label_image.py --explain``: each image's ``top_k`` nearest images in the index beside the model.
+
+    Make that index from the training images with ``python -m tlcourse.search index IMAGE_DIR --index
+    MODEL_FOLDER/search_index.npz``. Text only: with ``as_json`` it prints nothing (the labels' JSON
+    stays one document; ``python -m tlcourse.search query --json`` gives the neighbours as JSON).
+    """
+    if as_json:
+        return
+    path = index_beside(graph)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: --explain needs a search index beside the model; make it from the training images with: "
+            f"python -m tlcourse.search index IMAGE_DIR --index {path}"
+        )
+    index = SearchIndex.load(path)
+    results = search(index, paths, load_backbone(index.backbone), top_k)
+    print(f"nearest images in {path}:")
+    for result in results:
+        if "nearest" in result:
+            nearest = ", ".join(f"{n['image']} ({n['similarity']:.3f})" for n in result["nearest"])
+            print(f"  {result['image']}: {nearest}")
+
+
 @command_line  # a user's mistake prints "error: ..." and exits non-zero, never a traceback
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tlcourse.search", description=__doc__.split("\n\n")[0])
