@@ -7,8 +7,9 @@ The search is the course's own (``tlcourse.embeddings.nearest``, what ``python -
 and ``SearchIndex.query`` run): every query against every indexed vector, a matrix product in
 numpy, then the top 5. The vectors are random unit vectors: the time of a brute-force search does
 not depend on what they hold. Each figure is the median of several repeats, for one query at a time
-(what a user waits for) and for a batch of 100 queries (per query). The last column extrapolates
-linearly from the largest size to the index size at which one query takes 100 ms.
+(what a user waits for) and for a batch of 100 queries (per query). A closing line extrapolates
+linearly from the largest size to the index size at which one query takes 100 ms. A shared machine
+slows every figure: the load average is recorded beside them.
 
 Writes bench/results/embeddings.{json,md} (``--quick``: embeddings_quick.*).
 """
@@ -79,6 +80,7 @@ def main() -> int:
         "rows": rows,
         "vectors_at_100_ms_extrapolated": at_limit,
         "date": time.strftime("%Y-%m-%d"),
+        "load_average_1_min": os.getloadavg()[0],  # 2 means both cores busy with other work
     }
     name = "embeddings_quick" if args.quick else "embeddings"
     RESULTS.mkdir(exist_ok=True)
@@ -87,6 +89,7 @@ def main() -> int:
         "# Brute-force image search: query time",
         "",
         f"`{summary['command']}` on {summary['date']} ({summary['machine']}, numpy {np.__version__}); "
+        f"1-minute load average {summary['load_average_1_min']:.1f} at the end; "
         f"{DIMENSIONS}-value unit vectors, top {TOP_K}, `tlcourse.embeddings.nearest` on a normalised index "
         "(as `SearchIndex.query` runs it); medians of repeats.",
         "",
