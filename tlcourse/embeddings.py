@@ -34,8 +34,6 @@ from tlcourse.exercises.embeddings import retrieval_scores
 from tlcourse.train import Bottlenecks
 from tlcourse.your_data import accuracy_of, fit_linear, per_label_sample, take
 
-__all__ = ["retrieval_scores"]  # re-exported: the graded exercise's reference is the library's function
-
 CHUNK = 4096  # queries compared at once: a [CHUNK, N] block of similarities stays in memory
 
 
@@ -111,18 +109,31 @@ def nearest_mean_predict(means: np.ndarray, queries) -> np.ndarray:
     return mean_similarities(means, queries).argmax(axis=1)
 
 
-CLASSIFIERS = ("trained layer", "nearest class mean", "5 nearest neighbours")
+def _trained_layer(train: Bottlenecks, queries, num_classes: int) -> np.ndarray:
+    return fit_linear(train.vectors, train.labels, num_classes).predict(queries)
+
+
+def _nearest_class_mean(train: Bottlenecks, queries, num_classes: int) -> np.ndarray:
+    return nearest_mean_predict(class_means(train.vectors, train.labels, num_classes), queries)
+
+
+def _five_nearest_neighbours(train: Bottlenecks, queries, num_classes: int) -> np.ndarray:
+    return knn_predict(train, queries, num_classes, k=5)
+
+
+# name -> function(training bottlenecks, query vectors, number of labels) -> the label of each query
+CLASSIFIERS = {
+    "trained layer": _trained_layer,
+    "nearest class mean": _nearest_class_mean,
+    "5 nearest neighbours": _five_nearest_neighbours,
+}
 
 
 def predictions(name: str, train: Bottlenecks, queries, num_classes: int) -> np.ndarray:
     """The labels one of ``CLASSIFIERS`` gives ``queries`` after seeing ``train``."""
-    if name == "trained layer":
-        return fit_linear(train.vectors, train.labels, num_classes).predict(queries)
-    if name == "nearest class mean":
-        return nearest_mean_predict(class_means(train.vectors, train.labels, num_classes), queries)
-    if name == "5 nearest neighbours":
-        return knn_predict(train, queries, num_classes, k=5)
-    raise ValueError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+    if name not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+    return CLASSIFIERS[name](train, queries, num_classes)
 
 
 @dataclass
@@ -258,23 +269,34 @@ def nearest_similarity(index_vectors, queries, k: int = 1) -> np.ndarray:
 
 # --- Which image to label next ----------------------------------------------------------------------
 
-STRATEGIES = ("random", "least confident", "farthest")
+
+def _random_order(rng, pool, labelled, labels, num_classes) -> np.ndarray:
+    return rng.random(int((~labelled).sum()))
+
+
+def _margin(rng, pool, labelled, labels, num_classes) -> np.ndarray:
+    """How far apart the two closest class means are: small when the classifier hesitates."""
+    means = class_means(pool[labelled], labels[labelled], num_classes)
+    similarities = np.sort(mean_similarities(means, pool[~labelled]), axis=1)
+    return similarities[:, -1] - similarities[:, -2]
+
+
+def _likeness(rng, pool, labelled, labels, num_classes) -> np.ndarray:
+    """Similarity to the nearest labelled image: small for an image unlike anything labelled so far."""
+    return nearest_similarity(pool[labelled], pool[~labelled])
+
+
+# name -> function(rng, vectors, labelled mask, labels, number of labels) -> a score per unlabelled image;
+# the lowest scores are labelled next
+STRATEGIES = {"random": _random_order, "least confident": _margin, "farthest": _likeness}
 
 
 def _pick(strategy: str, pool: np.ndarray, labelled: np.ndarray, labels: np.ndarray, num_classes, batch, rng):
-    """Indices of ``pool`` (not yet labelled) to label next."""
-    candidates = np.flatnonzero(~labelled)
-    if strategy == "random":
-        return rng.choice(candidates, min(batch, len(candidates)), replace=False)
-    if strategy == "least confident":  # the smallest margin between the two closest class means
-        means = class_means(pool[labelled], labels[labelled], num_classes)
-        similarities = np.sort(mean_similarities(means, pool[candidates]), axis=1)
-        score = similarities[:, -1] - similarities[:, -2]
-    elif strategy == "farthest":  # the least like anything labelled so far
-        score = nearest_similarity(pool[labelled], pool[candidates])
-    else:
+    """Indices of ``pool`` (not yet labelled) to label next: the ``batch`` lowest scores of ``strategy``."""
+    if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    return candidates[np.argsort(score, kind="stable")[:batch]]
+    score = STRATEGIES[strategy](rng, pool, labelled, labels, num_classes)
+    return np.flatnonzero(~labelled)[np.argsort(score, kind="stable")[:batch]]
 
 
 def active_labelling(
