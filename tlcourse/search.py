@@ -29,7 +29,7 @@ DEFAULT_INDEX = "search_index.npz"
 
 
 def bottlenecks_of(paths, backbone, bottleneck_dir=None, progress: bool = False):
-    """(vectors [M, D], the M paths they belong to, skipped files): through the bottleneck cache."""
+    """(vectors [M, D], the M image records they belong to, skipped files): through the bottleneck cache."""
     bottleneck_dir = Path(bottleneck_dir or config.project_root() / "runs" / "bottlenecks")
     records, skipped = [], []
     for path in map(Path, paths):
@@ -39,10 +39,13 @@ def bottlenecks_of(paths, backbone, bottleneck_dir=None, progress: bool = False)
             continue
         path = path.resolve()
         records.append(ImageRecord(path, "", path.name, file_hash(path), "train"))
+    if progress:  # the cache's own report lists the images that fail to decode
+        for item in skipped:
+            print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
     report = bottlenecks.cache_bottlenecks(records, backbone, bottleneck_dir, progress=progress)
     skipped += report.failures
     vectors, kept = bottlenecks.load_bottlenecks(records, backbone, bottleneck_dir)
-    return vectors, [record.path for record in kept], skipped
+    return vectors, kept, skipped
 
 
 def build_index(folder, backbone, bottleneck_dir=None, progress: bool = False) -> tuple[SearchIndex, list]:
@@ -50,11 +53,11 @@ def build_index(folder, backbone, bottleneck_dir=None, progress: bool = False) -
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder; give the folder of images to index")
-    vectors, paths, skipped = bottlenecks_of(image_paths([folder]), backbone, bottleneck_dir, progress)
-    if not paths:
+    vectors, records, skipped = bottlenecks_of(image_paths([folder]), backbone, bottleneck_dir, progress)
+    if not records:
         raise ValueError(f"{folder}: no usable image in this folder (JPEG, PNG, GIF, BMP or WebP files)")
-    sha256 = [file_hash(path) for path in paths]
-    return SearchIndex(vectors, [str(path) for path in paths], sha256, backbone.name, backbone.fingerprint), skipped
+    paths, sha256 = [str(record.path) for record in records], [record.sha256 for record in records]
+    return SearchIndex(vectors, paths, sha256, backbone.name, backbone.fingerprint), skipped
 
 
 def search(index: SearchIndex, inputs, backbone, top_k: int = 5, bottleneck_dir=None) -> list[dict]:
@@ -62,7 +65,7 @@ def search(index: SearchIndex, inputs, backbone, top_k: int = 5, bottleneck_dir=
     index.check_backbone(backbone)
     paths = image_paths(inputs)
     vectors, kept, skipped = bottlenecks_of(paths, backbone, bottleneck_dir)
-    found = dict(zip(kept, index.query(vectors, top_k) if len(kept) else [], strict=True))
+    found = dict(zip([record.path for record in kept], index.query(vectors, top_k) if kept else [], strict=True))
     errors = {Path(item.path).resolve(): item.reason for item in skipped}
     results = []
     for path in paths:
@@ -123,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "index":
         backbone = load_backbone(args.architecture)
-        index, skipped = build_index(args.folder, backbone, args.bottleneck_dir, progress=True)
-        for item in skipped:
-            print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+        index, _ = build_index(args.folder, backbone, args.bottleneck_dir, progress=True)  # says what it skips
         index.save(args.index)
         print(f"{args.index}: {len(index.paths)} images indexed with {backbone.name} ({backbone.fingerprint})")
         return 0
