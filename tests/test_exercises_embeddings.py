@@ -110,6 +110,11 @@ def sorted_flat(similarities, query_labels, index_labels, k):
     return float(relevant[kept, :k].mean()), float(np.mean([_average_precision(r) for r in relevant[kept]]))
 
 
+def first_k_minus_one(similarities, query_labels, index_labels, k):
+    rows = [r for r in _ranked(similarities, query_labels, index_labels) if r.any()]
+    return np.mean([r[: k - 1].sum() / k for r in rows]), np.mean([_average_precision(r) for r in rows])
+
+
 def per_query_arrays(similarities, query_labels, index_labels, k):
     rows = [r for r in _ranked(similarities, query_labels, index_labels) if r.any()]
     return np.array([r[:k].sum() / k for r in rows]), np.array([_average_precision(r) for r in rows])
@@ -128,6 +133,7 @@ MISTAKES = [
     (hit_counted_after_its_rank, "the r-th included"),
     (average_precision_over_k, "is divided by k"),
     (sorted_flat, "cannot tell which step"),
+    (first_k_minus_one, "cannot tell which step"),
     (per_query_arrays, "should be a single number"),
 ]
 
