@@ -225,3 +225,26 @@ def test_label_image_explain_prints_the_nearest_indexed_images(indexed, tmp_path
     assert f"{query}: {query.resolve()} (1.000)" in text
     assert label.main([*argv, "--json"]) == 0
     json.loads(capsys.readouterr().out)  # one JSON document: the neighbours are left out
+
+
+def test_show_neighbours_draws_a_row_per_query_with_the_answer_only_when_given(tmp_path):
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    from PIL import Image  # noqa: PLC0415
+
+    from tlcourse.data import ImageRecord  # noqa: PLC0415
+
+    records = []
+    for number in range(4):
+        path = tmp_path / f"{number}.png"
+        Image.new("RGB", (8, 8), (60 * number, 0, 0)).save(path)
+        records.append(ImageRecord(path, "x", path.name, str(number), "train"))
+    vectors = np.eye(4, dtype=np.float32) + 0.1
+    index = Bottlenecks(vectors, np.array([0, 1, 0, 1]), records)
+    queries = Bottlenecks(vectors[:2], np.array([0, 1]), records[:2])
+    figure = embeddings.show_neighbours(queries, index, ["cat", "dog"], k=2)
+    titles = [axis.get_title() for axis in figure.axes]
+    assert len(figure.axes) == 2 * 3 and titles[0] == "query: cat" and titles[1].startswith("cat\n1.00")
+    figure = embeddings.show_neighbours(queries, index, ["cat", "dog"], k=2, predicted=np.array([1, 0]))
+    assert figure.axes[0].get_title() == "query: cat\nanswered dog"

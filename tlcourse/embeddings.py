@@ -349,9 +349,9 @@ def plot_active_labelling(curves: dict, seeds: int):
 # --- Explaining a mistake ------------------------------------------------------------------------------
 
 
-def show_neighbours(queries: Bottlenecks, predicted, index: Bottlenecks, class_names: list[str], k: int = 4):
-    """One row per query image: the image (its label and the classifier's answer), then its ``k``
-    nearest indexed images with their labels and similarities."""
+def show_neighbours(queries: Bottlenecks, index: Bottlenecks, class_names: list[str], k: int = 4, predicted=None):
+    """One row per query image: the image with its label (and, in red, a classifier's wrong answer from
+    ``predicted``), then its ``k`` nearest indexed images with their labels and similarities."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     from tlcourse.images import load_image  # noqa: PLC0415
@@ -362,9 +362,10 @@ def show_neighbours(queries: Bottlenecks, predicted, index: Bottlenecks, class_n
     for row in range(rows):
         record = queries.records[row]
         axes[row, 0].imshow(load_image(record.path))
-        axes[row, 0].set_title(
-            f"{class_names[queries.labels[row]]}\nanswered {class_names[predicted[row]]}", fontsize=8, color="crimson"
-        )
+        title = f"query: {class_names[queries.labels[row]]}"
+        if predicted is not None:
+            title += f"\nanswered {class_names[predicted[row]]}"
+        axes[row, 0].set_title(title, fontsize=8, color="black" if predicted is None else "crimson")
         for column, (neighbour, similarity) in enumerate(zip(indices[row], similarities[row], strict=True), 1):
             axes[row, column].imshow(load_image(index.records[neighbour].path))
             axes[row, column].set_title(f"{class_names[index.labels[neighbour]]}\n{similarity:.2f}", fontsize=8)
