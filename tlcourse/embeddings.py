@@ -398,6 +398,7 @@ class SearchIndex:
     sha256: list[str]
     backbone: str
     fingerprint: str
+    source: str = "the index"  # the file it was loaded from, for messages
 
     def __post_init__(self):
         self.vectors = normalize(self.vectors)  # stored as unit vectors: a query is then one matrix product
@@ -435,16 +436,16 @@ class SearchIndex:
         if header.get("format") != INDEX_FORMAT or not len(vectors) == len(paths) == len(sha256):
             found = header.get("format")
             raise SearchIndexError(f"{path}: index format {found!r}, expected {INDEX_FORMAT}; build the index again")
-        return cls(vectors, paths, sha256, header["backbone"], header["fingerprint"])
+        return cls(vectors, paths, sha256, header["backbone"], header["fingerprint"], str(path))
 
-    def check_backbone(self, backbone, path: str | Path = "the index") -> None:
+    def check_backbone(self, backbone) -> None:
         """Refuse a backbone other than the one that made the index: its vectors mean other things."""
         if backbone.name != self.backbone or backbone.fingerprint != self.fingerprint:
             raise SearchIndexError(
-                f"{path} was built with {self.backbone} (fingerprint {self.fingerprint}), but the backbone here is "
-                f"{backbone.name} (fingerprint {backbone.fingerprint}): their vectors cannot be compared. Query with "
-                f"--architecture {self.backbone} where that backbone is unchanged, or build the index again with "
-                f"this one."
+                f"{self.source} was built with {self.backbone} (fingerprint {self.fingerprint}), but the backbone "
+                f"here is {backbone.name} (fingerprint {backbone.fingerprint}): their vectors cannot be compared. "
+                f"Query with --architecture {self.backbone} where that backbone is unchanged, or build the index "
+                f"again with this one."
             )
 
     def query(self, vectors, k: int = 5) -> list[list[tuple[str, float]]]:

@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--top_k must be at least 1")
     index = SearchIndex.load(args.index)
     backbone = load_backbone(args.architecture or index.backbone)
-    index.check_backbone(backbone, args.index)
-    results = search(index, args.images, backbone, args.top_k, args.bottleneck_dir)
+    results = search(index, args.images, backbone, args.top_k, args.bottleneck_dir)  # refuses another backbone
     if args.json:
         print(json.dumps(results, indent=2))
     else:
