@@ -18,6 +18,7 @@ def test_the_numbered_lessons_are_all_there():
         "04_label_new_images",
         "05_your_data",
         "06_why_features_transfer",
+        "07_embeddings",
         "08_many_classes",
         "09_fine_tuning",
         "10_trust_a_score",

@@ -304,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="P",
         help="answer 'unknown' when the top score is not above P (0 to 1; choose it on validation images)",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="also print each image's nearest training images "
+        "(text output; needs the model folder's search_index.npz: python -m tlcourse.search index)",
+    )
     args = parser.parse_args(argv)
     inputs = args.images + args.image
     if not inputs:
@@ -331,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  unknown (the top score is not above the threshold {args.threshold:g})")
             for label, score in result.top:
                 print(f"  {label} (score = {score:.5f})")
+    if args.explain:
+        from tlcourse import search  # noqa: PLC0415  (imports this module: loaded only when asked)
+
+        search.print_nearest_indexed(paths, args.graph, as_json=args.json)
     return 1 if any(result.error for result in results) else 0
 
 
