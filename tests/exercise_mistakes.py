@@ -168,6 +168,22 @@ def batch_every_label_number(labels, batch_size, rng):
     return np.array(out)
 
 
+def batch_label_values(labels, batch_size, rng):
+    return rng.choice(np.unique(labels), size=batch_size)  # the labels, not images that have them
+
+
+def batch_first_image_of_each_label(labels, batch_size, rng):
+    present = np.unique(labels)
+    return np.array([np.flatnonzero(labels == rng.choice(present))[0] for _ in range(batch_size)])
+
+
+def batch_label_then_any_image(labels, batch_size, rng):
+    """Picks a label uniformly, then forgets it and draws any image."""
+    present = np.unique(labels)
+    chosen = rng.choice(present, size=batch_size)
+    return np.array([rng.integers(0, len(labels)) for _ in chosen])
+
+
 # ------------------------------------------------------------------------------------ train_softmax_layer
 
 
@@ -187,6 +203,85 @@ def _trainer(direction=1.0, update_biases=True, fixed_rate=None, fixed_steps=Non
         return weights, biases
 
     return train_softmax_layer
+
+
+def _sgd(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed, batch=None, bias_mean=False):
+    """Plain SGD with one mistake slot: ``batch(rng)`` picks each step's indices, ``bias_mean`` divides twice."""
+    rng = np.random.default_rng(seed)
+    weights, biases = np.zeros((bottlenecks.shape[1], num_classes)), np.zeros(num_classes)
+    for _ in range(steps):
+        indices = batch(rng) if batch else basics.balanced_batch(labels, batch_size, rng)
+        x = bottlenecks[indices]
+        _, grad = basics.softmax_cross_entropy(x @ weights + biases, labels[indices])
+        weights -= learning_rate * x.T @ grad
+        biases -= learning_rate * (grad.mean(axis=0) if bias_mean else grad.sum(axis=0))
+    return weights, biases
+
+
+def train_bias_divided_twice(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
+    return _sgd(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed, bias_mean=True)
+
+
+def train_full_batch(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
+    every = np.arange(len(labels))
+    return _sgd(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed, batch=lambda rng: every)
+
+
+def train_uniform_batches(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
+    draw = lambda rng: rng.integers(0, len(labels), size=batch_size)  # noqa: E731
+    return _sgd(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed, batch=draw)
+
+
+def train_generator_every_step(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
+    draw = lambda rng: basics.balanced_batch(labels, batch_size, np.random.default_rng(seed))  # noqa: E731
+    return _sgd(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed, batch=draw)
+
+
+def train_weights_divided_twice(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
+    rng = np.random.default_rng(seed)
+    weights, biases = np.zeros((bottlenecks.shape[1], num_classes)), np.zeros(num_classes)
+    for _ in range(steps):
+        indices = basics.balanced_batch(labels, batch_size, rng)
+        x = bottlenecks[indices]
+        _, grad = basics.softmax_cross_entropy(x @ weights + biases, labels[indices])
+        weights -= learning_rate * x.T @ grad / batch_size  # the mean taken again
+        biases -= learning_rate * grad.sum(axis=0)
+    return weights, biases
+
+
+def train_fixed_batch_of_32(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
+    return _sgd(bottlenecks, labels, num_classes, steps, learning_rate, 32, seed)
+
+
+def train_labels_by_count(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
+    draw = lambda rng: rng.choice(len(labels), size=batch_size, replace=True)  # noqa: E731
+    return _sgd(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed, batch=draw)
+
+
+def train_epochs_in_order(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
+    """Walks through the images in order, batch after batch: no sampling, no balance."""
+    state = {"start": 0}
+
+    def draw(rng):
+        indices = np.take(np.arange(len(labels)), range(state["start"], state["start"] + batch_size), mode="wrap")
+        state["start"] += batch_size
+        return indices
+
+    return _sgd(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed, batch=draw)
+
+
+def train_one_hot_of_argmax(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
+    """The gradient against the predicted labels, not the true ones."""
+    rng = np.random.default_rng(seed)
+    weights, biases = np.zeros((bottlenecks.shape[1], num_classes)), np.zeros(num_classes)
+    for _ in range(steps):
+        indices = basics.balanced_batch(labels, batch_size, rng)
+        x = bottlenecks[indices]
+        logits = x @ weights + biases
+        _, grad = basics.softmax_cross_entropy(logits, np.argmax(logits, axis=1))
+        weights -= learning_rate * x.T @ grad
+        biases -= learning_rate * grad.sum(axis=0)
+    return weights, biases
 
 
 train_ascends = _trainer(direction=-1.0)

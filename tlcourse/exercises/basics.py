@@ -337,33 +337,39 @@ def _indices(candidate, labels, batch_size, rng, where) -> np.ndarray:
     return batch
 
 
-def _grade_balanced_batch(candidate, rng: np.random.Generator) -> None:
-    counts = [1, 500, 20, 3]
-    values = [int(v) for v in rng.permutation(4)]
-    labels = _unbalanced_labels(rng, counts, values)
-    draws = 6000
-    where = "labels with 1, 500, 20 and 3 images"
-    batch = _indices(candidate, labels, draws, np.random.default_rng(int(rng.integers(2**31))), where)
+def _check_balance(labels: np.ndarray, batch: np.ndarray, where: str) -> None:
+    """Fail unless the drawn indices ``batch`` pick each label present about equally, then its images evenly."""
+    values, sizes = np.unique(labels, return_counts=True)
+    draws = len(batch)
+    if len(np.unique(batch)) <= len(values) and set(batch.tolist()) <= set(values.tolist()) and draws > 50:
+        raise GradingFailure(
+            f"in {draws:,} draws ({where}) only the numbers {sorted(set(batch.tolist()))} came up: those are label "
+            f"values. Return positions in labels (indices of images, 0 .. {len(labels) - 1}): pick a label, then "
+            f"one of the images that have it, e.g. rng.choice(np.flatnonzero(labels == label))."
+        )
     drawn = labels[batch]
-    frequency = {v: float(np.mean(drawn == v)) for v in values}
-    size = dict(zip(values, counts, strict=True))
-    listed = ", ".join(f"label {v} ({size[v]} image{'s' * (size[v] > 1)}): {frequency[v]:.1%}" for v in sorted(values))
-    if max(abs(f - 0.25) for f in frequency.values()) > 0.03:
-        never = [v for v in values if frequency[v] == 0]
-        if never and all(abs(frequency[v] - 1 / 3) < 0.03 for v in values if v not in never):
+    frequency = {int(v): float(np.mean(drawn == v)) for v in values}
+    size = {int(v): int(n) for v, n in zip(values, sizes, strict=True)}
+    listed = ", ".join(f"label {v} ({size[v]} image{'s' * (size[v] > 1)}): {frequency[v]:.1%}" for v in size)
+    share = 1 / len(values)
+    if max(abs(f - share) for f in frequency.values()) > 0.03:
+        never = [v for v in size if frequency[v] == 0]
+        if never and all(abs(frequency[v] - 1 / (len(values) - len(never))) < 0.03 for v in size if v not in never):
             raise GradingFailure(
-                f"label {never[0]} was never drawn in {draws:,} draws ({listed}). Every label present must come up "
+                f"label {never[-1]} was never drawn in {draws:,} draws ({listed}). Every label present must come up "
                 f"about equally often. An off-by-one? rng.integers(low, high) never returns high."
             )
-        if all(abs(frequency[v] - size[v] / len(labels)) < 0.03 for v in values):
+        if all(abs(frequency[v] - size[v] / len(labels)) < 0.03 for v in size):
             raise GradingFailure(
-                f"your batches draw each label as often as it has images ({listed}): a label with 1,000 images "
-                f"would be drawn 100x more often than one with 10: pick the label first, uniformly among the labels "
-                f"present, then an image of that label uniformly."
+                f"each label was drawn as often as it has images ({listed}): a label with 1,000 images "
+                f"would be drawn 100x more often than one with 10, so the model learns to ignore the small one. "
+                f"Pick the label first, uniformly among the labels present, then an image of that label uniformly "
+                f"(balanced_batch)."
             )
         raise GradingFailure(
-            f"in {draws:,} draws ({where}) each of the 4 labels should come up about 25% of the time; yours: "
-            f"{listed}. Pick the label first, uniformly among the labels present, then an image of that label."
+            f"in {draws:,} draws ({where}) each of the {len(values)} labels should come up about {share:.0%} of the "
+            f"time; yours: {listed}. Pick the label first, uniformly among the labels present, then an image of "
+            f"that label."
         )
     for value in values:
         members = np.flatnonzero(labels == value)
@@ -372,14 +378,20 @@ def _grade_balanced_batch(candidate, rng: np.random.Generator) -> None:
         picked = batch[drawn == value]
         per_image = np.array([np.sum(picked == m) for m in members])
         expected = len(picked) / len(members)
-        if expected >= 20 and np.any(per_image == 0):
-            missing = int(np.flatnonzero(per_image == 0)[-1])
+        never = np.flatnonzero(per_image == 0)
+        if expected >= 20 and len(never) == 1:
             last = " (the last of them: an off-by-one? rng.integers(0, n) already covers 0 .. n - 1)" * (
-                missing == len(members) - 1
+                bool(never[0] == len(members) - 1)
             )
             raise GradingFailure(
-                f"image {int(members[missing])}, one of the {len(members)} images of label {value}, was never drawn in "
-                f"{len(picked):,} draws of that label{last}. Within a label, every image must have the same chance."
+                f"image {int(members[never[0]])}, one of the {len(members)} images of label {value}, was never drawn "
+                f"in {len(picked):,} draws of that label{last}. Within a label, every image must have the same chance."
+            )
+        if expected >= 20 and len(never) > 1:
+            raise GradingFailure(
+                f"only {len(members) - len(never)} of the {len(members)} images of label {value} were ever drawn in "
+                f"{len(picked):,} draws of that label. Within a label, every image must have the same chance: pick "
+                f"one of them uniformly, e.g. rng.choice(np.flatnonzero(labels == label))."
             )
         chi_square = float(np.sum((per_image - expected) ** 2 / expected))
         dof = len(members) - 1
@@ -389,6 +401,13 @@ def _grade_balanced_batch(candidate, rng: np.random.Generator) -> None:
                 f"evenly: the most drawn came up {int(per_image.max())} times, the least {int(per_image.min())}, "
                 f"against about {expected:.0f} each. Pick each image of the chosen label with equal chance."
             )
+
+
+def _grade_balanced_batch(candidate, rng: np.random.Generator) -> None:
+    labels = _unbalanced_labels(rng, [1, 500, 20, 3], [int(v) for v in rng.permutation(4)])
+    where = "labels with 1, 500, 20 and 3 images"
+    batch = _indices(candidate, labels, 6000, np.random.default_rng(int(rng.integers(2**31))), where)
+    _check_balance(labels, batch, where)
     # the generator given is the only source of randomness: equal seeds, equal batches
     seed = int(rng.integers(2**31))
     first = _indices(candidate, labels, 50, np.random.default_rng(seed), where)
@@ -514,19 +533,6 @@ def _grade_train_softmax_layer(candidate, rng: np.random.Generator) -> None:
             f"weight is {np.abs(initial_w).max():.3g}: is `steps` the number of SGD steps you take?"
         )
     weights, biases = _layer(candidate, vectors, labels, num_classes, steps, learning_rate, batch_size, seed)
-    start = _mean_cross_entropy(initial_w, initial_b, vectors, labels)
-    end = _mean_cross_entropy(weights, biases, vectors, labels)
-    where = f"{problem}, {steps} steps, learning_rate={learning_rate}, batch_size={batch_size}"
-    if end > start:
-        raise GradingFailure(
-            f"the training loss rose from {start:.3f} to {end:.3f} ({where}): step against the gradient, "
-            f"weights -= learning_rate * gradient (and the same for the biases)."
-        )
-    if np.allclose(biases, initial_b):
-        raise GradingFailure(
-            f"the biases never changed in {steps} steps ({where}): update them too, with the gradient of the "
-            f"loss with respect to the logits summed over the batch."
-        )
     again = _layer(candidate, vectors, labels, num_classes, steps, learning_rate, batch_size, seed)
     if not (np.array_equal(again[0], weights) and np.array_equal(again[1], biases)):
         raise GradingFailure(
@@ -539,17 +545,155 @@ def _grade_train_softmax_layer(candidate, rng: np.random.Generator) -> None:
             "with learning_rate=0 the layer still changed: each step should move the weights by learning_rate "
             "times the gradient, so a learning rate of 0 leaves them as they started."
         )
+    _check_one_step(candidate, rng)
+    _check_fresh_batches(candidate, rng)
+    start = _mean_cross_entropy(initial_w, initial_b, vectors, labels)
+    end = _mean_cross_entropy(weights, biases, vectors, labels)
+    where = f"{problem}, {steps} steps, learning_rate={learning_rate}, batch_size={batch_size}"
     ref_w, ref_b = train_softmax_layer(vectors, labels, num_classes, steps, learning_rate, batch_size, seed)
     ref_end = _mean_cross_entropy(ref_w, ref_b, vectors, labels)
     accuracy = float(np.mean(np.argmax(test_vectors @ weights + biases, axis=1) == test_labels))
     ref_accuracy = float(np.mean(np.argmax(test_vectors @ ref_w + ref_b, axis=1) == test_labels))
-    if accuracy < ref_accuracy - 0.12 or end > start - 0.5 * (start - ref_end):
+    recipe = (
+        "Each step: a balanced batch, logits = x @ weights + biases, the gradient of the mean cross-entropy "
+        "(softmax - one_hot) / batch_size, then weights -= learning_rate * x.T @ gradient and biases -= "
+        "learning_rate * gradient.sum(axis=0)."
+    )
+    if accuracy < ref_accuracy - 0.12:
         raise GradingFailure(
-            f"after training ({where}) your layer labels {accuracy:.0%} of {len(test_labels)} held-out points right "
-            f"and its training loss went from {start:.3f} to {end:.3f}; the course's layer reaches {ref_accuracy:.0%} "
-            f"and {ref_end:.3f}. Each step: a balanced batch, logits = x @ weights + biases, the gradient of the "
-            f"mean cross-entropy (softmax - one_hot) / batch_size, then weights -= learning_rate * x.T @ gradient "
-            f"and biases -= learning_rate * gradient.sum(axis=0)."
+            f"after training ({where}) your layer labels {accuracy:.0%} of {len(test_labels)} held-out points right; "
+            f"the course's layer reaches {ref_accuracy:.0%}. {recipe}"
+        )
+    if end > start - 0.5 * (start - ref_end):
+        raise GradingFailure(
+            f"after training ({where}) your training loss went from {start:.3f} to {end:.3f}; the course's layer "
+            f"reaches {ref_end:.3f} in the same steps (your held-out accuracy, {accuracy:.0%} against "
+            f"{ref_accuracy:.0%}, is not the problem: the loss is what SGD minimises, and yours fell less than "
+            f"half as far, so your steps are too small). {recipe}"
+        )
+
+
+# The hard cases: one image per input dimension (bottlenecks = the identity matrix), so that after one step
+# from a known start each image's row of the weights shows how many times it was in the batch, and the labels
+# 500 images beside 5, where uniform draws or full-batch steps all but ignore the small label.
+_HARD_COUNTS = (500, 5, 40, 15)
+
+
+def _identity_problem(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    labels = _unbalanced_labels(rng, _HARD_COUNTS, [int(v) for v in rng.permutation(len(_HARD_COUNTS))])
+    return np.eye(len(labels)), labels
+
+
+def _softmax_rows(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _check_one_step(candidate, rng: np.random.Generator) -> None:
+    """One SGD step on identity bottlenecks: each image's weight row moved by -lr * (its draws) * grad_i / batch."""
+    vectors, labels = _identity_problem(rng)
+    num_classes, batch_size, learning_rate, seed = len(_HARD_COUNTS), 4000, 1.0, int(rng.integers(10**6))
+    where = (
+        f"one step with batch_size={batch_size}, learning_rate={learning_rate}, on {len(labels)} images "
+        f"({', '.join(map(str, _HARD_COUNTS))} per label) whose bottlenecks are the rows of the identity matrix"
+    )
+    w0, b0 = _layer(candidate, vectors, labels, num_classes, 0, learning_rate, batch_size, seed)
+    w1, b1 = _layer(candidate, vectors, labels, num_classes, 1, learning_rate, batch_size, seed)
+    grad = _softmax_rows(w0 + b0)  # image i's logits are its own row of the weights plus the biases
+    grad[np.arange(len(labels)), labels] -= 1.0
+    moved = w1 - w0
+    draws = -(batch_size / learning_rate) * np.sum(moved * grad, axis=1) / np.sum(grad * grad, axis=1)
+    residual = moved + learning_rate * draws[:, None] * grad / batch_size
+    if np.abs(residual).max() > 1e-4 * max(np.abs(moved).max(), 1e-12):
+        raise GradingFailure(
+            f"after {where}, the weights of image i (row i, since its bottleneck is the i-th unit vector) should "
+            f"move against (softmax(logits_i) - one_hot(label_i)), times the number of times i was drawn, times "
+            f"learning_rate / batch_size; yours moved in another direction. weights -= learning_rate * x.T @ grad, "
+            f"with grad = (softmax - one_hot) / batch_size from softmax_cross_entropy."
+        )
+    total = float(draws.sum())
+    if abs(total + batch_size) < 1e-3 * batch_size:
+        raise GradingFailure(
+            f"after {where}, the weights moved up the gradient, so the loss rises: step against the gradient, "
+            f"weights -= learning_rate * x.T @ grad (and the same for the biases)."
+        )
+    whole = np.abs(draws - np.round(draws)).max() < 1e-3
+    if whole and round(total) != batch_size:
+        raise GradingFailure(
+            f"after {where}, the step used a batch of {round(total)} images: the batch holds batch_size images, "
+            f"balanced_batch(labels, batch_size, rng), and the gradient of their mean loss."
+        )
+    if abs(total - 1.0) < 1e-3:
+        raise GradingFailure(
+            f"after {where}, the weights moved {batch_size} times less than one SGD step moves them: the gradient "
+            f"was divided by the batch size twice. softmax_cross_entropy already returns the gradient of the mean "
+            f"(it carries the 1 / batch_size): use weights -= learning_rate * x.T @ grad as it is."
+        )
+    if abs(total - batch_size**2) < 1e-3 * batch_size**2:
+        raise GradingFailure(
+            f"after {where}, the weights moved {batch_size} times more than one SGD step moves them: the gradient of "
+            f"the mean loss carries a 1 / batch_size (softmax_cross_entropy returns it that way)."
+        )
+    if abs(total - batch_size) > 1e-3 * batch_size:
+        raise GradingFailure(
+            f"after {where}, the weights moved {total / batch_size:.3g} times as far as one SGD step of size "
+            f"learning_rate: weights -= learning_rate * x.T @ grad, once per step, nothing more."
+        )
+    if np.abs(draws - draws.mean()).max() < 1e-3 * draws.mean():
+        raise GradingFailure(
+            f"after {where}, every one of the {len(labels)} images moved the weights by the same amount: that is a "
+            f"step on the whole training set (full-batch gradient descent), not on a batch of batch_size images "
+            f"drawn by balanced_batch. The small label (5 images) then weighs 100x less than the big one (500) and "
+            f"is hardly ever predicted."
+        )
+    if not whole or draws.min() < -1e-3:
+        raise GradingFailure(
+            f"after {where}, the weights moved as if images had been drawn fractional numbers of times (from "
+            f"{draws.min():.3g} to {draws.max():.3g}): one step is one batch of batch_size images from "
+            f"balanced_batch(labels, batch_size, rng), logits = x @ weights + biases, and weights -= learning_rate "
+            f"* x.T @ grad."
+        )
+    counts = np.round(draws).astype(np.int64)
+    common = int(np.gcd.reduce(counts))
+    if common > 1:
+        raise GradingFailure(
+            f"after {where}, every image drawn counted a multiple of {common} times: the step looks like a batch of "
+            f"{batch_size // common} images, not batch_size={batch_size}. Draw batch_size images, "
+            f"balanced_batch(labels, batch_size, rng)."
+        )
+    bias_step = -learning_rate * (counts[:, None] * grad).sum(axis=0) / batch_size
+    if np.array_equal(b1, b0):
+        raise GradingFailure(
+            f"after {where}, the weights moved but the biases never changed: update them too, biases -= "
+            f"learning_rate * grad.sum(axis=0) (the gradient with respect to the logits, summed over the batch)."
+        )
+    if not np.allclose(b1 - b0, bias_step, rtol=1e-4, atol=1e-9 + 1e-4 * np.abs(bias_step).max()):
+        if np.allclose(b1 - b0, bias_step / batch_size, rtol=1e-4, atol=1e-12):
+            raise GradingFailure(
+                f"after {where}, the weights moved right but the biases moved {batch_size} times too little: the "
+                f"bias gradient was divided by the batch size twice (e.g. grad.mean(axis=0) of a grad that already "
+                f"carries 1 / batch_size). d loss / d biases = grad.sum(axis=0)."
+            )
+        ratio = float(np.linalg.norm(b1 - b0) / max(np.linalg.norm(bias_step), 1e-12))
+        raise GradingFailure(
+            f"after {where}, the weights moved right but the biases moved {ratio:.3g} times as far as they should "
+            f"(or in another direction): d loss / d biases = grad.sum(axis=0), so biases -= learning_rate * "
+            f"grad.sum(axis=0)."
+        )
+    _check_balance(labels, np.repeat(np.arange(len(labels)), counts), f"the batch of {where}")
+
+
+def _check_fresh_batches(candidate, rng: np.random.Generator) -> None:
+    vectors, labels = _identity_problem(rng)
+    steps, batch_size, seed = 30, 8, int(rng.integers(10**6))
+    w0, _ = _layer(candidate, vectors, labels, len(_HARD_COUNTS), 0, 1.0, batch_size, seed)
+    w, _ = _layer(candidate, vectors, labels, len(_HARD_COUNTS), steps, 1.0, batch_size, seed)
+    touched = int(np.sum(np.any(w != w0, axis=1)))  # an image's row moves only when it is in a batch
+    if touched <= batch_size:
+        raise GradingFailure(
+            f"in {steps} steps of batch_size={batch_size} on {len(labels)} images, only {touched} different images "
+            f"were ever in a batch: every step trained on the same batch. Make the generator once, "
+            f"rng = np.random.default_rng(seed), before the loop, and draw each step's batch from it."
         )
 
 
