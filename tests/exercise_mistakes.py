@@ -125,6 +125,55 @@ def sce_shifts_in_place(logits, labels):
     return basics.softmax_cross_entropy(logits, labels)
 
 
+def _stable_softmax(logits):
+    return _plain_softmax(logits - logits.max(axis=1, keepdims=True))
+
+
+def sce_clipped_probabilities(logits, labels):
+    n = len(labels)
+    probabilities = np.clip(_stable_softmax(logits), 1e-7, 1.0)  # log(0) avoided, but the loss is capped
+    grad = _stable_softmax(logits)
+    grad[np.arange(n), labels] -= 1
+    return -np.log(probabilities[np.arange(n), labels]).mean(), grad / n
+
+
+def sce_log_plus_epsilon(logits, labels):
+    n = len(labels)
+    probabilities = _stable_softmax(logits)
+    grad = probabilities.copy()
+    grad[np.arange(n), labels] -= 1
+    return -np.log(probabilities[np.arange(n), labels] + 1e-12).mean(), grad / n
+
+
+def sce_mean_over_every_entry(logits, labels):
+    one_hot = np.eye(logits.shape[1])[labels]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -(one_hot * log_probabilities).mean(), (np.exp(log_probabilities) - one_hot) / len(labels)
+
+
+def sce_softmax_over_the_batch(logits, labels):
+    """Normalises each column (over the images) instead of each row (over the labels)."""
+    shifted = logits - logits.max(axis=0, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=0, keepdims=True))
+    n = len(labels)
+    grad = np.exp(log_probabilities)
+    grad[np.arange(n), labels] -= 1
+    return -log_probabilities[np.arange(n), labels].mean(), grad / n
+
+
+def sce_grad_of_log_softmax_only(logits, labels):
+    """The gradient written as one_hot - softmax over N, but the loss right: the sign slip in another form."""
+    loss, grad = basics.softmax_cross_entropy(logits, labels)
+    return loss, -grad
+
+
+def sce_grad_without_softmax(logits, labels):
+    """The gradient of the label's logit alone, -one_hot / N, as if the normaliser did not depend on the logits."""
+    loss, _ = basics.softmax_cross_entropy(logits, labels)
+    return loss, -np.eye(logits.shape[1])[labels] / len(labels)
+
+
 # ----------------------------------------------------------------------------------------- balanced_batch
 
 
@@ -355,6 +404,34 @@ def duplicates_lengths_of_columns(vectors, threshold):
     return [(i, j) for i in range(n) for j in range(i + 1, n) if similarity[i, j] >= threshold]
 
 
+def duplicates_pearson(vectors, threshold):
+    correlation = np.corrcoef(vectors)  # centres each vector first: not the cosine
+    n = len(vectors)
+    return [(i, j) for i in range(n) for j in range(i + 1, n) if correlation[i, j] >= threshold]
+
+
+def duplicates_euclidean(vectors, threshold):
+    """Near means close: a Euclidean distance below 1 - threshold, on the raw vectors."""
+    n = len(vectors)
+    distance = np.linalg.norm(vectors[:, None, :] - vectors[None, :, :], axis=2)
+    return [(i, j) for i in range(n) for j in range(i + 1, n) if distance[i, j] <= 1 - threshold]
+
+
+def duplicates_unit_euclidean_wrong_radius(vectors, threshold):
+    """Unit vectors, then a distance below 1 - threshold: the right idea, but the radius is not sqrt(2 - 2t)."""
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    n = len(vectors)
+    distance = np.linalg.norm(unit[:, None, :] - unit[None, :, :], axis=2)
+    return [(i, j) for i in range(n) for j in range(i + 1, n) if distance[i, j] <= 1 - threshold]
+
+
+def duplicates_absolute_cosine(vectors, threshold):
+    """Opposite directions counted as duplicates too."""
+    cosines = _cosine_matrix(vectors)
+    n = len(vectors)
+    return [(i, j) for i in range(n) for j in range(i + 1, n) if abs(cosines[i, j]) >= threshold]
+
+
 # ----------------------------------------------------------------------------- expected_calibration_error
 
 
@@ -420,6 +497,73 @@ def ece_counts_not_shares(probabilities, labels, num_bins):
 
 def ece_counts_over_bins(probabilities, labels, num_bins):
     return _ece(probabilities, labels, num_bins, share=False) / num_bins  # weighted by counts, averaged over bins
+
+
+def ece_largest_gap(probabilities, labels, num_bins):
+    """The maximum calibration error (the worst bin), not the weighted sum."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    bins = np.minimum((confidence * num_bins).astype(int), num_bins - 1)
+    return max(abs(correct[bins == b].mean() - confidence[bins == b].mean()) for b in np.unique(bins))
+
+
+def ece_equal_count_bins(probabilities, labels, num_bins):
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    order = np.argsort(confidence)
+    return float(
+        sum(
+            len(chunk) / len(labels) * abs(correct[chunk].mean() - confidence[chunk].mean())
+            for chunk in np.array_split(order, num_bins)
+        )
+    )
+
+
+def ece_rounded_bins(probabilities, labels, num_bins):
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    bins = np.round(confidence * num_bins).astype(int)  # rounds to the nearest edge instead of flooring
+    return float(
+        sum(np.mean(bins == b) * abs(correct[bins == b].mean() - confidence[bins == b].mean()) for b in np.unique(bins))
+    )
+
+
+def ece_digitize_off_by_one(probabilities, labels, num_bins):
+    """np.digitize gives 1 .. num_bins; looping over 0 .. num_bins - 1 drops the last bin."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    bins = np.digitize(confidence, np.linspace(0, 1, num_bins + 1))
+    total = 0.0
+    for b in range(num_bins):
+        inside = bins == b
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
+
+
+def ece_edges_one_bin_short(probabilities, labels, num_bins):
+    """np.linspace(0, 1, num_bins) as the edges: num_bins - 1 bins."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, num_bins)
+    bins = np.minimum(np.digitize(confidence, edges) - 1, num_bins - 2)
+    return float(
+        sum(np.mean(bins == b) * abs(correct[bins == b].mean() - confidence[bins == b].mean()) for b in np.unique(bins))
+    )
+
+
+def ece_accuracy_over_all(probabilities, labels, num_bins):
+    """Compares each bin's confidence with the overall accuracy instead of the bin's own."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    bins = np.minimum((confidence * num_bins).astype(int), num_bins - 1)
+    accuracy = correct.mean()
+    return float(sum(np.mean(bins == b) * abs(accuracy - confidence[bins == b].mean()) for b in np.unique(bins)))
+
+
+def ece_no_bins(probabilities, labels, num_bins):
+    """|mean accuracy - mean confidence| over everything: one bin whatever num_bins says."""
+    return float(abs((probabilities.argmax(axis=1) == labels).mean() - probabilities.max(axis=1).mean()))
 
 
 # ---------------------------------------------------------------------------------------- fit_temperature

@@ -197,6 +197,48 @@ def _relative_error(a, b) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
 
 
+def _loss_variants(logits, labels) -> dict[str, float]:
+    """What plausible mistakes return as the loss, to name the mistake a learner made."""
+    n, c = logits.shape
+    loss = softmax_cross_entropy(logits, labels)[0]
+    by_column = logits - logits.max(axis=0, keepdims=True)
+    by_column = by_column - np.log(np.exp(by_column).sum(axis=0, keepdims=True))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return {
+        "sum": loss * n,
+        "sign": -loss,
+        "every_entry": loss / c,
+        "columns": float(-by_column[np.arange(n), labels].mean()),
+        "labels_as_columns": float(-log_probabilities[:, labels].mean()),
+    }
+
+
+_LOSS_MESSAGES = {
+    "sum": "you summed over the batch. The loss is the mean over the images, so it does not grow with the batch size.",
+    "sign": "the sign is flipped. Cross-entropy is minus the mean log-probability of each image's own label.",
+    "every_entry": "that is the right loss divided by the number of labels C: you averaged over all N x C entries of "
+    "one_hot * log_probabilities, zeros included. Sum over the labels (one term per image), then take the mean over "
+    "the N images.",
+    "columns": "your softmax normalised each column (over the images) instead of each row (over the labels): "
+    "each image's probabilities sum to 1 along axis=1.",
+    "labels_as_columns": "log_probabilities[:, labels] takes, for every image, the columns of every image's label "
+    "(an N x N block). Pick each row's own label: log_probabilities[np.arange(N), labels].",
+}
+
+
+def _explain_loss(loss: float, ref_loss: float, logits, labels, where: str) -> None:
+    found = f"the loss is {loss:.6f}, the right one is {ref_loss:.6f} ({where}, labels {labels.tolist()})"
+    for mistake, value in _loss_variants(logits, labels).items():
+        if len(labels) > 1 and np.isclose(loss, value, rtol=1e-6, atol=1e-9):
+            raise GradingFailure(f"{found}: {_LOSS_MESSAGES[mistake]}")
+    raise GradingFailure(
+        f"{found}. This is not one of the mistakes the grader knows, so it cannot tell you which step is off. The "
+        f"loss is the mean over the N images of -log softmax(logits)[i, labels[i]], the softmax taken along each "
+        f"row; print your log-probabilities for one row and check that their exp sums to 1."
+    )
+
+
 def _grade_softmax_cross_entropy(candidate, rng: np.random.Generator) -> None:
     for n, c in ((8, 5), (1, 3), (17, 4)):
         logits = rng.normal(0.0, 2.0, size=(n, c))
@@ -207,21 +249,7 @@ def _grade_softmax_cross_entropy(candidate, rng: np.random.Generator) -> None:
         if not np.isfinite(loss) or not np.all(np.isfinite(grad)):
             raise GradingFailure(f"the loss or gradient is not finite ({where}): loss {loss}.")
         if not np.isclose(loss, ref_loss, rtol=1e-6, atol=1e-9):
-            if n > 1 and np.isclose(loss, ref_loss * n, rtol=1e-6):
-                raise GradingFailure(
-                    f"the loss is {n} times the right one for a batch of {n} ({where}): you summed over the batch. "
-                    f"The loss is the mean over the images, so it does not grow with the batch size."
-                )
-            if np.isclose(loss, -ref_loss, rtol=1e-6):
-                raise GradingFailure(
-                    f"the loss is {loss:.4f}, the right one is {ref_loss:.4f} ({where}): the sign is flipped. "
-                    f"Cross-entropy is minus the mean log-probability of each image's own label."
-                )
-            raise GradingFailure(
-                f"the loss is {loss:.6f}, the right one is {ref_loss:.6f} ({where}, labels {labels.tolist()}). "
-                f"The loss is the mean over the images of -log softmax(logits)[i, labels[i]]: pick each row's own "
-                f"label, e.g. log_probabilities[np.arange(N), labels]."
-            )
+            _explain_loss(loss, ref_loss, logits, labels, where)
         if np.allclose(grad, ref_grad, rtol=1e-5, atol=1e-9):
             continue
         if np.allclose(grad, -ref_grad, rtol=1e-5, atol=1e-9):
@@ -271,6 +299,14 @@ def _grade_softmax_cross_entropy(candidate, rng: np.random.Generator) -> None:
             f"the loss is {loss} for {where}: the probability of a label far below its row's maximum rounds to 0, "
             f"and log(0) = -inf. Compute the log-probabilities directly, shifted - log(sum(exp(shifted))), rather "
             f"than the log of the softmax."
+        )
+    if loss < ref_loss * (1 - 1e-3):
+        raise GradingFailure(
+            f"the loss is {loss:.6g} for {where}, but the right one is {ref_loss:.6g}: the probability of a label far "
+            f"below its row's maximum is about exp(-{-float(np.min(logits[0] - logits[0].max())):.0f}), which rounds "
+            f"to 0, and clipping it (np.clip(p, 1e-7, 1), or log(p + epsilon)) caps that image's loss (at -log(1e-7) "
+            f"= 16 for a clip at 1e-7) instead of thousands. Compute the log-probabilities directly, shifted - log(sum(exp(shifted))), "
+            f"so that no probability is rounded before its log is taken."
         )
     if not np.isclose(loss, ref_loss, rtol=1e-6) or not np.allclose(grad, ref_grad, rtol=1e-5, atol=1e-9):
         raise GradingFailure(

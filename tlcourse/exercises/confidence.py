@@ -85,11 +85,29 @@ def _binned(values, correct, num_bins, keep=None, one_apart=False) -> list[tuple
     ]
 
 
+def _groups(index: np.ndarray, keep: np.ndarray | None = None) -> list[np.ndarray]:
+    """The rows of each bin number in ``index`` (rows where ``keep`` is False left out)."""
+    rows = np.arange(len(index)) if keep is None else np.flatnonzero(keep)
+    return [rows[index[rows] == b] for b in np.unique(index[rows])]
+
+
+def _ece_of_groups(groups, confidence, correct, accuracy=None) -> float:
+    """Each group's |accuracy - mean confidence| weighted by its share of all rows (``accuracy`` fixed if given)."""
+    return float(
+        sum(
+            len(g) / len(confidence) * abs((correct[g].mean() if accuracy is None else accuracy) - confidence[g].mean())
+            for g in groups
+            if len(g)
+        )
+    )
+
+
 def _ece_variants(probabilities, labels, num_bins) -> dict[str, float]:
     """What plausible mistakes return, to name the mistake a learner made."""
     n = len(labels)
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
+    last = np.minimum((confidence * num_bins).astype(int), num_bins - 1)  # the right bin of each row
     bins = _binned(confidence, correct, num_bins)
     dropped = _binned(confidence, correct, num_bins, keep=confidence < 1.0)
     kept = max(1, sum(k for k, _ in dropped))
@@ -105,6 +123,14 @@ def _ece_variants(probabilities, labels, num_bins) -> dict[str, float]:
         "own_bin": sum(k / n * abs(g) for k, g in _binned(confidence, correct, num_bins, one_apart=True)),
         "counts": sum(k * abs(g) for k, g in bins),
         "ten_bins": expected_calibration_error(probabilities, labels, 10),
+        "largest": max(abs(g) for _, g in bins),
+        "equal_count": _ece_of_groups(np.array_split(np.argsort(confidence), num_bins), confidence, correct),
+        "rounded": _ece_of_groups(_groups(np.round(confidence * num_bins)), confidence, correct),
+        "last_bin_dropped": _ece_of_groups(_groups(last, keep=last < num_bins - 1), confidence, correct),
+        "one_bin_short": _ece_of_groups(
+            _groups(np.minimum((confidence * (num_bins - 1)).astype(int), num_bins - 2)), confidence, correct
+        ),
+        "overall_accuracy": _ece_of_groups(_groups(last), confidence, correct, accuracy=correct.mean()),
     }
 
 
@@ -128,6 +154,19 @@ _ECE_MESSAGES = {
     "counts": "weight each bin's gap by its share of the images (count in the bin / N), not by its count: the "
     "error is a weighted mean of gaps between 0 and 1, so it is never above 1.",
     "ten_bins": "use num_bins equal-width bins, not a fixed number.",
+    "largest": "that is the largest gap of any bin (the maximum calibration error). The expected calibration error "
+    "adds the gaps up, each weighted by its bin's share of the images.",
+    "equal_count": "your bins hold equal numbers of images. The expected calibration error uses num_bins "
+    "equal-width bins of confidence, [0, 1/num_bins), [1/num_bins, 2/num_bins), ...: bin = "
+    "min(int(confidence * num_bins), num_bins - 1).",
+    "rounded": "you rounded confidence * num_bins to the nearest integer, which shifts every bin by half a width "
+    "and makes num_bins + 1 bins. Take the floor: bin = min(int(confidence * num_bins), num_bins - 1).",
+    "last_bin_dropped": "the images of the last bin (confidence from (num_bins - 1) / num_bins to 1.0) are missing: "
+    "an off-by-one in the bin numbers? np.digitize numbers the bins from 1, and range(num_bins) starts at 0.",
+    "one_bin_short": "you made num_bins - 1 bins: np.linspace(0, 1, num_bins) gives num_bins edges, which is one "
+    "bin fewer. num_bins bins need num_bins + 1 edges, np.linspace(0, 1, num_bins + 1).",
+    "overall_accuracy": "each bin's mean confidence was compared with the accuracy over all images; compare it with "
+    "the accuracy of the images in that bin.",
 }
 
 
