@@ -305,8 +305,8 @@ def _grade_softmax_cross_entropy(candidate, rng: np.random.Generator) -> None:
             f"the loss is {loss:.6g} for {where}, but the right one is {ref_loss:.6g}: the probability of a label far "
             f"below its row's maximum is about exp(-{-float(np.min(logits[0] - logits[0].max())):.0f}), which rounds "
             f"to 0, and clipping it (np.clip(p, 1e-7, 1), or log(p + epsilon)) caps that image's loss (at -log(1e-7) "
-            f"= 16 for a clip at 1e-7) instead of thousands. Compute the log-probabilities directly, shifted - log(sum(exp(shifted))), "
-            f"so that no probability is rounded before its log is taken."
+            f"= 16 for a clip at 1e-7) instead of thousands. Compute the log-probabilities directly, shifted - "
+            f"log(sum(exp(shifted))), so that no probability is rounded before its log is taken."
         )
     if not np.isclose(loss, ref_loss, rtol=1e-6) or not np.allclose(grad, ref_grad, rtol=1e-5, atol=1e-9):
         raise GradingFailure(
