@@ -602,6 +602,54 @@ def temperature_nll_of_predictions(logits, labels):
     return float(grid[int(np.argmin([_nll(logits, predicted, t) for t in grid]))])
 
 
+def _probabilities(logits, temperature):
+    scaled = logits / temperature
+    scaled = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def temperature_confidence_equals_accuracy(logits, labels):
+    """Bisection on log T until the mean confidence equals the accuracy."""
+    accuracy = np.mean(np.argmax(logits, axis=1) == labels)
+    low, high = np.log(1e-3), np.log(1e3)
+    for _ in range(100):
+        middle = (low + high) / 2
+        if _probabilities(logits, np.exp(middle)).max(axis=1).mean() > accuracy:
+            low = middle
+        else:
+            high = middle
+    return float(np.exp((low + high) / 2))
+
+
+def temperature_smallest_ece(logits, labels):
+    grid = np.geomspace(0.05, 20.0, 400)
+    errors = [confidence.expected_calibration_error(_probabilities(logits, t), labels, 15) for t in grid]
+    return float(grid[int(np.argmin(errors))])
+
+
+def temperature_few_gradient_steps(logits, labels):
+    """Gradient descent on T itself (not log T), 20 steps from T = 1: it stops far from the minimum."""
+    temperature, h = 1.0, 1e-4
+    for _ in range(20):
+        slope = (_nll(logits, labels, temperature + h) - _nll(logits, labels, temperature - h)) / (2 * h)
+        temperature = max(0.05, temperature - 0.1 * slope)
+    return float(temperature)
+
+
+def temperature_smallest_brier(logits, labels):
+    """Minimises the Brier score (squared error of the probabilities) instead of the likelihood."""
+    grid = np.geomspace(0.05, 20.0, 400)
+    one_hot = np.eye(logits.shape[1])[labels]
+    scores = [np.mean(np.sum((_probabilities(logits, t) - one_hot) ** 2, axis=1)) for t in grid]
+    return float(grid[int(np.argmin(scores))])
+
+
+def temperature_ratio_of_confidence(logits, labels):
+    """T = mean confidence / accuracy: a one-line guess."""
+    accuracy = np.mean(np.argmax(logits, axis=1) == labels)
+    return float(_probabilities(logits, 1.0).max(axis=1).mean() / accuracy)
+
+
 MISTAKES = {
     "split_for": [
         (split_keeps_nohash, "left out of the hash"),

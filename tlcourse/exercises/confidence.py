@@ -286,12 +286,63 @@ def _temperature_problem(rng: np.random.Generator, scale: float, count: int = 10
     return calibrated * scale, labels
 
 
+def _mixed_temperature_problem():
+    """A fixed hard case: 300 over-confident rows (logits x 5) and 700 under-confident ones (logits x 0.5).
+
+    One T cannot fit both groups; the likelihood's best T (about 3.5) is far from the T that makes the mean
+    confidence equal the accuracy (about 0.9) and from the T of the smallest ECE (about 0.5), so an answer that
+    optimises either of those instead of the likelihood fails here on every seed.
+    """
+    rng = np.random.default_rng(28)
+    over, under = _temperature_problem(rng, 5.0, count=300), _temperature_problem(rng, 0.5, count=700)
+    return np.concatenate([over[0], under[0]]), np.concatenate([over[1], under[1]])
+
+
+def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    scaled = logits / temperature
+    scaled = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def _explain_mixed(found: float, best: float, logits, labels, nll: float, best_nll: float) -> None:
+    """Name the objective a wrong temperature on the mixed case optimised, when it is a known one."""
+    accuracy = float(np.mean(logits.argmax(axis=1) == labels))
+    mean_confidence = float(_softmax(logits, found).max(axis=1).mean())
+    head = (
+        f"on a mix of over-confident rows (300) and under-confident ones (700), your T = {found:.3g} gives a mean "
+        f"negative log-likelihood of {nll:.4f}; T = {best:.3g} gives {best_nll:.4f}"
+    )
+    if abs(mean_confidence - accuracy) < 0.01:
+        raise GradingFailure(
+            f"{head}. Your T makes the mean confidence ({mean_confidence:.3f}) equal the accuracy ({accuracy:.3f}): "
+            f"that matches one average, while the over-confident rows stay over-confident and the under-confident "
+            f"ones under-confident. Minimise the mean of -log softmax(logits / T)[label] instead."
+        )
+    grid = np.geomspace(0.05, 20.0, 300)
+    one_hot = np.eye(logits.shape[1])[labels]
+    scores = {
+        "the ECE with 10 bins": [expected_calibration_error(_softmax(logits, t), labels, 10) for t in grid],
+        "the ECE with 15 bins": [expected_calibration_error(_softmax(logits, t), labels, 15) for t in grid],
+        "the Brier score": [np.mean(np.sum((_softmax(logits, t) - one_hot) ** 2, axis=1)) for t in grid],
+    }
+    minimisers = {what: float(grid[int(np.argmin(values))]) for what, values in scores.items()}
+    if any(abs(np.log(found / t)) < 0.25 for t in minimisers.values()):
+        listed = ", ".join(f"{what} at T = {t:.2g}" for what, t in minimisers.items())
+        raise GradingFailure(
+            f"{head}. Your T is near the minimum of another score ({listed}): did you minimise the calibration "
+            f"error or the Brier score? On this case the grader cannot tell which, since both favour the same "
+            f"region. Temperature scaling minimises the mean of -log softmax(logits / T)[label], the likelihood "
+            f"of each image's own label."
+        )
+
+
 def _grade_fit_temperature(candidate, rng: np.random.Generator) -> None:
     # Under-confident logits need T of about 0.55 to 0.75: there a linear grid in steps of 0.1 (a "fine grid",
     # as the lesson says) lands within the tolerance on every seed; near T = 0.3 a step of 0.1 is a third of T.
     cases = {
         "over-confident": _temperature_problem(rng, rng.uniform(2.0, 3.5)),
         "under-confident": _temperature_problem(rng, rng.uniform(0.55, 0.75)),
+        "mixed": _mixed_temperature_problem(),
     }
     found = {}
     for kind, (logits, labels) in cases.items():
@@ -322,14 +373,18 @@ def _grade_fit_temperature(candidate, rng: np.random.Generator) -> None:
     if not ok["under-confident"] and found["under-confident"] >= 1.0 > best["under-confident"]:
         raise GradingFailure(
             f"for under-confident logits the best T is {best['under-confident']:.3g}, below 1 (T < 1 sharpens "
-            f"the scores), and your function returned {found['under-confident']:.3g}: search below 1 too, e.g. "
-            f"over log T."
+            f"the scores), and your function returned {found['under-confident']:.3g}: search below 1 too, and "
+            f"finely enough not to step over the minimum (the grader cannot tell which of the two went wrong), "
+            f"e.g. 200 values of T evenly spaced in log T from 0.05 to 20."
         )
+    if not ok["mixed"]:
+        _explain_mixed(found["mixed"], best["mixed"], *cases["mixed"], nll["mixed"], best_nll["mixed"])
     kind = next(k for k in cases if not ok[k])
     raise GradingFailure(
         f"for {kind} logits your T = {found[kind]:.4g} gives a mean negative log-likelihood of {nll[kind]:.4f}; "
-        f"T = {best[kind]:.4g} gives {best_nll[kind]:.4f} ({summary}). Find the T > 0 with the smallest mean of "
-        f"-log softmax(logits / T)[label]: a fine search over log T, or gradient descent on log T."
+        f"T = {best[kind]:.4g} gives {best_nll[kind]:.4f} ({summary}). This is not a mistake the grader knows, "
+        f"so it cannot say which step is off. Find the T > 0 with the smallest mean of -log softmax(logits / "
+        f"T)[label]: a fine search over log T, or gradient descent on log T run until it stops moving."
     )
 
 
