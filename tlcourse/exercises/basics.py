@@ -126,7 +126,8 @@ def _grade_split_for(candidate, rng: np.random.Generator) -> None:
             f"split_for({wrong!r}, {validation:g}, {testing:g}) returned {answers[wrong]!r}; the course's rule gives "
             f"{expected[wrong]!r} (its hash position is {_position(wrong):.4f}). "
             + (f"With {setting}, {shares}. " if abs(share["validation"] * 100 - validation) > 5 else "")
-            + "The rule: remove '_nohash_' and what follows it, hash the name's UTF-8 bytes with SHA-1, read the hex "
+            + "The grader cannot tell which step differs from the rule. The rule: remove '_nohash_' and what "
+            "follows it, hash the name's UTF-8 bytes with SHA-1, read the hex "
             "digest as an integer, take it modulo 2**27 and scale it by 100.0 / (2**27 - 1) to a position in "
             "[0, 100]; below validation_percentage is validation, below validation_percentage + "
             "testing_percentage is test, the rest train."
@@ -435,7 +436,7 @@ def _check_balance(labels: np.ndarray, batch: np.ndarray, where: str) -> None:
             raise GradingFailure(
                 f"within label {value} ({len(members)} images, {len(picked):,} draws) the images were not drawn "
                 f"evenly: the most drawn came up {int(per_image.max())} times, the least {int(per_image.min())}, "
-                f"against about {expected:.0f} each. Pick each image of the chosen label with equal chance."
+                f"against about {expected:.0f} each. Within a label, every image must have the same chance."
             )
 
 
@@ -775,6 +776,8 @@ def _top_k_variants(probabilities, labels, k) -> dict[str, float]:
         "smallest": float(np.mean((probabilities < true[:, None]).sum(axis=1) < k)),
         "axis": float(np.mean((by_column[:, :k] == labels[:, None]).any(axis=1))),
         "percent": 100.0 * top_k_accuracy(probabilities, labels, k),
+        "count": len(labels) * top_k_accuracy(probabilities, labels, k),
+        "top_one": top_k_accuracy(probabilities, labels, 1),
     }
 
 
@@ -787,6 +790,9 @@ _TOP_K_MESSAGES = {
     "axis": "the top k must be taken along each row (axis=1): a row is one image's probabilities over the labels, "
     "a column is one label over all images.",
     "percent": "return a fraction between 0 and 1, not a percentage.",
+    "count": "that is the number of images whose label is in their top k: return the share, divided by N.",
+    "top_one": "your function gives the top-1 accuracy whatever k is: count an image when its label is among the "
+    "k most probable, e.g. np.argsort(-probabilities, axis=1)[:, :k].",
 }
 
 
@@ -817,7 +823,8 @@ def _grade_top_k_accuracy(candidate, rng: np.random.Generator) -> None:
     probabilities, labels, k = cases[wrong[0]]
     raise GradingFailure(
         f"top_k_accuracy(probabilities {list(probabilities.shape)}, labels, k={k}) returned {answers[wrong[0]]:.4f}; "
-        f"the right value is {expected[wrong[0]]:.4f}. An image counts when its true label is among the k "
+        f"the right value is {expected[wrong[0]]:.4f}. This is not a mistake the grader knows, so it cannot say "
+        f"which step is off. An image counts when its true label (a column index) is among the positions of the k "
         f"largest probabilities of its row; the result is the share of such images."
     )
 
