@@ -255,8 +255,9 @@ def _grade_softmax_cross_entropy(candidate, rng: np.random.Generator) -> None:
             continue
         if np.allclose(grad, -ref_grad, rtol=1e-5, atol=1e-9):
             raise GradingFailure(
-                f"the gradient has the wrong sign ({where}): d loss / d logits = (softmax(logits) - one_hot(labels)) "
-                f"/ N. Raising the logit of the right label lowers the loss, so its derivative is negative."
+                f"the gradient has the wrong sign ({where}): it is exactly minus the numerical gradient. Raising the "
+                f"logit of the right label lowers the loss, so its derivative must be negative: check the sign of "
+                f"each term of your derivation of -logit_y + log(sum_j exp(logit_j))."
             )
         if n > 1 and np.allclose(grad, ref_grad * n, rtol=1e-5, atol=1e-9):
             raise GradingFailure(
@@ -267,16 +268,18 @@ def _grade_softmax_cross_entropy(candidate, rng: np.random.Generator) -> None:
         error = _relative_error(grad, numerical)
         rows = grad.sum(axis=1)
         hint = (
-            " Each row of the gradient should sum to 0 (the softmax sums to 1, and so does the one-hot row), yours "
-            f"sum to {np.array2string(rows[:4], precision=3)}...: is the one-hot built from each row's own label?"
+            " Each row of the gradient should sum to 0 (adding the same number to every logit of a row leaves the "
+            f"softmax, so the loss, unchanged), yours sum to {np.array2string(rows[:4], precision=3)}...."
             if np.max(np.abs(rows)) > 1e-6
             else ""
         )
         raise GradingFailure(
             f"the loss is right but the gradient check fails ({where}): your gradient and the numerical gradient "
             f"of the loss (centred differences (L(x + h) - L(x - h)) / 2h with h = 1e-5) differ by a relative error "
-            f"of {error:.1e}; a correct gradient gives below 1e-6. The gradient is (softmax(logits) - one_hot(labels)) "
-            f"/ N.{hint}"
+            f"of {error:.1e}; a correct gradient gives below 1e-6.{hint} The grader cannot tell which step of "
+            f"your derivation is off: differentiate -logit_y + log(sum_j exp(logit_j)) with respect to logit_c, once "
+            f"for c = y and once for c != y, then divide by N for the mean (lesson 03 has the derivation in a "
+            f"collapsed cell)."
         )
     # logits in the thousands: exp overflows unless each row's maximum is subtracted first
     logits = rng.uniform(-3000.0, 3000.0, size=(6, 5))
