@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from tlcourse.exercises import basics, confidence, deploy, finetuning
+from tlcourse.exercises import basics, confidence, data_quality, deploy, finetuning
 
 MAX = 2**27 - 1
 
@@ -467,6 +467,43 @@ def duplicates_absolute_cosine(vectors, threshold):
     return [(i, j) for i in range(n) for j in range(i + 1, n) if abs(cosines[i, j]) >= threshold]
 
 
+# -------------------------------------------------------------------------------------------- folds_for
+
+
+def folds_by_position(labels, num_folds, seed):
+    return np.arange(len(labels)) % num_folds
+
+
+def folds_at_random(labels, num_folds, seed):
+    return np.random.default_rng(seed).integers(0, num_folds, size=len(labels))
+
+
+def folds_all_images_dealt_at_once(labels, num_folds, seed):
+    folds = np.zeros(len(labels), np.int64)
+    folds[np.random.default_rng(seed).permutation(len(labels))] = np.arange(len(labels)) % num_folds
+    return folds
+
+
+def folds_numbered_from_one(labels, num_folds, seed):
+    return data_quality.folds_for(labels, num_folds, seed) + 1
+
+
+def folds_unseeded(labels, num_folds, seed):
+    return data_quality.folds_for(labels, num_folds, int(np.random.default_rng().integers(10**6)))
+
+
+def folds_one_per_label(labels, num_folds, seed):
+    return np.asarray(labels) % num_folds
+
+
+def folds_as_index_lists(labels, num_folds, seed):
+    return np.array_split(np.random.default_rng(seed).permutation(len(labels)), num_folds)
+
+
+def folds_ignore_seed(labels, num_folds, seed):
+    return data_quality.folds_for(labels, num_folds, 0)
+
+
 # ----------------------------------------------------------------------------- expected_calibration_error
 
 
@@ -892,6 +929,16 @@ MISTAKES = {
         (duplicates_unit_euclidean_wrong_radius, "cannot tell which mistake"),  # own
         (duplicates_absolute_cosine, "not its absolute value"),  # own
     ],
+    "folds_for": [
+        (folds_by_position, "stratified folds"),
+        (folds_at_random, "stratified folds"),
+        (folds_all_images_dealt_at_once, "you dealt all the images at once"),
+        (folds_numbered_from_one, "they are 0 .. 4"),
+        (folds_unseeded, "two calls with the same seed gave different folds"),
+        (folds_one_per_label, "each label's images all went to one fold"),
+        (folds_as_index_lists, "one integer fold number per image"),
+        (folds_ignore_seed, "gave the same folds"),
+    ],
     "expected_calibration_error": [
         (ece_signed_gaps, "take the absolute value of each bin's gap"),
         (ece_unweighted, "weight each bin's gap by its share of the images"),
@@ -1028,6 +1075,17 @@ def temperature_linear_grid(logits, labels):
     return float(grid[int(np.argmin([_nll(logits, labels, t) for t in grid]))])
 
 
+def folds_other_way(labels, num_folds, seed):
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(labels), dtype=int)
+    for label in sorted(set(np.asarray(labels).tolist())):
+        members = np.flatnonzero(np.asarray(labels) == label)
+        rng.shuffle(members)
+        for position, image in enumerate(members):
+            folds[image] = position % num_folds
+    return folds
+
+
 CORRECT = {
     "split_for": [split_for_other_way],
     "softmax_cross_entropy": [sce_other_way],
@@ -1037,4 +1095,5 @@ CORRECT = {
     "find_near_duplicates": [duplicates_other_way],
     "expected_calibration_error": [ece_other_way],
     "fit_temperature": [temperature_other_way, temperature_linear_grid],
+    "folds_for": [folds_other_way],
 }

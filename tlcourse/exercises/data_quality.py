@@ -1,4 +1,4 @@
-"""Exercises of the lesson on your own data (05): finding near-duplicate images by their bottlenecks."""
+"""Exercises on data: finding near-duplicate images by their bottlenecks (05), stratified folds (06)."""
 
 from __future__ import annotations
 
@@ -206,5 +206,108 @@ register(
         signature="(vectors [N, D], threshold: float) -> list[tuple[int, int]]",
         reference=find_near_duplicates,
         grade=_grade_find_near_duplicates,
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# folds_for (06_why_features_transfer): stratified k-fold cross-validation
+
+
+def folds_for(labels, num_folds=5, seed=0):
+    """A fold number for each image, each label's images dealt out evenly over the folds (stratified).
+
+    Taught in notebooks/06_why_features_transfer.ipynb; ``tlcourse.your_data.folds_for`` is this function.
+    """
+    import numpy as np
+
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    folds = np.zeros(len(labels), np.int64)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))  # the label's images in a random order
+        folds[members] = (np.arange(len(members)) + rng.integers(num_folds)) % num_folds  # dealt in turn
+    return folds
+
+
+def _fold_numbers(candidate, labels, num_folds, seed, where) -> np.ndarray:
+    result = candidate(labels, num_folds, seed)
+    try:
+        folds = np.asarray(result)
+    except (TypeError, ValueError):
+        folds = np.asarray([], dtype=object)
+    if folds.shape != labels.shape or not np.issubdtype(folds.dtype, np.integer):
+        raise GradingFailure(
+            f"folds_for(labels, {num_folds}, seed) returned {describe(result)} ({where}): return one integer fold "
+            f"number per image, an array of the labels' length ({len(labels)}), e.g. folds[i] = 3 for an image "
+            f"of fold 3."
+        )
+    if folds.min() < 0 or folds.max() >= num_folds:
+        raise GradingFailure(
+            f"the fold numbers run from {int(folds.min())} to {int(folds.max())} ({where}); with num_folds="
+            f"{num_folds} they are 0 .. {num_folds - 1}, so that `folds == fold` for fold in range(num_folds) "
+            f"selects every image once."
+        )
+    return folds
+
+
+def _grade_folds_for(candidate, rng: np.random.Generator) -> None:
+    sizes = [23, 7, 3, 1, 12, 40, 5]
+    values = rng.permutation(len(sizes))
+    interleaved = np.repeat(values, sizes)[rng.permutation(sum(sizes))].astype(np.int64)
+    in_folder_order = np.sort(interleaved)  # a folder scan lists the images label by label
+    seed = int(rng.integers(10**6))
+    for labels, order in ((interleaved, "labels in a random order"), (in_folder_order, "labels in folder order")):
+        for num_folds in (5, 3):
+            where = f"{len(labels)} images of {len(sizes)} labels ({', '.join(map(str, sizes))} each), {order}"
+            folds = _fold_numbers(candidate, labels, num_folds, seed, f"{where}, num_folds={num_folds}")
+            for value in np.unique(labels):
+                per_fold = np.bincount(folds[labels == value], minlength=num_folds)
+                if per_fold.max() - per_fold.min() <= 1:
+                    continue
+                count = int(per_fold.sum())
+                if all(len(np.unique(folds[labels == v])) == 1 for v in np.unique(labels)):
+                    raise GradingFailure(
+                        f"each label's images all went to one fold ({where}, num_folds={num_folds}): a layer "
+                        f"trained on the other folds then never sees that label. Deal each label's images out over "
+                        f"all the folds."
+                    )
+                overall = np.bincount(folds, minlength=num_folds)
+                dealt_at_once = (
+                    " Your folds are even overall, so you dealt all the images at once; deal each label's separately."
+                    if overall.max() - overall.min() <= 1
+                    else ""
+                )
+                raise GradingFailure(
+                    f"label {int(value)}'s {count} images went to the {num_folds} folds as {per_fold.tolist()} "
+                    f"({where}): each fold should hold {count // num_folds} or {-(-count // num_folds)} of them "
+                    f"(stratified folds), or a small label can be missing from a fold's training images or its "
+                    f"test images.{dealt_at_once} Shuffle each label's images with the generator, then give them "
+                    f"fold numbers in turn, 0, 1, ..., num_folds - 1, 0, 1, ..."
+                )
+    where = f"{len(interleaved)} images, num_folds=5"
+    first = _fold_numbers(candidate, interleaved, 5, seed, where)
+    again = _fold_numbers(candidate, interleaved, 5, seed, where)
+    other = _fold_numbers(candidate, interleaved, 5, seed + 1, where)
+    if not np.array_equal(first, again) or np.array_equal(first, other):
+        raise GradingFailure(
+            (
+                "two calls with the same seed gave different folds"
+                if not np.array_equal(first, again)
+                else "seeds " + f"{seed} and {seed + 1} gave the same folds"
+            )
+            + f" ({where}): shuffle with rng = np.random.default_rng(seed), so that the same seed repeats the "
+            f"folds and another seed deals them anew (cross-validation is then repeatable, and can be repeated "
+            f"with other folds)."
+        )
+
+
+register(
+    Exercise(
+        name="folds_for",
+        lesson="06_why_features_transfer",
+        signature="(labels [N], num_folds: int, seed: int) -> fold numbers [N] in 0 .. num_folds - 1",
+        reference=folds_for,
+        grade=_grade_folds_for,
     )
 )
