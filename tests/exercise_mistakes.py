@@ -504,6 +504,43 @@ def folds_ignore_seed(labels, num_folds, seed):
     return data_quality.folds_for(labels, num_folds, 0)
 
 
+# --------------------------------------------------------------------------------------------- shard_of
+
+
+def shard_md5(content, num_shards):
+    return int(hashlib.md5(content).hexdigest()[:16], 16) % num_shards
+
+
+def shard_whole_digest(content, num_shards):
+    return int(hashlib.sha256(content).hexdigest(), 16) % num_shards
+
+
+def shard_numbered_from_one(content, num_shards):
+    return int(hashlib.sha256(content).hexdigest()[:16], 16) % num_shards + 1
+
+
+def shard_python_hash(content, num_shards):
+    return hash(content) % num_shards  # differs from one process to the next (PYTHONHASHSEED)
+
+
+def shard_at_random(content, num_shards):
+    return int(np.random.default_rng().integers(num_shards))
+
+
+def shard_by_length(content, num_shards):
+    return len(content) % num_shards
+
+
+def shard_crc32(content, num_shards):
+    import zlib  # noqa: PLC0415
+
+    return zlib.crc32(content) % num_shards
+
+
+def shard_last_digits(content, num_shards):
+    return int(hashlib.sha256(content).hexdigest()[-16:], 16) % num_shards
+
+
 # ----------------------------------------------------------------------------- expected_calibration_error
 
 
@@ -969,6 +1006,16 @@ MISTAKES = {
         (temperature_smallest_brier, "did you minimise the calibration error or the Brier score"),  # own
         (temperature_ratio_of_confidence, "makes the mean confidence"),  # own
     ],
+    "shard_of": [
+        (shard_md5, "you hashed with MD5"),
+        (shard_whole_digest, "you took the whole digest"),
+        (shard_numbered_from_one, "shards are numbered 0 .. num_shards - 1"),
+        (shard_python_hash, "changes from one process to the next"),
+        (shard_at_random, "two calls on the same bytes gave different shards"),
+        (shard_by_length, "cannot say which step is off"),
+        (shard_crc32, "cannot say which step is off"),
+        (shard_last_digits, "the last 16 hex digits"),
+    ],
     "freeze_for_fine_tuning": [
         (unfreeze_everything, "layers below the top"),
         (batch_norms_left_trainable, "Set trainable = False on every BatchNormalization layer"),
@@ -1086,6 +1133,10 @@ def folds_other_way(labels, num_folds, seed):
     return folds
 
 
+def shard_other_way(content, num_shards):
+    return int.from_bytes(bytes.fromhex(hashlib.sha256(content).hexdigest()[:16]), "big") % num_shards
+
+
 CORRECT = {
     "split_for": [split_for_other_way],
     "softmax_cross_entropy": [sce_other_way],
@@ -1096,4 +1147,5 @@ CORRECT = {
     "expected_calibration_error": [ece_other_way],
     "fit_temperature": [temperature_other_way, temperature_linear_grid],
     "folds_for": [folds_other_way],
+    "shard_of": [shard_other_way],
 }

@@ -27,6 +27,7 @@ REQUIRED = {
     "expected_calibration_error": "10_trust_a_score",
     "fit_temperature": "10_trust_a_score",
     "representative_dataset": "11_deploy_to_phone",
+    "shard_of": "12_scaling_out",
 }
 NUMPY_ONLY = sorted(set(REQUIRED) - set(NEEDS_TENSORFLOW))
 
@@ -80,6 +81,17 @@ def test_fit_temperature_grid_answers_decide_the_same_on_every_seed():
         assert outcome.passed, (seed, outcome.message)
         for wrong in (m.temperature_coarse_grid, m.temperature_grid_from_one):
             assert exercises.grade("fit_temperature", wrong, seed=seed).status == "failed", (seed, wrong.__name__)
+
+
+def test_shard_of_reference_is_the_caching_processes_rule(stamps_dir):
+    from tlcourse import bottlenecks  # noqa: PLC0415
+    from tlcourse.exercises import deploy  # noqa: PLC0415
+
+    records = data.scan_dataset(stamps_dir).images[:40]
+    for num_shards in (2, 3, 5):
+        for record in records:
+            shard = deploy.shard_of(record.path.read_bytes(), num_shards)
+            assert bottlenecks.in_shard(record, num_shards, shard)
 
 
 def test_split_for_reference_equals_the_course_rule():
