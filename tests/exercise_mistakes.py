@@ -88,6 +88,55 @@ def split_python_hash(relative, validation_percentage, testing_percentage):
     return _by_position(hash(re.sub(r"_nohash_.*$", "", relative)) % 100, validation_percentage, testing_percentage)
 
 
+# --------------------------------------------------------------------------------- imagenet_probabilities
+
+
+def _softmax_vector(scores):
+    exp = np.exp(scores - scores.max())
+    return exp / exp.sum()
+
+
+def imagenet_max_pooling(feature_map, weights, biases):
+    bottleneck = feature_map.max(axis=(0, 1))
+    return bottleneck, _softmax_vector(bottleneck @ weights + biases)
+
+
+def imagenet_sum_pooling(feature_map, weights, biases):
+    bottleneck = feature_map.sum(axis=(0, 1))
+    return bottleneck, _softmax_vector(bottleneck @ weights + biases)
+
+
+def imagenet_pool_over_channels(feature_map, weights, biases):
+    bottleneck = feature_map.mean(axis=2)
+    return bottleneck, bottleneck
+
+
+def imagenet_no_biases(feature_map, weights, biases):
+    bottleneck = feature_map.mean(axis=(0, 1))
+    return bottleneck, _softmax_vector(bottleneck @ weights)
+
+
+def imagenet_scores_not_probabilities(feature_map, weights, biases):
+    bottleneck = feature_map.mean(axis=(0, 1))
+    return bottleneck, bottleneck @ weights + biases
+
+
+def imagenet_softmax_without_shift(feature_map, weights, biases):
+    bottleneck = feature_map.mean(axis=(0, 1))
+    exp = np.exp(bottleneck @ weights + biases)
+    return bottleneck, exp / exp.sum()
+
+
+def imagenet_sigmoid(feature_map, weights, biases):
+    bottleneck = feature_map.mean(axis=(0, 1))
+    return bottleneck, 1 / (1 + np.exp(-(bottleneck @ weights + biases)))
+
+
+def imagenet_mean_of_first_row(feature_map, weights, biases):
+    bottleneck = feature_map[0].mean(axis=0)  # the top row of positions only
+    return bottleneck, _softmax_vector(bottleneck @ weights + biases)
+
+
 # ---------------------------------------------------------------------------------- softmax_cross_entropy
 
 
@@ -903,6 +952,16 @@ MISTAKES = {
         (split_modulo_100, "cannot tell which step differs"),  # own
         (split_python_hash, "cannot tell which step differs"),  # own
     ],
+    "imagenet_probabilities": [
+        (imagenet_max_pooling, "max pooling"),  # own
+        (imagenet_sum_pooling, "instead of averaging them"),  # own
+        (imagenet_pool_over_channels, "one number per channel"),  # own
+        (imagenet_no_biases, "the biases are missing"),  # own
+        (imagenet_scores_not_probabilities, "add up to"),  # own
+        (imagenet_softmax_without_shift, "Subtract the largest score"),  # own
+        (imagenet_sigmoid, "add up to"),  # own
+        (imagenet_mean_of_first_row, "cannot tell which step is off"),  # own
+    ],
     "softmax_cross_entropy": [
         (sce_no_max_subtraction, "subtract each row's maximum before exp"),
         (sce_log_of_softmax, "log(0) = -inf"),
@@ -1137,8 +1196,17 @@ def shard_other_way(content, num_shards):
     return int.from_bytes(bytes.fromhex(hashlib.sha256(content).hexdigest()[:16]), "big") % num_shards
 
 
+def imagenet_other_way(feature_map, weights, biases):
+    height, width, channels = feature_map.shape
+    bottleneck = feature_map.reshape(height * width, channels).sum(axis=0) / (height * width)
+    scores = weights.T @ bottleneck + biases
+    log_sum = scores.max() + np.log(np.sum(np.exp(scores - scores.max())))
+    return bottleneck, np.exp(scores - log_sum)
+
+
 CORRECT = {
     "split_for": [split_for_other_way],
+    "imagenet_probabilities": [imagenet_other_way],
     "softmax_cross_entropy": [sce_other_way],
     "balanced_batch": [batch_other_way],
     "train_softmax_layer": [train_other_way],

@@ -17,6 +17,7 @@ from tlcourse.exercises import basics, core
 
 REQUIRED = {
     "split_for": "01_prepare_dataset",
+    "imagenet_probabilities": "02_cache_bottlenecks",
     "softmax_cross_entropy": "03_retrain",
     "balanced_batch": "03_retrain",
     "train_softmax_layer": "03_retrain",

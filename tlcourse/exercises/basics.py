@@ -1,4 +1,5 @@
-"""Exercises of the core lessons: the split rule (01), the softmax layer and its training (03), top-k (04).
+"""Exercises of the core lessons: the split rule (01), the ImageNet layer by hand (02), the softmax layer and
+its training (03), top-k (04).
 
 Each exercise is a reference solution (self-contained: ``fill_stubs`` pastes its source into a
 lesson) and a grader that tries the inputs where the classic mistakes show.
@@ -141,6 +142,120 @@ register(
         signature="(relative: str, validation_percentage: float, testing_percentage: float) -> str",
         reference=split_for,
         grade=_grade_split_for,
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# imagenet_probabilities (02_cache_bottlenecks)
+
+
+def imagenet_probabilities(feature_map, weights, biases):
+    """The bottleneck of a feature map (its average over the positions) and the ImageNet layer's probabilities.
+
+    Taught in notebooks/02_cache_bottlenecks.ipynb.
+    """
+    import numpy as np
+
+    bottleneck = np.asarray(feature_map, dtype=np.float64).mean(axis=(0, 1))  # one number per channel
+    scores = bottleneck @ weights + biases
+    probabilities = np.exp(scores - scores.max())  # softmax; the shift keeps exp finite
+    return bottleneck, probabilities / probabilities.sum()
+
+
+def _imagenet_variants(feature_map, weights, biases) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """What plausible mistakes return, to name the mistake a learner made."""
+
+    def layer(bottleneck, with_biases=True):
+        scores = bottleneck @ weights + (biases if with_biases else 0.0)
+        exp = np.exp(scores - scores.max())
+        return exp / exp.sum()
+
+    mean = feature_map.mean(axis=(0, 1))
+    return {
+        "max": (feature_map.max(axis=(0, 1)), layer(feature_map.max(axis=(0, 1)))),
+        "sum": (feature_map.sum(axis=(0, 1)), layer(feature_map.sum(axis=(0, 1)))),
+        "no_biases": (mean, layer(mean, with_biases=False)),
+    }
+
+
+_IMAGENET_MESSAGES = {
+    "max": "you took each channel's maximum over the positions (max pooling); the bottleneck is its average, "
+    "feature_map.mean(axis=(0, 1)).",
+    "sum": "you added up the positions instead of averaging them: divide by their number (7 x 7 = 49 here), "
+    "feature_map.mean(axis=(0, 1)).",
+    "no_biases": "the bottleneck is right but the biases are missing: scores = bottleneck @ weights + biases.",
+}
+
+
+def _grade_imagenet_probabilities(candidate, rng: np.random.Generator) -> None:
+    cases = []
+    # the last layer's scores reach the thousands: exp overflows unless the largest score is subtracted first
+    for side, channels, classes, weight_scale in ((7, 40, 25, 0.025), (5, 16, 10, 0.06), (7, 32, 12, 300.0)):
+        feature_map = np.minimum(np.maximum(rng.normal(0.0, 2.5, size=(side, side, channels)), 0.0), 6.0)
+        weights = rng.normal(0.0, weight_scale, size=(channels, classes))
+        cases.append((feature_map, weights, rng.normal(0.0, 1.0, size=classes)))
+    for feature_map, weights, biases in cases:
+        side, _, channels = feature_map.shape
+        classes = weights.shape[1]
+        where = f"a {side}x{side} feature map of {channels} channels and a layer to {classes} classes"
+        result = candidate(feature_map, weights, biases)
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise GradingFailure(
+                f"imagenet_probabilities should return a pair (bottleneck, probabilities), got {describe(result)}."
+            )
+        bottleneck = as_array(result[0], f"the bottleneck ({where})").astype(np.float64)
+        if bottleneck.shape != (channels,):
+            raise GradingFailure(
+                f"the bottleneck has shape {list(bottleneck.shape)} for {where}: it holds one number per channel, "
+                f"[{channels}]. Average over the positions, axes 0 and 1 (rows and columns), not over the "
+                f"channels: feature_map.mean(axis=(0, 1))."
+            )
+        probabilities = as_array(result[1], f"the probabilities ({where})", (classes,)).astype(np.float64)
+        ref_bottleneck, ref_probabilities = imagenet_probabilities(feature_map, weights, biases)
+        if np.allclose(bottleneck, ref_bottleneck, rtol=1e-6, atol=1e-9) and np.allclose(
+            probabilities, ref_probabilities, rtol=1e-5, atol=1e-9
+        ):
+            continue
+        scores = ref_bottleneck @ weights + biases
+        if not np.all(np.isfinite(probabilities)):
+            raise GradingFailure(
+                f"the probabilities hold nan or inf for {where}, whose scores reach {scores.max():.0f}: exp of "
+                f"such a score overflows. Subtract the largest score before exp (the softmax does not change)."
+            )
+        for mistake, (variant_bottleneck, variant_probabilities) in _imagenet_variants(
+            feature_map, weights, biases
+        ).items():
+            if np.allclose(bottleneck, variant_bottleneck, rtol=1e-6) and np.allclose(
+                probabilities, variant_probabilities, rtol=1e-5, atol=1e-9
+            ):
+                raise GradingFailure(f"for {where}: {_IMAGENET_MESSAGES[mistake]}")
+        if not np.allclose(bottleneck, ref_bottleneck, rtol=1e-6, atol=1e-9):
+            raise GradingFailure(
+                f"the bottleneck differs for {where} (yours starts {np.array2string(bottleneck[:3], precision=4)}, "
+                f"the average of each channel over the positions starts "
+                f"{np.array2string(ref_bottleneck[:3], precision=4)}). The grader cannot tell which step is off: "
+                f"the bottleneck is feature_map.mean(axis=(0, 1))."
+            )
+        if not np.isclose(probabilities.sum(), 1.0, atol=1e-6):
+            raise GradingFailure(
+                f"the bottleneck is right, but the probabilities add up to {probabilities.sum():.4g} for {where}: "
+                f"turn the scores into probabilities with a softmax, exp(scores - max) / sum(exp(scores - max))."
+            )
+        raise GradingFailure(
+            f"the bottleneck is right, but the probabilities differ for {where} (the largest of yours "
+            f"{probabilities.max():.4f}, the layer's {ref_probabilities.max():.4f}). The grader cannot tell which "
+            f"step is off: scores = bottleneck @ weights + biases, then a softmax over the classes."
+        )
+
+
+register(
+    Exercise(
+        name="imagenet_probabilities",
+        lesson="02_cache_bottlenecks",
+        signature="(feature_map [H, W, C], weights [C, K], biases [K]) -> (bottleneck [C], probabilities [K])",
+        reference=imagenet_probabilities,
+        grade=_grade_imagenet_probabilities,
     )
 )
 
