@@ -323,15 +323,21 @@ def _trainer(direction=1.0, update_biases=True, fixed_rate=None, fixed_steps=Non
     return train_softmax_layer
 
 
-def _sgd(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed, batch=None, bias_mean=False):
-    """Plain SGD with one mistake slot: ``batch(rng)`` picks each step's indices, ``bias_mean`` divides twice."""
+def _sgd(
+    bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed, batch=None, bias_mean=False, mistake=None
+):
+    """Plain SGD with one mistake slot: ``batch(rng)`` picks each step's indices, ``bias_mean`` divides the bias
+    step twice, ``mistake`` is "weights_mean" (the weight step divided twice) or "predicted" (the predicted
+    labels as targets)."""
     rng = np.random.default_rng(seed)
     weights, biases = np.zeros((bottlenecks.shape[1], num_classes)), np.zeros(num_classes)
     for _ in range(steps):
         indices = batch(rng) if batch else basics.balanced_batch(labels, batch_size, rng)
         x = bottlenecks[indices]
-        _, grad = basics.softmax_cross_entropy(x @ weights + biases, labels[indices])
-        weights -= learning_rate * x.T @ grad
+        logits = x @ weights + biases
+        targets = np.argmax(logits, axis=1) if mistake == "predicted" else labels[indices]
+        _, grad = basics.softmax_cross_entropy(logits, targets)
+        weights -= learning_rate * x.T @ grad / (len(indices) if mistake == "weights_mean" else 1)
         biases -= learning_rate * (grad.mean(axis=0) if bias_mean else grad.sum(axis=0))
     return weights, biases
 
@@ -356,15 +362,7 @@ def train_generator_every_step(bottlenecks, labels, num_classes, steps, learning
 
 
 def train_weights_divided_twice(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
-    rng = np.random.default_rng(seed)
-    weights, biases = np.zeros((bottlenecks.shape[1], num_classes)), np.zeros(num_classes)
-    for _ in range(steps):
-        indices = basics.balanced_batch(labels, batch_size, rng)
-        x = bottlenecks[indices]
-        _, grad = basics.softmax_cross_entropy(x @ weights + biases, labels[indices])
-        weights -= learning_rate * x.T @ grad / batch_size  # the mean taken again
-        biases -= learning_rate * grad.sum(axis=0)
-    return weights, biases
+    return _sgd(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed, mistake="weights_mean")
 
 
 def train_fixed_batch_of_32(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
@@ -390,16 +388,7 @@ def train_epochs_in_order(bottlenecks, labels, num_classes, steps, learning_rate
 
 def train_one_hot_of_argmax(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed):
     """The gradient against the predicted labels, not the true ones."""
-    rng = np.random.default_rng(seed)
-    weights, biases = np.zeros((bottlenecks.shape[1], num_classes)), np.zeros(num_classes)
-    for _ in range(steps):
-        indices = basics.balanced_batch(labels, batch_size, rng)
-        x = bottlenecks[indices]
-        logits = x @ weights + biases
-        _, grad = basics.softmax_cross_entropy(logits, np.argmax(logits, axis=1))
-        weights -= learning_rate * x.T @ grad
-        biases -= learning_rate * grad.sum(axis=0)
-    return weights, biases
+    return _sgd(bottlenecks, labels, num_classes, steps, learning_rate, batch_size, seed, mistake="predicted")
 
 
 train_ascends = _trainer(direction=-1.0)
