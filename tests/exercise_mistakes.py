@@ -441,6 +441,58 @@ def top_k_compares_values(probabilities, labels, k):
     return float(np.mean([label in row for label, row in zip(labels, top, strict=True)]))
 
 
+# ------------------------------------------------------------------------------------- balanced_accuracy
+
+
+def balanced_plain_accuracy(labels, predictions):
+    return float(np.mean(np.asarray(labels) == np.asarray(predictions)))
+
+
+def balanced_every_number(labels, predictions):
+    """Every label number up to the largest, with or without images: absent ones give nan."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    return float(np.mean([np.mean(predictions[labels == v] == v) for v in range(labels.max() + 1)]))
+
+
+def balanced_precision(labels, predictions):
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    return float(np.mean([np.mean(labels[predictions == v] == v) for v in np.unique(predictions)]))
+
+
+def balanced_union_of_labels(labels, predictions):
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    values = np.union1d(labels, predictions)
+    return float(np.mean([np.mean(predictions[labels == v] == v) if np.any(labels == v) else 0.0 for v in values]))
+
+
+def balanced_percent(labels, predictions):
+    return 100 * basics.balanced_accuracy(labels, predictions)
+
+
+def balanced_macro_f1(labels, predictions):
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    scores = []
+    for v in np.unique(labels):
+        tp = np.sum((labels == v) & (predictions == v))
+        precision = tp / max(np.sum(predictions == v), 1)
+        recall = tp / np.sum(labels == v)
+        scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return float(np.mean(scores))
+
+
+def balanced_weighted_by_support(labels, predictions):
+    """Each label's recall weighted by its share of the images: that is the plain accuracy again."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    values = np.unique(labels)
+    return float(sum(np.mean(labels == v) * np.mean(predictions[labels == v] == v) for v in values))
+
+
+def balanced_recall_of_first_label(labels, predictions):
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    first = np.unique(labels)[0]
+    return float(np.mean(predictions[labels == first] == first))
+
+
 # ----------------------------------------------------------------------------------- find_near_duplicates
 
 
@@ -1003,6 +1055,16 @@ MISTAKES = {
         (top_k_ignores_k, "top-1 accuracy whatever k is"),  # own
         (top_k_compares_values, "cannot say which step is off"),  # own
     ],
+    "balanced_accuracy": [
+        (balanced_plain_accuracy, "that is the plain accuracy"),  # own
+        (balanced_every_number, "has no recall"),  # own
+        (balanced_precision, "that is the mean precision"),  # own
+        (balanced_union_of_labels, "every label that appears in labels or in predictions"),  # own
+        (balanced_percent, "not a percentage"),  # own
+        (balanced_macro_f1, "macro F1"),  # own
+        (balanced_weighted_by_support, "that is the plain accuracy"),  # own
+        (balanced_recall_of_first_label, "cannot say which step is off"),  # own
+    ],
     "find_near_duplicates": [
         (duplicates_by_dot_product, "that is the dot product"),
         (duplicates_strictly_above, "means >=, not >"),
@@ -1193,6 +1255,14 @@ def imagenet_other_way(feature_map, weights, biases):
     return bottleneck, np.exp(scores - log_sum)
 
 
+def balanced_other_way(labels, predictions):
+    confusion = {}
+    for label, prediction in zip(np.asarray(labels).tolist(), np.asarray(predictions).tolist(), strict=True):
+        right, total = confusion.get(label, (0, 0))
+        confusion[label] = (right + (label == prediction), total + 1)
+    return sum(right / total for right, total in confusion.values()) / len(confusion)
+
+
 CORRECT = {
     "split_for": [split_for_other_way],
     "imagenet_probabilities": [imagenet_other_way],
@@ -1200,6 +1270,7 @@ CORRECT = {
     "balanced_batch": [batch_other_way],
     "train_softmax_layer": [train_other_way],
     "top_k_accuracy": [top_k_other_way],
+    "balanced_accuracy": [balanced_other_way],
     "find_near_duplicates": [duplicates_other_way],
     "expected_calibration_error": [ece_other_way],
     "fit_temperature": [temperature_other_way, temperature_linear_grid],

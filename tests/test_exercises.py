@@ -22,6 +22,7 @@ REQUIRED = {
     "balanced_batch": "03_retrain",
     "train_softmax_layer": "03_retrain",
     "top_k_accuracy": "04_label_new_images",
+    "balanced_accuracy": "04_label_new_images",
     "find_near_duplicates": "05_your_data",
     "folds_for": "06_why_features_transfer",
     "freeze_for_fine_tuning": "09_fine_tuning",

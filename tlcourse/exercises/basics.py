@@ -956,3 +956,102 @@ register(
         grade=_grade_top_k_accuracy,
     )
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# balanced_accuracy (04_label_new_images): class imbalance measured per label
+
+
+def balanced_accuracy(labels, predictions):
+    """The mean, over the labels that have images, of each label's recall (the share of its images predicted right).
+
+    Taught in notebooks/04_label_new_images.ipynb.
+    """
+    import numpy as np
+
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    recalls = [np.mean(predictions[labels == label] == label) for label in np.unique(labels)]
+    return float(np.mean(recalls))
+
+
+def _balanced_variants(labels, predictions) -> dict[str, float]:
+    """What plausible mistakes return, to name the mistake a learner made."""
+    present = np.unique(labels)
+    either = np.union1d(present, np.unique(predictions))
+    recall = {v: float(np.mean(predictions[labels == v] == v)) if np.any(labels == v) else 0.0 for v in either}
+    precision = {v: float(np.mean(labels[predictions == v] == v)) for v in np.unique(predictions)}
+    f1 = [
+        2 * precision.get(v, 0.0) * recall[v] / (precision.get(v, 0.0) + recall[v])
+        if precision.get(v, 0.0) + recall[v]
+        else 0.0
+        for v in present
+    ]
+    return {
+        "accuracy": float(np.mean(labels == predictions)),
+        "precision": float(np.mean(list(precision.values()))),
+        "union": float(np.mean([recall[v] for v in either])),
+        "f1": float(np.mean(f1)),
+        "percent": 100 * balanced_accuracy(labels, predictions),
+    }
+
+
+_BALANCED_MESSAGES = {
+    "accuracy": "that is the plain accuracy: every image counts once, so the big label decides it. Take each "
+    "label's recall (the share of its images predicted right), then the mean over the labels.",
+    "precision": "that is the mean precision (of the images predicted as a label, the share that have it). "
+    "Balanced accuracy averages recall: of the images that have a label, the share predicted as it.",
+    "union": "you averaged over every label that appears in labels or in predictions; a label no image has "
+    "has no recall. Average over the labels present in `labels` (np.unique(labels)).",
+    "f1": "that is the macro F1 score, which mixes precision in. Balanced accuracy is the mean recall.",
+    "percent": "return a fraction between 0 and 1, not a percentage.",
+}
+
+
+def _grade_balanced_accuracy(candidate, rng: np.random.Generator) -> None:
+    cases = []
+    # a fixed hard case: a model that always answers the big label is 95% accurate and 1/3 balanced
+    big = np.concatenate([np.zeros(500, int), np.ones(5, int), np.full(20, 2)])
+    cases.append((big, np.zeros_like(big), "500, 5 and 20 images of labels 0, 1, 2, every prediction label 0"))
+    for _ in range(3):
+        values = rng.choice(12, size=4, replace=False)  # labels need not be 0 .. C - 1: some numbers are unused
+        counts = rng.permutation([300, 40, 9, 3])
+        labels = np.repeat(values, counts)[rng.permutation(int(counts.sum()))]
+        predictions = np.where(rng.random(len(labels)) < 0.7, labels, rng.choice(np.append(values, 12), len(labels)))
+        where = f"{len(labels)} images of labels {sorted(values.tolist())} ({', '.join(map(str, counts))} each)"
+        cases.append((labels, predictions, where + "; some predictions name label 12, which no image has"))
+    answers = []
+    for labels, predictions, where in cases:
+        answer = as_float(candidate(labels, predictions), f"balanced_accuracy(labels, predictions) ({where})")
+        if np.isnan(answer):
+            raise GradingFailure(
+                f"balanced_accuracy returned nan ({where}): a label with no image has no recall (0 / 0). Average "
+                f"over the labels present in `labels` only."
+            )
+        answers.append(answer)
+    expected = [balanced_accuracy(labels, predictions) for labels, predictions, _ in cases]
+    wrong = [i for i, (a, e) in enumerate(zip(answers, expected, strict=True)) if not np.isclose(a, e, atol=1e-9)]
+    if not wrong:
+        return
+    first = wrong[0]
+    found = (
+        f"balanced_accuracy returned {answers[first]:.4f}, the right value is {expected[first]:.4f} ({cases[first][2]})"
+    )
+    variants = [_balanced_variants(labels, predictions) for labels, predictions, _ in cases]
+    for mistake, message in _BALANCED_MESSAGES.items():  # a mistake is named only if it explains every case
+        if all(np.isclose(a, v[mistake], atol=1e-9) for a, v in zip(answers, variants, strict=True)):
+            raise GradingFailure(f"{found}: {message}")
+    raise GradingFailure(
+        f"{found}. This is not a mistake the grader knows, so it cannot say which step is off. For each label "
+        f"present in `labels`, the share of its images whose prediction is that label; then their mean."
+    )
+
+
+register(
+    Exercise(
+        name="balanced_accuracy",
+        lesson="04_label_new_images",
+        signature="(labels [N], predictions [N]) -> float",
+        reference=balanced_accuracy,
+        grade=_grade_balanced_accuracy,
+    )
+)
