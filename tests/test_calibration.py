@@ -132,6 +132,9 @@ def test_the_figures_draw():
     assert len(figure.axes) == 2
     figure = calibration.plot_top_probability({"known": np.array([0.9, 0.8]), "unknown": np.array([0.3])}, 0.5)
     assert len(figure.axes) == 2
+    figure.canvas.draw()
+    for axis in figure.axes:  # counts of images: whole numbers on the y axis, never 0.5
+        assert all(float(tick).is_integer() for tick in axis.get_yticks())
 
 
 def test_an_ece_difference_carries_its_paired_interval():

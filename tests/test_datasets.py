@@ -121,3 +121,28 @@ def test_many_classes_150_reaches_the_tutorials_scale():
             digest = hashlib.sha256(file.read_bytes()).hexdigest()
             assert owner.setdefault(digest, label) == label, f"{file.name} is in {owner[digest]} and {label}"
     assert "many_classes_150" in datasets.DATASETS and "many_classes_150" in datasets.LICENSES
+
+
+def test_skipped_images_are_one_line_for_the_learner_and_listed_in_the_folder(tmp_path, monkeypatch, capsys):
+    """Lesson 10 once printed 13 lines of stderr with long paths; now one line, the details in .skipped.txt."""
+    from tlcourse import data  # noqa: PLC0415
+
+    sources = {name: tmp_path / f"{name}.png" for name in ("a1", "a2", "b1", "b2")}
+    for path in sources.values():
+        path.write_bytes(b"")
+
+    def save(source, target, max_side=datasets.MAX_SIDE):
+        if source.stem.endswith("2"):
+            raise ValueError(f"{source.name} is over the pixel limit (possible decompression bomb)")
+        target.write_bytes(jpeg(seed=len(source.stem) + ord(source.stem[0])))
+
+    monkeypatch.setattr(datasets, "_save_jpeg_on_white", save)
+    classes = {"a": [sources["a1"], sources["a2"]], "b": [sources["b1"], sources["b2"]]}
+    folder = datasets._build_classes(tmp_path / "built", classes, "test")
+    printed = capsys.readouterr()
+    assert "2 source images skipped (oversized or unreadable); the list is in built/.skipped.txt" in printed.out
+    assert "a2.png" not in printed.out + printed.err
+    listed = (folder / datasets.SKIPPED).read_text().splitlines()
+    assert [line.split(":")[0] for line in listed] == [str(sources["a2"]), str(sources["b2"])]
+    scanned = data.scan_dataset(folder, 0, 0)
+    assert len(scanned.images) == 2 and not scanned.skipped  # the list is no stray file

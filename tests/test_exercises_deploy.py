@@ -4,76 +4,15 @@ import numpy as np
 import pytest
 
 import tlcourse.exercises as exercises
+from tests import exercise_mistakes
+from tests.exercise_mistakes import first_images, random_sample
 from tlcourse import tflite
 from tlcourse.exercises import deploy
 
 NAME = "representative_dataset"
 
 
-def first_images(images, labels, num_samples):
-    """The first num_samples images: all of one label when the folder scan sorts them."""
-    return lambda: ([image[None].astype(np.float32)] for image in images[:num_samples])
-
-
-def random_sample(images, labels, num_samples):
-    """A random sample: unsorted, but its label counts are left to chance."""
-    chosen = np.random.default_rng(8).permutation(len(images))[:num_samples]
-    return lambda: ([images[index][None].astype(np.float32)] for index in chosen)
-
-
-def scaled_to_unit(images, labels, num_samples):
-    generate = deploy.representative_dataset(images, labels, num_samples)
-    return lambda: ([item[0] / 255.0] for item in generate())
-
-
-def no_batch_dimension(images, labels, num_samples):
-    generate = deploy.representative_dataset(images, labels, num_samples)
-    return lambda: ([item[0][0]] for item in generate())
-
-
-def bare_arrays(images, labels, num_samples):
-    generate = deploy.representative_dataset(images, labels, num_samples)
-    return lambda: (item[0] for item in generate())
-
-
-def uint8_arrays(images, labels, num_samples):
-    generate = deploy.representative_dataset(images, labels, num_samples)
-    return lambda: ([item[0].astype(np.uint8)] for item in generate())
-
-
-def a_generator_not_a_function(images, labels, num_samples):
-    return deploy.representative_dataset(images, labels, num_samples)()
-
-
-def one_pass_only(images, labels, num_samples):
-    items = deploy.representative_dataset(images, labels, num_samples)()
-    return lambda: items  # the same generator every call: empty the second time
-
-
-def every_image(images, labels, num_samples):
-    return deploy.representative_dataset(images, labels, len(images))
-
-
-def first_of_each_label_repeated(images, labels, num_samples):
-    firsts = {}
-    for index, label in enumerate(labels):
-        firsts.setdefault(label, index)
-    order = list(firsts.values())
-    return lambda: ([images[order[k % len(order)]][None].astype(np.float32)] for k in range(num_samples))
-
-
-MISTAKES = [
-    (first_images, "Take the labels in turn"),
-    (random_sample, "Take the labels in turn"),
-    (scaled_to_unit, "keep the raw 0-255 pixels"),
-    (no_batch_dimension, "without the batch dimension"),
-    (bare_arrays, "yield a list holding it"),
-    (uint8_arrays, "whose input is float32"),
-    (a_generator_not_a_function, "not a function"),
-    (one_pass_only, "each call must start over"),
-    (every_image, "not num_samples"),
-    (first_of_each_label_repeated, "the same image more than once"),
-]
+MISTAKES = exercise_mistakes.MISTAKES[NAME]
 
 
 def test_registered_with_its_lesson():
@@ -98,7 +37,7 @@ def test_the_pasted_reference_source_is_self_contained():
 
 @pytest.mark.parametrize(("wrong", "message"), MISTAKES, ids=[m[0].__name__ for m in MISTAKES])
 def test_a_plausible_mistake_fails_with_its_message(wrong, message):
-    for seed in (11, 12):
+    for seed in (11, 12, 13):
         outcome = exercises.grade(NAME, wrong, seed=seed)
         assert outcome.status == "failed", outcome
         assert message in outcome.message, outcome.message

@@ -1,87 +1,16 @@
 """The fine-tuning exercise (lesson 09): the reference passes, plausible mistakes fail with their message."""
 
-import re
-
-import keras
 import pytest
 
 import tlcourse.exercises as exercises
+from tests import exercise_mistakes
 from tlcourse import finetune
 from tlcourse.exercises import finetuning
 
 NAME = "freeze_for_fine_tuning"
 
 
-def _layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-
-
-def _block(layer):
-    match = re.match(r"blocks\.(\d+)\.", layer.name)
-    return int(match.group(1)) if match else None
-
-
-def unfreeze_everything(model, num_blocks):
-    model.trainable = True
-    for layer in _layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-
-
-def batch_norms_left_trainable(model, num_blocks):
-    top = max(b for b in map(_block, _layers(model)) if b is not None)
-    started = False
-    for layer in _layers(model):
-        if isinstance(layer, keras.Model):
-            continue
-        started = started or (_block(layer) is not None and _block(layer) > top - num_blocks)
-        layer.trainable = started
-
-
-def head_frozen(model, num_blocks):
-    finetuning.freeze_for_fine_tuning(model, num_blocks)
-    model.get_layer("final_result").trainable = False
-
-
-def whole_model_frozen_last(model, num_blocks):
-    finetuning.freeze_for_fine_tuning(model, num_blocks)
-    model.trainable = False
-
-
-def one_block_too_many(model, num_blocks):
-    finetuning.freeze_for_fine_tuning(model, num_blocks + 1)
-
-
-def one_block_too_few(model, num_blocks):
-    finetuning.freeze_for_fine_tuning(model, num_blocks - 1) if num_blocks > 1 else _only_head(model)
-
-
-def _only_head(model):
-    for layer in _layers(model):
-        if not isinstance(layer, keras.Model):
-            layer.trainable = layer.name == "final_result"
-
-
-def flat_layers_only(model, num_blocks):
-    """Forgets that the backbone may be nested: looks at ``model.layers`` only."""
-    if any(_block(layer) is not None for layer in model.layers):
-        finetuning.freeze_for_fine_tuning(model, num_blocks)  # right on a flat model
-    else:  # sees no blocks: only the new layer is set, the nested backbone is left as it was
-        model.get_layer("final_result").trainable = True
-
-
-MISTAKES = [
-    (unfreeze_everything, "layers below the top"),
-    (batch_norms_left_trainable, "Set trainable = False on every BatchNormalization layer"),
-    (head_frozen, "the head must train"),
-    (whole_model_frozen_last, "Did the function freeze the whole model"),
-    (one_block_too_many, "layers below the top"),
-    (one_block_too_few, "which must train"),
-    (flat_layers_only, "nested"),
-]
+MISTAKES = exercise_mistakes.MISTAKES[NAME]
 
 
 def test_registered_with_its_lesson():

@@ -303,12 +303,14 @@ def plot_reliability(curves: dict[str, ReliabilityBins]):
 def plot_top_probability(groups: dict[str, np.ndarray], threshold: float | None = None):
     """Histograms of the top probability for groups of images (known, unknown ...), with the threshold."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     figure, axes = plt.subplots(len(groups), 1, figsize=(7, 1.7 * len(groups) + 0.6), sharex=True, squeeze=False)
     bins = np.linspace(0, 1, 26)
     for axis, (name, scores), color in zip(axes[:, 0], groups.items(), plt.cm.tab10.colors, strict=False):
         axis.hist(scores, bins=bins, color=color, alpha=0.8)
         axis.set_ylabel("images")
+        axis.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of images: no 0.5 ticks
         axis.set_title(f"{name} ({len(scores)} images)", fontsize="medium", loc="left")
         if threshold is not None:
             axis.axvline(threshold, color="k", linestyle="--", linewidth=1)

@@ -42,6 +42,9 @@ from tlcourse.images import load_image
 
 COMPLETE = ".complete"  # written last: a folder without it is an interrupted build and is redone
 MAX_SIDE = 512  # materialised images are at most this wide or high: backbones see 224-299 px
+# In a built folder: the source images left out (too large, unreadable) and why; a dot file, which
+# scan_dataset ignores (it is not an image outside a label folder).
+SKIPPED = ".skipped.txt"
 STAMPS_PACKAGE = "tuxpaint-stamps-default"
 STAMPS_ROOT = "usr/share/tuxpaint/stamps"
 STAMPS_CLASSES = {  # label -> folder under the stamps root (its photos only, no sub-folders)
@@ -188,23 +191,47 @@ def stamps_photo_classes(min_images: int = 10, data_dir: str | Path | None = Non
     return {label: pngs for label, pngs in unique_images(folders).items() if len(pngs) >= min_images}
 
 
-def _write_classes(classes: dict[str, list[Path]], folder: Path, description: str) -> None:
+def _write_skipped(folder: Path, skipped: list[str]) -> None:
+    """List the skipped source images in ``folder/.skipped.txt`` (one line each, with the reason)."""
+    if skipped:
+        (folder / SKIPPED).write_text("".join(f"{line}\n" for line in skipped), encoding="utf-8")
+
+
+def _say_skipped(destination: Path, count: int) -> None:
+    """One line for the learner, instead of a line per image (the details are in the folder's .skipped.txt)."""
+    if count:
+        print(
+            f"{count} source image{'s' * (count > 1)} skipped (oversized or unreadable); "
+            f"the list is in {destination.name}/{SKIPPED}",
+            flush=True,
+        )
+
+
+def _write_classes(classes: dict[str, list[Path]], folder: Path, description: str) -> int:
+    """Write each label's images as JPEGs; returns how many were skipped (listed in ``.skipped.txt``)."""
+    skipped = []
     for label, pngs in tqdm(classes.items(), desc=description, unit="label"):
         (folder / label).mkdir()
         for png in pngs:
             try:
                 _save_jpeg_on_white(png, folder / label / f"{png.stem}.jpg")
-            except ValueError as error:
-                print(f"{png}: skipped ({error})", file=sys.stderr)
+            except ValueError as error:  # e.g. a possible decompression bomb
+                skipped.append(f"{png}: {error}")
+    _write_skipped(folder, skipped)
+    return len(skipped)
+
+
+def _build_classes(destination: Path, classes: dict[str, list[Path]], description: str) -> Path:
+    skipped = []
+    built = _build_folder(destination, lambda folder: skipped.append(_write_classes(classes, folder, description)))
+    _say_skipped(destination, sum(skipped))
+    return built
 
 
 def clipart(min_images: int = 20, data_dir: str | Path | None = None) -> Path:
     """The ``clipart`` dataset: one label per clip-art folder with at least ``min_images`` unique images."""
     data_dir = Path(data_dir or config.data_dir())
-    classes = clipart_classes(min_images, data_dir)
-    return _build_folder(
-        data_dir / f"clipart_min{min_images}", lambda folder: _write_classes(classes, folder, "clipart")
-    )
+    return _build_classes(data_dir / f"clipart_min{min_images}", clipart_classes(min_images, data_dir), "clipart")
 
 
 def many_classes(min_images: int = 10, data_dir: str | Path | None = None) -> Path:
@@ -213,9 +240,7 @@ def many_classes(min_images: int = 10, data_dir: str | Path | None = None) -> Pa
     data_dir = Path(data_dir or config.data_dir())
     classes = {f"clipart-{k}": v for k, v in clipart_classes(min_images, data_dir).items()}
     classes.update({f"photo-{k}": v for k, v in stamps_photo_classes(min_images, data_dir).items()})
-    return _build_folder(
-        data_dir / f"many_classes_min{min_images}", lambda folder: _write_classes(classes, folder, "many classes")
-    )
+    return _build_classes(data_dir / f"many_classes_min{min_images}", classes, "many classes")
 
 
 def _package_folders(root: Path, prefix: str) -> dict[str, Path]:
@@ -285,6 +310,7 @@ def many_classes_150(min_images: int = 8, data_dir: str | Path | None = None) ->
     stamps_root = debian_package_root(STAMPS_PACKAGE, STAMPS_ROOT, data_dir)
     folders = {**_package_folders(clipart_root, "clipart"), **_package_folders(stamps_root, "stamps")}
     jpegs = {}  # PNG -> the JPEG written for it: two PNGs that give the same JPEG are the same image
+    skipped = []
     bar = tqdm(total=sum(len(list(f.glob("*.png"))) for f in folders.values()), desc="many classes (150)")
 
     def content_key(png: Path) -> str | None:
@@ -292,7 +318,7 @@ def many_classes_150(min_images: int = 8, data_dir: str | Path | None = None) ->
         try:
             jpegs[png] = _jpeg_on_white(png)
         except ValueError as error:  # e.g. a possible decompression bomb
-            print(f"{png}: skipped ({error})", file=sys.stderr)
+            skipped.append(f"{png}: {error}")
             return None
         return hashlib.sha256(jpegs[png]).hexdigest()
 
@@ -307,8 +333,11 @@ def many_classes_150(min_images: int = 8, data_dir: str | Path | None = None) ->
             for png in pngs:
                 inside = png.relative_to(folders[name]).with_suffix(".jpg").as_posix().replace("/", "__")
                 (label_folder / inside).write_bytes(jpegs[png])
+        _write_skipped(folder, skipped)
 
-    return _build_folder(destination, write)
+    built = _build_folder(destination, write)
+    _say_skipped(destination, len(skipped))
+    return built
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -90,14 +90,21 @@ def activations_at_depths(records, backbone, blocks=BLOCKS, batch_size: int = 32
 
 
 def probe_depths(
-    activations: dict[str, np.ndarray], labels: np.ndarray, num_classes: int, num_folds: int = 5, l2: float = 1e-3
+    activations: dict[str, np.ndarray],
+    labels: np.ndarray,
+    num_classes: int,
+    num_folds: int = 5,
+    l2: float = 1e-3,
+    folds: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Depth name -> right/wrong of every image, each predicted by a layer trained on the other folds.
 
     The same layer and settings at every depth (nothing is tuned), so the depths are compared fairly.
+    ``folds``: a fold number per image (lesson 06 passes the learner's ``folds_for``); ``folds_for`` by default.
     """
     labels = np.asarray(labels)
-    folds = folds_for(labels, num_folds)
+    folds = folds_for(labels, num_folds) if folds is None else np.asarray(folds)
+    num_folds = int(folds.max()) + 1
     results = {}
     for name, vectors in activations.items():
         correct = np.zeros(len(labels), bool)

@@ -85,11 +85,29 @@ def _binned(values, correct, num_bins, keep=None, one_apart=False) -> list[tuple
     ]
 
 
+def _groups(index: np.ndarray, keep: np.ndarray | None = None) -> list[np.ndarray]:
+    """The rows of each bin number in ``index`` (rows where ``keep`` is False left out)."""
+    rows = np.arange(len(index)) if keep is None else np.flatnonzero(keep)
+    return [rows[index[rows] == b] for b in np.unique(index[rows])]
+
+
+def _ece_of_groups(groups, confidence, correct, accuracy=None) -> float:
+    """Each group's |accuracy - mean confidence| weighted by its share of all rows (``accuracy`` fixed if given)."""
+    return float(
+        sum(
+            len(g) / len(confidence) * abs((correct[g].mean() if accuracy is None else accuracy) - confidence[g].mean())
+            for g in groups
+            if len(g)
+        )
+    )
+
+
 def _ece_variants(probabilities, labels, num_bins) -> dict[str, float]:
     """What plausible mistakes return, to name the mistake a learner made."""
     n = len(labels)
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
+    last = np.minimum((confidence * num_bins).astype(int), num_bins - 1)  # the right bin of each row
     bins = _binned(confidence, correct, num_bins)
     dropped = _binned(confidence, correct, num_bins, keep=confidence < 1.0)
     kept = max(1, sum(k for k, _ in dropped))
@@ -105,6 +123,14 @@ def _ece_variants(probabilities, labels, num_bins) -> dict[str, float]:
         "own_bin": sum(k / n * abs(g) for k, g in _binned(confidence, correct, num_bins, one_apart=True)),
         "counts": sum(k * abs(g) for k, g in bins),
         "ten_bins": expected_calibration_error(probabilities, labels, 10),
+        "largest": max(abs(g) for _, g in bins),
+        "equal_count": _ece_of_groups(np.array_split(np.argsort(confidence), num_bins), confidence, correct),
+        "rounded": _ece_of_groups(_groups(np.round(confidence * num_bins)), confidence, correct),
+        "last_bin_dropped": _ece_of_groups(_groups(last, keep=last < num_bins - 1), confidence, correct),
+        "one_bin_short": _ece_of_groups(
+            _groups(np.minimum((confidence * (num_bins - 1)).astype(int), num_bins - 2)), confidence, correct
+        ),
+        "overall_accuracy": _ece_of_groups(_groups(last), confidence, correct, accuracy=correct.mean()),
     }
 
 
@@ -128,6 +154,19 @@ _ECE_MESSAGES = {
     "counts": "weight each bin's gap by its share of the images (count in the bin / N), not by its count: the "
     "error is a weighted mean of gaps between 0 and 1, so it is never above 1.",
     "ten_bins": "use num_bins equal-width bins, not a fixed number.",
+    "largest": "that is the largest gap of any bin (the maximum calibration error). The expected calibration error "
+    "adds the gaps up, each weighted by its bin's share of the images.",
+    "equal_count": "your bins hold equal numbers of images. The expected calibration error uses num_bins "
+    "equal-width bins of confidence, [0, 1/num_bins), [1/num_bins, 2/num_bins), ...: bin = "
+    "min(int(confidence * num_bins), num_bins - 1).",
+    "rounded": "you rounded confidence * num_bins to the nearest integer, which shifts every bin by half a width "
+    "and makes num_bins + 1 bins. Take the floor: bin = min(int(confidence * num_bins), num_bins - 1).",
+    "last_bin_dropped": "the images of the last bin (confidence from (num_bins - 1) / num_bins to 1.0) are missing: "
+    "an off-by-one in the bin numbers? np.digitize numbers the bins from 1, and range(num_bins) starts at 0.",
+    "one_bin_short": "you made num_bins - 1 bins: np.linspace(0, 1, num_bins) gives num_bins edges, which is one "
+    "bin fewer. num_bins bins need num_bins + 1 edges, np.linspace(0, 1, num_bins + 1).",
+    "overall_accuracy": "each bin's mean confidence was compared with the accuracy over all images; compare it with "
+    "the accuracy of the images in that bin.",
 }
 
 
@@ -247,12 +286,63 @@ def _temperature_problem(rng: np.random.Generator, scale: float, count: int = 10
     return calibrated * scale, labels
 
 
+def _mixed_temperature_problem():
+    """A fixed hard case: 300 over-confident rows (logits x 5) and 700 under-confident ones (logits x 0.5).
+
+    One T cannot fit both groups; the likelihood's best T (about 3.5) is far from the T that makes the mean
+    confidence equal the accuracy (about 0.9) and from the T of the smallest ECE (about 0.5), so an answer that
+    optimises either of those instead of the likelihood fails here on every seed.
+    """
+    rng = np.random.default_rng(28)
+    over, under = _temperature_problem(rng, 5.0, count=300), _temperature_problem(rng, 0.5, count=700)
+    return np.concatenate([over[0], under[0]]), np.concatenate([over[1], under[1]])
+
+
+def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    scaled = logits / temperature
+    scaled = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def _explain_mixed(found: float, best: float, logits, labels, nll: float, best_nll: float) -> None:
+    """Name the objective a wrong temperature on the mixed case optimised, when it is a known one."""
+    accuracy = float(np.mean(logits.argmax(axis=1) == labels))
+    mean_confidence = float(_softmax(logits, found).max(axis=1).mean())
+    head = (
+        f"on a mix of over-confident rows (300) and under-confident ones (700), your T = {found:.3g} gives a mean "
+        f"negative log-likelihood of {nll:.4f}; T = {best:.3g} gives {best_nll:.4f}"
+    )
+    if abs(mean_confidence - accuracy) < 0.01:
+        raise GradingFailure(
+            f"{head}. Your T makes the mean confidence ({mean_confidence:.3f}) equal the accuracy ({accuracy:.3f}): "
+            f"that matches one average, while the over-confident rows stay over-confident and the under-confident "
+            f"ones under-confident. Minimise the mean of -log softmax(logits / T)[label] instead."
+        )
+    grid = np.geomspace(0.05, 20.0, 300)
+    one_hot = np.eye(logits.shape[1])[labels]
+    scores = {
+        "the ECE with 10 bins": [expected_calibration_error(_softmax(logits, t), labels, 10) for t in grid],
+        "the ECE with 15 bins": [expected_calibration_error(_softmax(logits, t), labels, 15) for t in grid],
+        "the Brier score": [np.mean(np.sum((_softmax(logits, t) - one_hot) ** 2, axis=1)) for t in grid],
+    }
+    minimisers = {what: float(grid[int(np.argmin(values))]) for what, values in scores.items()}
+    if any(abs(np.log(found / t)) < 0.25 for t in minimisers.values()):
+        listed = ", ".join(f"{what} at T = {t:.2g}" for what, t in minimisers.items())
+        raise GradingFailure(
+            f"{head}. Your T is near the minimum of another score ({listed}): did you minimise the calibration "
+            f"error or the Brier score? On this case the grader cannot tell which, since both favour the same "
+            f"region. Temperature scaling minimises the mean of -log softmax(logits / T)[label], the likelihood "
+            f"of each image's own label."
+        )
+
+
 def _grade_fit_temperature(candidate, rng: np.random.Generator) -> None:
     # Under-confident logits need T of about 0.55 to 0.75: there a linear grid in steps of 0.1 (a "fine grid",
     # as the lesson says) lands within the tolerance on every seed; near T = 0.3 a step of 0.1 is a third of T.
     cases = {
         "over-confident": _temperature_problem(rng, rng.uniform(2.0, 3.5)),
         "under-confident": _temperature_problem(rng, rng.uniform(0.55, 0.75)),
+        "mixed": _mixed_temperature_problem(),
     }
     found = {}
     for kind, (logits, labels) in cases.items():
@@ -283,14 +373,18 @@ def _grade_fit_temperature(candidate, rng: np.random.Generator) -> None:
     if not ok["under-confident"] and found["under-confident"] >= 1.0 > best["under-confident"]:
         raise GradingFailure(
             f"for under-confident logits the best T is {best['under-confident']:.3g}, below 1 (T < 1 sharpens "
-            f"the scores), and your function returned {found['under-confident']:.3g}: search below 1 too, e.g. "
-            f"over log T."
+            f"the scores), and your function returned {found['under-confident']:.3g}: search below 1 too, and "
+            f"finely enough not to step over the minimum (the grader cannot tell which of the two went wrong), "
+            f"e.g. 200 values of T evenly spaced in log T from 0.05 to 20."
         )
+    if not ok["mixed"]:
+        _explain_mixed(found["mixed"], best["mixed"], *cases["mixed"], nll["mixed"], best_nll["mixed"])
     kind = next(k for k in cases if not ok[k])
     raise GradingFailure(
         f"for {kind} logits your T = {found[kind]:.4g} gives a mean negative log-likelihood of {nll[kind]:.4f}; "
-        f"T = {best[kind]:.4g} gives {best_nll[kind]:.4f} ({summary}). Find the T > 0 with the smallest mean of "
-        f"-log softmax(logits / T)[label]: a fine search over log T, or gradient descent on log T."
+        f"T = {best[kind]:.4g} gives {best_nll[kind]:.4f} ({summary}). This is not a mistake the grader knows, "
+        f"so it cannot say which step is off. Find the T > 0 with the smallest mean of -log softmax(logits / "
+        f"T)[label]: a fine search over log T, or gradient descent on log T run until it stops moving."
     )
 
 

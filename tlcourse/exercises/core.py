@@ -268,7 +268,7 @@ def grade(name: str, function, seed: int | None = None) -> Outcome:
     if function is exercise.reference:
         return Outcome(name, "passed", f"this {name} is the course's reference solution itself.", seed)
     if is_stub(function):
-        return Outcome(name, "not_written", f"{name} is not written yet (its body is still `...`).", seed)
+        return Outcome(name, "not_written", f"{name}'s body is still `...`.", seed)
     candidate = Candidate(function, name, exercise.may_return_none)
     rng = np.random.default_rng(seed)
     np_state, py_state = np.random.get_state(), random.getstate()
@@ -280,12 +280,12 @@ def grade(name: str, function, seed: int | None = None) -> Outcome:
             _run_grader(exercise.grade, candidate, rng)
     except NotWritten as error:
         detail = f" ({error})" if str(error) else ""
-        return Outcome(name, "not_written", f"{name} is not written yet: it raised NotImplementedError{detail}.", seed)
+        return Outcome(name, "not_written", f"{name} raised NotImplementedError{detail}.", seed)
     except ReturnedNone as error:
         return Outcome(
             name,
             "not_written",
-            f"{name} returned None on input {error}: it is not written yet, or a `return` is missing.",
+            f"{name} returned None on input {error}: a `return` is missing, or the body is not written.",
             seed,
         )
     except LearnerError as error:

@@ -1,4 +1,5 @@
-"""Exercise of the deployment lesson (11): the representative dataset that calibrates an int8 model."""
+"""Exercises of deployment and scale: the representative dataset that calibrates an int8 model (11), and the
+shard of an image from its content (12)."""
 
 from __future__ import annotations
 
@@ -172,5 +173,91 @@ register(
         signature="(images [N, size, size, 3] uint8, labels [N], num_samples) -> a function yielding [float32 array]",
         reference=representative_dataset,
         grade=_grade,
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# shard_of (12_scaling_out): which process caches an image, from its content alone
+
+
+def shard_of(content, num_shards):
+    """The shard of an image from its bytes: SHA-256, the first 16 hex digits as an integer, modulo num_shards.
+
+    Taught in notebooks/12_scaling_out.ipynb; the rule of ``tlcourse.bottlenecks.in_shard``.
+    """
+    import hashlib
+
+    return int(hashlib.sha256(content).hexdigest()[:16], 16) % num_shards
+
+
+def _shard_variants(content: bytes, num_shards: int) -> dict[str, int]:
+    import hashlib
+
+    digest = hashlib.sha256(content).hexdigest()
+    return {
+        "md5": int(hashlib.md5(content).hexdigest()[:16], 16) % num_shards,
+        "sha1": int(hashlib.sha1(content).hexdigest()[:16], 16) % num_shards,
+        "whole": int(digest, 16) % num_shards,
+        "last": int(digest[-16:], 16) % num_shards,
+        "one_based": shard_of(content, num_shards) + 1,
+        "python_hash": hash(content) % num_shards,
+    }
+
+
+_SHARD_MESSAGES = {
+    "md5": "you hashed with MD5: the course's cache processes use SHA-256 (hashlib.sha256).",
+    "sha1": "you hashed with SHA-1: the course's cache processes use SHA-256 (hashlib.sha256).",
+    "whole": "you took the whole digest modulo num_shards; the rule reads only its first 16 hex digits, "
+    "int(digest[:16], 16), the same number the bottleneck cache keys on.",
+    "last": "you read the last 16 hex digits of the digest; the rule reads the first 16, int(digest[:16], 16).",
+    "one_based": "shards are numbered 0 .. num_shards - 1, like --shard_index.",
+    "python_hash": "Python's hash() of bytes changes from one process to the next (PYTHONHASHSEED), so two "
+    "caching processes would put one image in different shards: use hashlib.sha256, which never changes.",
+}
+
+
+def _grade_shard_of(candidate, rng: np.random.Generator) -> None:
+    contents = [b"", b"\x00", bytes(range(256))] + [rng.bytes(int(rng.integers(1, 5000))) for _ in range(60)]
+    cases = [(content, num_shards) for num_shards in (1, 2, 3, 7, 16) for content in contents]
+    answers = []
+    for content, num_shards in cases:
+        answer = candidate(content, num_shards)
+        if isinstance(answer, (bool, np.bool_)) or not isinstance(answer, (int, np.integer)):
+            raise GradingFailure(
+                f"shard_of(content, {num_shards}) returned {answer!r}: return the shard number, an int in "
+                f"0 .. {num_shards - 1}."
+            )
+        answers.append(int(answer))
+    expected = [shard_of(content, num_shards) for content, num_shards in cases]
+    wrong = [i for i, (a, e) in enumerate(zip(answers, expected, strict=True)) if a != e]
+    if not wrong:
+        return
+    again = [int(candidate(content, num_shards)) for content, num_shards in cases]
+    first = wrong[0]
+    content, num_shards = cases[first]
+    found = f"shard_of({len(content)} bytes, {num_shards}) returned {answers[first]}; the rule gives {expected[first]}"
+    if again != answers:
+        raise GradingFailure(
+            f"{found}, and two calls on the same bytes gave different shards: every process must compute the same "
+            f"shard for an image, so use a hash of its bytes (hashlib), not Python's hash() or a random number."
+        )
+    variants = [_shard_variants(content, num_shards) for content, num_shards in cases]
+    for mistake, message in _SHARD_MESSAGES.items():
+        if all(a == v[mistake] for a, v in zip(answers, variants, strict=True)):
+            raise GradingFailure(f"{found}: {message}")
+    raise GradingFailure(
+        f"{found}. This is not a mistake the grader knows, so it cannot say which step is off. The rule: "
+        f"hashlib.sha256(content).hexdigest(), its first 16 hex digits read as an integer, modulo num_shards."
+    )
+
+
+register(
+    Exercise(
+        name="shard_of",
+        lesson="12_scaling_out",
+        signature="(content: bytes, num_shards: int) -> int in 0 .. num_shards - 1",
+        reference=shard_of,
+        grade=_grade_shard_of,
     )
 )
