@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 
+from tests.test_exercises_embeddings import MISTAKES as RETRIEVAL_MISTAKES
+from tests.test_exercises_embeddings import written_with_loops as retrieval_other_way
 from tlcourse.exercises import basics, confidence, data_quality, deploy, finetuning
 
 MAX = 2**27 - 1
@@ -980,6 +982,7 @@ def first_of_each_label_repeated(images, labels, num_samples):
 # written with the grader; those marked "issue 28" were reported passing or misdiagnosed by an outside review;
 # "own" ones were written afterwards without looking at the grader's variants.
 MISTAKES = {
+    "retrieval_scores": RETRIEVAL_MISTAKES,  # written with lesson 07's grader, in tests/test_exercises_embeddings.py
     "split_for": [
         (split_keeps_nohash, "left out of the hash"),
         (split_fraction_position, "The percentages are percentages"),
@@ -1264,6 +1267,7 @@ def balanced_other_way(labels, predictions):
 
 
 CORRECT = {
+    "retrieval_scores": [retrieval_other_way],
     "split_for": [split_for_other_way],
     "imagenet_probabilities": [imagenet_other_way],
     "softmax_cross_entropy": [sce_other_way],

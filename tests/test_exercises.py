@@ -25,6 +25,7 @@ REQUIRED = {
     "balanced_accuracy": "04_label_new_images",
     "find_near_duplicates": "05_your_data",
     "folds_for": "06_why_features_transfer",
+    "retrieval_scores": "07_embeddings",
     "freeze_for_fine_tuning": "09_fine_tuning",
     "expected_calibration_error": "10_trust_a_score",
     "fit_temperature": "10_trust_a_score",

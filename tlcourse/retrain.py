@@ -244,7 +244,7 @@ class RetrainConfig:
         if self.precision:
             return self.precision, "as asked"
         if self.fine_tune_blocks or self.recipe == "auto":
-            return "float32", "fine-tuning trains in float32 (mixed bfloat16 was no faster: bench/results/fine_tuning.md)"
+            return "float32", "fine-tuning trains in float32 (bfloat16 was no faster: bench/results/fine_tuning.md)"
         if self.output_tflite:
             return "float32", "a TFLite model computes in float32"
         return hardware.default_precision()
