@@ -44,9 +44,9 @@ import keras
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -421,7 +421,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as run_dir:
         model = tlc.course.ensure_retrained_model(run_dir=run_dir, steps=200)
         results["efficientnet_lite0, small"]["label_image_folder"] = lambda warm_up: labelling(
-            model, tlc.datasets.stamps() if warm_up else small  # 119 images: enough to convert it for LiteRT
+            model,
+            tlc.datasets.stamps() if warm_up else small,  # 119 images: enough to convert it for LiteRT
         )
         results = {
             panel: best_of(camera_rounds if "camera" in panel else rounds, contenders)

@@ -327,7 +327,7 @@ def test_two_retrains_sharing_one_cache_both_finish_and_agree(tmp_path, lite0):
 class SlowHandler(http.server.BaseHTTPRequestHandler):
     """Serves ``server.payload`` at about 2 MB/s, so that a kill lands in the middle of a download."""
 
-    def do_GET(self):  # noqa: N802 (the http.server name)
+    def do_GET(self):  # the name http.server calls
         payload = self.server.payload
         self.send_response(200)
         self.send_header("Content-Length", str(len(payload)))
