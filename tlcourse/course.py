@@ -1,5 +1,9 @@
-"""Helpers that keep each notebook self-contained: the set-up report, exercise checks, and
-idempotent ``ensure_*`` functions that rebuild what an earlier notebook would have left.
+"""Helpers that keep each notebook self-contained.
+
+The set-up report at the top of every lesson (``setup``, ``environment``, and which backbones and
+datasets are usable here), "predict, then run" (``reveal``), where a lesson writes its files
+(``notebook_run_dir``), and ``ensure_retrained_model``, which rebuilds lesson 03's model when no
+earlier lesson has left it. Graded exercises are in ``tlcourse.exercises``.
 """
 
 from __future__ import annotations
@@ -80,25 +84,6 @@ def dataset_availability(data_dir: str | Path | None = None) -> dict[str, str]:
         else:
             status[name] = "online only: downloads on first use"
     return status
-
-
-def check(answer, expected, hint: str = "") -> bool:
-    """A short-answer check: prints whether ``answer`` is right. It never raises: an answer of the
-    wrong kind (text where a number is expected) is reported as not quite right."""
-    if answer is None:
-        print("Not answered yet: replace None with your answer and run the cell again.")
-        return False
-    try:
-        right = bool(answer == expected)
-    except (TypeError, ValueError):  # e.g. an array compared with a number
-        right = False
-    if not right and isinstance(expected, float):
-        try:
-            right = abs(float(answer) - expected) < 1e-6
-        except (TypeError, ValueError):
-            right = False
-    print("Correct!" if right else f"Not quite. {hint}".strip())
-    return bool(right)
 
 
 def reveal(prediction, outcome, why: str = "") -> bool:
