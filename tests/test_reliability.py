@@ -220,7 +220,7 @@ def kill(child, what: str, finished: str = "DONE") -> None:
 
 def temporaries(folder: Path, target: str) -> list[Path]:
     """The temporaries ``atomic.atomic_path`` writes for ``folder / target`` (``.NAME.tmp-PID-...``)."""
-    return [p for p in folder.glob(f".{target}.tmp-*")] if folder.is_dir() else []
+    return list(folder.glob(f".{target}.tmp-*")) if folder.is_dir() else []
 
 
 def every_entry_is_right(dataset, backbone, cache) -> bool:
@@ -290,13 +290,18 @@ def test_killing_a_retrain_never_breaks_the_previous_outputs(tmp_path):
     first = subprocess.run([sys.executable, *retrain_arguments(image_dir, out, cache, 50)], capture_output=True)
     assert first.returncode == 0
     probe = next(image_dir.rglob("*.jpg"))
+
+    def printed(text: str):
+        return lambda child: wait_for_line(child, text)
+
+    def being_written(name: str):
+        return lambda child: wait_until(child, lambda: temporaries(out, name), f"a temporary {name} in {out}")
+
     moments = {
-        "start-up (the engine line)": lambda child: wait_for_line(child, "engine:"),
-        "training (the test accuracy line)": lambda child: wait_for_line(child, "Final test accuracy"),
-        "the graph's temporary file": lambda child: wait_until(child, lambda: temporaries(out, "graph.pb"), "it"),
-        "the Keras model's temporary file": lambda child: wait_until(
-            child, lambda: temporaries(out, "graph.keras"), "it"
-        ),
+        "start-up (the engine line)": printed("engine:"),
+        "training (the test accuracy line)": printed("Final test accuracy"),
+        "the graph's temporary file": being_written("graph.pb"),
+        "the Keras model's temporary file": being_written("graph.keras"),
     }
     for moment, wait in moments.items():
         child = start(retrain_arguments(image_dir, out, cache, 300), tmp_path)
