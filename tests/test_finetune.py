@@ -61,7 +61,6 @@ def test_batch_norm_statistics_move_only_in_the_trap(lite0, unfolded, batch_norm
     assert summary["trainable"] > 0 and summary["frozen"] > 0
 
 
-@pytest.mark.slow
 def test_retrain_with_fine_tuning_applies_its_flags_and_exports_a_model_that_labels(stamps_dir, tmp_path):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=10)
     settings = config_for(
