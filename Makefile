@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 STAMPS := data/stamps/.complete
 
-.PHONY: demo test lab data bench reliability clean
+.PHONY: demo test check lab data bench reliability clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,19 @@ data: $(STAMPS)
 demo: $(INSTALLED) $(STAMPS)
 	$(PY) -m tlcourse.demo
 
+LINTED := tlcourse tests bench retrain.py label_image.py
+
 test: $(INSTALLED) $(STAMPS)
-	$(VENV)/bin/ruff check tlcourse tests bench retrain.py label_image.py
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	TLCOURSE_SMALL=1 $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+
+# The edit-test loop, in a few minutes: lint, format and the tests not marked slow or reliability
+# (no notebooks). `make test` is the full run, and what CI runs.
+check: $(INSTALLED) $(STAMPS)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(PY) -m pytest tests -m "not slow and not reliability" -p no:cacheprovider
 
 reliability: $(INSTALLED) $(STAMPS)
 	$(PY) -m pytest tests/test_reliability.py -p no:cacheprovider

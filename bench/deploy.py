@@ -42,8 +42,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -174,7 +174,7 @@ def speeds(folders: dict[str, Path], records, rounds: int) -> dict[str, dict[str
     Best of ``rounds`` rounds, each running every contender once in turn, so that all the figures come
     from the same stretch of time (a shared machine only ever slows a run down).
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     def saved_model(path, preprocessing):
         saved = tf.saved_model.load(str(path)).signatures["classify_preprocessed"]

@@ -128,6 +128,7 @@ def inception_weights_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_inception_v3_downloads_checks_hash_and_loads(inception_weights_file, http_server, tmp_path, photo):
     served, url = http_server
     (served / inception_weights_file.name).write_bytes(inception_weights_file.read_bytes())

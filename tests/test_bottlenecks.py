@@ -93,7 +93,7 @@ def test_a_failed_write_stops_the_run_and_what_was_written_stays_valid(
 
 def test_both_parts_of_the_image_pipeline_run_without_the_autotuner(small_dataset, lite0, tmp_path, monkeypatch):
     """The end of a pipeline with tf.data's autotuner on could wait seconds for it (TF_DATA_AUTOTUNE)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     iterated, iterate = [], tf.data.Dataset.__iter__
 

@@ -43,7 +43,7 @@ def test_over_and_under_confident_bins_do_not_cancel():
 
 
 def test_the_library_agrees_with_the_lessons_exercise_references():
-    from tlcourse.exercises import confidence  # noqa: PLC0415
+    from tlcourse.exercises import confidence
 
     rng = np.random.default_rng(2)
     logits = rng.normal(0, 3, size=(500, 6))

@@ -2,7 +2,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_make_demo_retrains_on_stamps_and_labels_held_out_images(stamps_dir):
     result = subprocess.run([sys.executable, "-m", "tlcourse.demo"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

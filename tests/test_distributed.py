@@ -9,6 +9,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 from tests.test_reliability import image_folder, retrain_arguments
 from tlcourse import bottlenecks
@@ -29,6 +30,7 @@ def run_side_by_side(commands, env=None, timeout=600):
     return [(child.wait(timeout=timeout), child.stdout.read(), child.stderr.read()) for child in children]
 
 
+@pytest.mark.slow
 def test_two_sharded_caching_processes_cover_every_image_exactly_once(tmp_path, lite0):
     dataset = scan_dataset(image_folder(tmp_path / "images", 12))
     cache = tmp_path / "bn"
@@ -62,6 +64,7 @@ def head_weights(out):
     return keras.models.load_model(out / "graph.keras").get_layer("retrained_head").get_weights()
 
 
+@pytest.mark.slow
 def test_two_workers_with_multi_worker_mirrored_match_a_single_process(tmp_path, lite0):
     dataset = scan_dataset(image_folder(tmp_path / "images", 12))
     cache = tmp_path / "bn"

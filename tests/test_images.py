@@ -90,7 +90,7 @@ TF_PILLOW_TOLERANCE = 0  # the largest difference in any channel of any pixel: b
 
 
 def tensorflow_decoded(path, scale):
-    from tlcourse.bottlenecks import JPEG_RATIOS, _decode_plain_jpeg  # noqa: PLC0415
+    from tlcourse.bottlenecks import JPEG_RATIOS, _decode_plain_jpeg
 
     return _decode_plain_jpeg(str(path), JPEG_RATIOS.index(scale)).numpy()
 
@@ -129,7 +129,7 @@ def test_plain_jpegs_are_told_apart_from_those_only_pillow_reads_right(tmp_path)
 
 @pytest.mark.parametrize("dataset", ["stamps", "many_classes"])
 def test_tensorflow_and_pillow_decode_the_course_datasets_alike(dataset):
-    import tlcourse as tlc  # noqa: PLC0415
+    import tlcourse as tlc
 
     files = sorted(path for path in getattr(tlc.datasets, dataset)().rglob("*") if path.is_file())
     plain = [path for path in files[:: max(1, len(files) // 150)] if plain_jpeg_scale(path)]

@@ -176,9 +176,51 @@ def image_folder(root: Path, per_label: int) -> Path:
 
 
 def start(arguments, cwd):
+    """``python -u ARGUMENTS``: unbuffered, so that each line it prints can be waited for."""
     return subprocess.Popen(
-        [sys.executable, *arguments], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [sys.executable, "-u", *arguments], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
+
+
+def wait_for_line(child, text: str) -> None:
+    """Read ``child``'s output until a line holds ``text``; fail if it ends first."""
+    for line in child.stdout:
+        if text in line:
+            return
+    pytest.fail(f"the child ended (code {child.wait()}) without printing {text!r}")
+
+
+def wait_until(child, ready, what: str, timeout: float = 600) -> None:
+    """Poll ``ready()`` until it is true; fail if ``child`` ends or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while not ready_now(ready):
+        if child.poll() is not None:
+            pytest.fail(f"the child ended (code {child.returncode}) before {what}: a kill then would prove nothing")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no sign of {what} after {timeout} s")
+        time.sleep(0.005)
+
+
+def ready_now(ready) -> bool:
+    try:
+        return bool(ready())
+    except FileNotFoundError:  # a temporary was renamed or removed while it was looked at
+        return False
+
+
+def kill(child, what: str, finished: str = "DONE") -> None:
+    """Kill ``child`` now; fail unless the kill landed before its work was done (it never printed ``finished``)."""
+    child.send_signal(signal.SIGKILL)
+    code = child.wait()
+    rest = child.stdout.read()
+    assert code == -signal.SIGKILL and finished not in rest, (
+        f"the child finished its work (code {code}) after {what}, before the kill landed: the trial proves nothing"
+    )
+
+
+def temporaries(folder: Path, target: str) -> list[Path]:
+    """The temporaries ``atomic.atomic_path`` writes for ``folder / target`` (``.NAME.tmp-PID-...``)."""
+    return list(folder.glob(f".{target}.tmp-*")) if folder.is_dir() else []
 
 
 def every_entry_is_right(dataset, backbone, cache) -> bool:
@@ -192,21 +234,27 @@ def every_entry_is_right(dataset, backbone, cache) -> bool:
 
 
 def test_killing_a_caching_run_at_random_moments_loses_nothing(tmp_path, lite0):
-    dataset = scan_dataset(image_folder(tmp_path / "images", 20))
+    """Each run is killed once it has written 1 to 12 new entries (of 120), in the middle of its writes."""
+    dataset = scan_dataset(image_folder(tmp_path / "images", 40))
     cache = tmp_path / "bn"
     rng = random.Random(0)
+
+    def entries() -> int:
+        return sum(1 for _ in cache.rglob("*.bn"))
+
     for _ in range(5):
+        written_before, wanted = entries(), rng.randint(1, 12)
         child = start(["-c", CACHE_CHILD, str(dataset.root), str(cache)], tmp_path)
-        assert child.stdout.readline().strip() == "START"
-        time.sleep(rng.uniform(0.0, 1.5))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        ok = every_entry_is_right(dataset, lite0, cache)
+        wait_for_line(child, "START")
+        what = f"writing {wanted} new cache entries"
+        wait_until(child, lambda at_least=written_before + wanted: entries() >= at_least, what)
+        kill(child, what)
+        ok = written_before < entries() < len(dataset.images) and every_entry_is_right(dataset, lite0, cache)
         record("interruption_trials", ok)
-        assert ok
+        assert ok, (written_before, entries())
     final = bottlenecks.cache_bottlenecks(dataset.images, lite0, cache, progress=False)
     ok = final.hits + final.computed == len(dataset.images) and every_entry_is_right(dataset, lite0, cache)
-    ok = ok and not list(cache.rglob("*.tmp-*"))  # the killed runs' temporaries are cleaned up
+    ok = ok and final.computed > 0 and not list(cache.rglob("*.tmp-*"))  # the killed runs' temporaries are cleaned up
     record("interruption_trials", ok)
     assert ok
 
@@ -236,20 +284,32 @@ def outputs_load(out: Path, probe: Path) -> bool:
 
 
 def test_killing_a_retrain_never_breaks_the_previous_outputs(tmp_path):
+    """Killed after start-up, after training, while writing the graph, and while writing the Keras model."""
     image_dir = image_folder(tmp_path / "images", 12)
     out, cache = tmp_path / "out", tmp_path / "bn"
     first = subprocess.run([sys.executable, *retrain_arguments(image_dir, out, cache, 50)], capture_output=True)
     assert first.returncode == 0
     probe = next(image_dir.rglob("*.jpg"))
-    rng = random.Random(1)
-    for _ in range(4):
+
+    def printed(text: str):
+        return lambda child: wait_for_line(child, text)
+
+    def being_written(name: str):
+        return lambda child: wait_until(child, lambda: temporaries(out, name), f"a temporary {name} in {out}")
+
+    moments = {
+        "start-up (the engine line)": printed("engine:"),
+        "training (the test accuracy line)": printed("Final test accuracy"),
+        "the graph's temporary file": being_written("graph.pb"),
+        "the Keras model's temporary file": being_written("graph.keras"),
+    }
+    for moment, wait in moments.items():
         child = start(retrain_arguments(image_dir, out, cache, 300), tmp_path)
-        time.sleep(rng.uniform(3.0, 9.0))  # start-up, training and writing all take part of this span
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+        wait(child)
+        kill(child, moment, finished="wrote ")
         ok = outputs_load(out, probe)
         record("interruption_trials", ok)
-        assert ok
+        assert ok, f"killed after {moment}, the previous outputs no longer load"
 
 
 def test_two_retrains_sharing_one_cache_both_finish_and_agree(tmp_path, lite0):
@@ -272,7 +332,7 @@ def test_two_retrains_sharing_one_cache_both_finish_and_agree(tmp_path, lite0):
 class SlowHandler(http.server.BaseHTTPRequestHandler):
     """Serves ``server.payload`` at about 2 MB/s, so that a kill lands in the middle of a download."""
 
-    def do_GET(self):  # noqa: N802 (the http.server name)
+    def do_GET(self):  # the name http.server calls
         payload = self.server.payload
         self.send_response(200)
         self.send_header("Content-Length", str(len(payload)))
@@ -303,18 +363,21 @@ def slow_server():
     server.server_close()
 
 
-def kill_at_random_moments(code: str, arguments: list[str], cwd: Path, seed: int, longest: float, check) -> None:
-    """Start ``python -c code`` five times, kill it at a random moment, and ``check()`` what it left."""
-    rng = random.Random(seed)
-    for _ in range(5):
+def kill_at_moments(code: str, arguments: list[str], cwd: Path, moments: dict, check) -> None:
+    """For each moment, start ``python -c code``, kill it once ``moments[what]()`` is true, and ``check()`` the rest."""
+    for what, ready in moments.items():
         child = start(["-c", code, *arguments], cwd)
-        assert child.stdout.readline().strip() == "START"
-        time.sleep(rng.uniform(0.0, longest))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+        wait_for_line(child, "START")
+        wait_until(child, ready, what)
+        kill(child, what)
         ok = check()
         record("interruption_trials", ok)
-        assert ok
+        assert ok, f"killed after {what}"
+
+
+def grown_to(folder: Path, target: str, size: int):
+    """A moment: a temporary of ``folder / target`` holds at least ``size`` bytes."""
+    return lambda: any(path.stat().st_size >= size for path in temporaries(folder, target))
 
 
 DOWNLOAD_CHILD = """
@@ -322,6 +385,7 @@ import sys
 from tlcourse.download import download
 print("START", flush=True)
 download(sys.argv[1], sys.argv[2], sys.argv[3])
+print("DONE", flush=True)
 """
 
 
@@ -335,7 +399,10 @@ def test_killing_a_download_leaves_no_half_file_and_the_next_one_cleans_up(tmp_p
     def nothing_half_written() -> bool:
         return not target.exists() or target.read_bytes() == payload
 
-    kill_at_random_moments(DOWNLOAD_CHILD, [url, str(target), digest], tmp_path, 3, 2.5, nothing_half_written)
+    rng = random.Random(3)
+    sizes = [1] + sorted(rng.randrange(len(payload) * 9 // 10) for _ in range(4))  # the first bytes, then on to 90%
+    moments = {f"{size:,} bytes downloaded": grown_to(folder, "weights.bin", size) for size in sizes}
+    kill_at_moments(DOWNLOAD_CHILD, [url, str(target), digest], tmp_path, moments, nothing_half_written)
     download.download(url, target, digest)
     ok = target.read_bytes() == payload and [p.name for p in folder.iterdir()] == ["weights.bin"]
     record("interruption_trials", ok)
@@ -347,11 +414,13 @@ import sys
 from tlcourse import datasets
 print("START", flush=True)
 datasets.flowers(sys.argv[1], url=sys.argv[2], expected_hash=sys.argv[3])
+print("DONE", flush=True)
 """
 
 
 def test_killing_a_dataset_build_leaves_no_half_folder_and_the_next_one_cleans_up(tmp_path, slow_server):
-    members = {f"flower_photos/{label}/{i}.jpg": jpeg(seed=i) for label in ("daisy", "roses") for i in range(400)}
+    per_label = 1000
+    members = {f"flower_photos/{label}/{i}.jpg": jpeg(seed=i) for label in ("daisy", "roses") for i in range(per_label)}
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:  # uncompressed: a download, then a real extraction
         for name, data in members.items():
@@ -368,12 +437,21 @@ def test_killing_a_dataset_build_leaves_no_half_folder_and_the_next_one_cleans_u
     def whole_or_as_before() -> bool:
         atomic.recover(folder)  # what the next run does first: a kill between two renames is undone
         if (folder / datasets.COMPLETE).is_file():
-            return all(len(list((folder / label).iterdir())) == 400 for label in ("daisy", "roses"))
+            return all(len(list((folder / label).iterdir())) == per_label for label in ("daisy", "roses"))
         return (folder / "daisy" / "0.jpg").read_bytes() == b"half"  # the old folder, never lost
 
+    def extracted(count: int):
+        """A moment: the new folder, still a temporary, holds ``count`` images."""
+        return lambda: any(len(list(path.rglob("*.jpg"))) >= count for path in temporaries(data_dir, "flowers"))
+
+    rng = random.Random(4)
+    downloads = data_dir / "downloads"
+    moments = {
+        f"{size:,} bytes downloaded": grown_to(downloads, "flower_photos.tar", size) for size in (1, len(payload) // 2)
+    }
+    moments |= {f"{count} images extracted": extracted(count) for count in sorted(rng.sample(range(1, per_label), 3))}
     arguments = [str(data_dir), url, hashlib.sha256(payload).hexdigest()]
-    longest = len(payload) / 2e6 + 3.0
-    kill_at_random_moments(BUILD_CHILD, arguments, tmp_path, 4, longest, whole_or_as_before)
+    kill_at_moments(BUILD_CHILD, arguments, tmp_path, moments, whole_or_as_before)
     datasets.flowers(data_dir, url=url, expected_hash=arguments[2])
     leftovers = sorted(p.name for p in data_dir.iterdir()) + sorted(p.name for p in (data_dir / "downloads").iterdir())
     ok = whole_or_as_before() and (folder / datasets.COMPLETE).is_file()

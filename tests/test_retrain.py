@@ -146,6 +146,7 @@ def config_for(tmp_path, image_dir, **settings):
     )
 
 
+@pytest.mark.slow
 def test_retrain_is_seeded_and_summaries_are_readable_by_tensorboard(tmp_path):
     image_dir = noise_dataset(tmp_path / "images")
 

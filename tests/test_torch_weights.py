@@ -34,7 +34,7 @@ def _pickle_end(data: bytes) -> int:
 
 def _integer_positions(data: bytes, end: int) -> list[tuple[int, int]]:
     """(position, width) of the small integers (BININT1/BININT2/BININT) inside the pickles."""
-    import pickletools  # noqa: PLC0415
+    import pickletools
 
     positions = []
     stream = io.BytesIO(data[:end])

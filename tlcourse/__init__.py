@@ -17,6 +17,7 @@ SUBMODULES = (
     "backbones",
     "bottlenecks",
     "calibration",
+    "compare",
     "course",
     "config",
     "data",

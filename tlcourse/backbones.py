@@ -271,7 +271,7 @@ class Backbone:
 
     @cached_property
     def _litert(self):
-        from tlcourse.tflite import LiteRTNetwork  # noqa: PLC0415
+        from tlcourse.tflite import LiteRTNetwork
 
         kept = None
         if self._model_dir is not None:
@@ -456,7 +456,7 @@ def fetch_default_backbone(model_dir: str | Path | None = None, announce: bool =
 
 
 def _main(argv: list[str] | None = None) -> int:
-    from tlcourse.images import load_image  # noqa: PLC0415  (keeps `import tlcourse.backbones` light)
+    from tlcourse.images import load_image  # here: keeps `import tlcourse.backbones` light
 
     parser = argparse.ArgumentParser(
         prog="python -m tlcourse.backbones", description="Print what a pretrained backbone sees: ImageNet top 5."

@@ -1,5 +1,9 @@
-"""Helpers that keep each notebook self-contained: the set-up report, exercise checks, and
-idempotent ``ensure_*`` functions that rebuild what an earlier notebook would have left.
+"""Helpers that keep each notebook self-contained.
+
+The set-up report at the top of every lesson (``setup``, ``environment``, and which backbones and
+datasets are usable here), "predict, then run" (``reveal``), where a lesson writes its files
+(``notebook_run_dir``), and ``ensure_retrained_model``, which rebuilds lesson 03's model when no
+earlier lesson has left it. Graded exercises are in ``tlcourse.exercises``.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from tlcourse import config
 
 def environment() -> dict[str, str]:
     """Versions, and whether TensorFlow sees a GPU."""
-    import keras  # noqa: PLC0415  (TensorFlow loads only when asked)
-    import tensorflow as tf  # noqa: PLC0415
+    import keras  # here: TensorFlow loads only when asked
+    import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     return {
@@ -29,7 +33,7 @@ def environment() -> dict[str, str]:
 
 def setup() -> None:
     """The one-line report at the top of every notebook (TensorFlow's start-up lines, its CUDA probe, hidden)."""
-    from tlcourse.quiet import quiet  # noqa: PLC0415
+    from tlcourse.quiet import quiet
 
     with quiet():  # importing TensorFlow and asking it for devices
         info = environment()
@@ -38,7 +42,7 @@ def setup() -> None:
 
 def backbone_availability(model_dir: str | Path | None = None) -> dict[str, str]:
     """Backbone name -> whether it can be used here, and how."""
-    from tlcourse import backbones  # noqa: PLC0415
+    from tlcourse import backbones
 
     model_dir = Path(model_dir or config.models_dir())
     status = {}
@@ -57,7 +61,7 @@ def backbone_availability(model_dir: str | Path | None = None) -> dict[str, str]
 
 def dataset_availability(data_dir: str | Path | None = None) -> dict[str, str]:
     """Dataset name -> whether it is ready, can be fetched here, or needs the network."""
-    from tlcourse import datasets  # noqa: PLC0415
+    from tlcourse import datasets
 
     data_dir = Path(data_dir or config.data_dir())
     apt = shutil.which("apt-get") is not None
@@ -80,25 +84,6 @@ def dataset_availability(data_dir: str | Path | None = None) -> dict[str, str]:
         else:
             status[name] = "online only: downloads on first use"
     return status
-
-
-def check(answer, expected, hint: str = "") -> bool:
-    """A short-answer check: prints whether ``answer`` is right. It never raises: an answer of the
-    wrong kind (text where a number is expected) is reported as not quite right."""
-    if answer is None:
-        print("Not answered yet: replace None with your answer and run the cell again.")
-        return False
-    try:
-        right = bool(answer == expected)
-    except (TypeError, ValueError):  # e.g. an array compared with a number
-        right = False
-    if not right and isinstance(expected, float):
-        try:
-            right = abs(float(answer) - expected) < 1e-6
-        except (TypeError, ValueError):
-            right = False
-    print("Correct!" if right else f"Not quite. {hint}".strip())
-    return bool(right)
 
 
 def reveal(prediction, outcome, why: str = "") -> bool:
@@ -124,7 +109,7 @@ def notebook_run_dir(name: str) -> Path:
 
 def ensure_retrained_model(image_dir=None, run_dir=None, steps: int | None = None) -> dict[str, Path]:
     """The retrained model of ``03_retrain`` (graph, labels, ...), made now if it is not there yet."""
-    from tlcourse import datasets, retrain  # noqa: PLC0415
+    from tlcourse import datasets, retrain
 
     image_dir = Path(image_dir or datasets.stamps())
     run_dir = Path(run_dir or notebook_run_dir("retrain"))

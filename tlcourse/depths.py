@@ -121,7 +121,7 @@ def plot_accuracy_by_depth(results: dict[str, dict], title: str = ""):
 
     ``results``: kind of images -> depth name -> ``tlc.stats.Interval``.
     """
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4))
     for kind, by_depth in results.items():

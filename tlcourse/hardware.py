@@ -35,7 +35,7 @@ def bfloat16_cpu_unit(flags: str | None = None) -> str | None:
 
 def bfloat16_gpus() -> list[str]:
     """The GPUs TensorFlow sees that have bfloat16 tensor cores (compute capability 8.0 or more)."""
-    import tensorflow as tf  # noqa: PLC0415  (keeps this module light)
+    import tensorflow as tf  # here: keeps this module light
 
     names = []
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -58,7 +58,7 @@ def default_precision(flags: str | None = None, gpus: list[str] | None = None) -
 
 def gpus() -> list[str]:
     """The GPUs TensorFlow sees (their device names)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     return [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
 

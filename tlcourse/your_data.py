@@ -191,7 +191,7 @@ def curve_data(dataset: Dataset, backbone, num_labels: int | None = None, seed: 
     """(training bottlenecks, held-out bottlenecks, label names) for a learning curve on ``dataset``,
     restricted to ``num_labels`` labels drawn at random (all when None). Held out: the validation and
     test images together, since a learning curve chooses no setting. Bottlenecks are cached first."""
-    from tlcourse import many_classes, train  # noqa: PLC0415
+    from tlcourse import many_classes, train
 
     if num_labels is not None and num_labels < len(dataset.class_names):
         dataset = many_classes.restrict(dataset, many_classes.class_subset(dataset, num_labels, seed))
@@ -223,7 +223,7 @@ def summarize_curve(points: list[CurvePoint]) -> list[dict]:
 def plot_learning_curve(curves: dict[str, list[CurvePoint]]):
     """Accuracy against training images per label: the mean over seeds, and a band from the lowest to
     the highest seed (05_your_data). "All" (every training image) is drawn at twice the largest size."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.5, 4))
     for name, points in curves.items():
@@ -309,7 +309,7 @@ def label_accuracy(layer: LinearLayer, split: Bottlenecks, label: int) -> tuple[
 
 def evaluation(layer: LinearLayer, split: Bottlenecks, class_names: list[str]):
     """The layer's answers on ``split`` as a ``tlc.train.Evaluation`` (confusion matrix, mistakes, plots)."""
-    from tlcourse.train import Evaluation  # noqa: PLC0415
+    from tlcourse.train import Evaluation
 
     probabilities = layer.probabilities(split.vectors)
     return Evaluation(class_names, split.labels, probabilities.argmax(axis=1), probabilities, split.records)
@@ -367,7 +367,7 @@ def show_top_losses(
     (05_your_data). ``flipped`` (optional) marks the images whose label was changed on purpose;
     ``losses`` (optional) ranks by other losses than the layer's own (``out_of_fold_losses``);
     ``true_labels`` (optional, when you planted the errors) are shown instead of the layer's answer."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     losses = layer.losses(split.vectors, given) if losses is None else np.asarray(losses)
     order = np.argsort(-losses, kind="stable")[:count]

@@ -1,0 +1,209 @@
+"""Write the README's tables of measured figures from bench/results/*.json.
+
+    python bench/readme.py            # rewrite each table between its marker comments in README.md
+    python bench/readme.py --check    # exit 1, naming the tables, if README.md differs from the results
+
+Each table sits between ``<!-- bench/readme.py: NAME -->`` and ``<!-- end of bench/readme.py: NAME -->``.
+A benchmark rerun changes a results file; running this script then changes the README to match, and
+``tests/test_readme_figures.py`` fails until it has been run. The prose around the tables stays
+qualitative, so that a rerun cannot leave it saying an old figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "bench" / "results"
+
+# What each recipe of bench/many_classes.py changes from the row it is compared with, as flags.
+WHAT_IT_CHANGES = {
+    "tutorial": "1,000 SGD steps of batch 100, learning rate 0.01, EfficientNet-Lite0",
+    "+ standardized bottlenecks": "`--standardize_bottlenecks`",
+    "+ Adam, cosine schedule, early stopping": (
+        "`--optimizer=adam --learning_rate_schedule=cosine --early_stopping_patience=10`, up to 3,000 steps"
+    ),
+    "+ tuned L2": "`--l2` chosen on validation",
+    "+ label smoothing 0.1": "`--label_smoothing=0.1`",
+    "+ cached augmentation": "`--num_distorted_variants` with the distortion flags",
+    "fine-tune the top 2 blocks (Lite0, its own settings)": "`--fine_tune_blocks=2`",
+    "Lite2 instead of Lite0 (tuned L2 settings)": "`--architecture=efficientnet_lite2` (260 px), + tuned L2's settings",
+}
+
+# The Speed table's columns: title, then the contender's key in summary.json.
+SPEED_COLUMNS = {
+    "caching": "caching",
+    "retrain.py's way": "retrain_py",
+    "Keras recipe": "keras_recipe",
+    "network alone": "network_only",
+    "TensorFlow caching": "caching_tensorflow",
+    "Pillow only": "caching_pillow_only",
+    "files written inline": "caching_writes_inline",
+    "bfloat16 caching": "caching_bfloat16",
+    "XLA": "caching_xla",
+}
+BACKBONE_NAMES = {"efficientnet_lite0": "EfficientNet-Lite0", "inception_v3": "Inception-v3"}
+FORMAT_NAMES = {"saved_model": "SavedModel", "tflite_float": "TFLite float", "tflite_int8": "TFLite int8"}
+
+
+def load(name: str) -> dict:
+    path = RESULTS / name
+    if not path.is_file():
+        raise SystemExit(f"error: {path} is missing: run the benchmark that writes it (see README, Development)")
+    return json.loads(path.read_text())
+
+
+def percent(value: float, sign: bool = False) -> str:
+    return f"{value:+.1%}" if sign else f"{value:.1%}"
+
+
+def interval(value: float, low: float, high: float, sign: bool = False) -> str:
+    return f"{percent(value, sign)} [{percent(low, sign)}, {percent(high, sign)}]"
+
+
+def rounded(value: float, decimals: int) -> str:
+    """``value`` to ``decimals`` places, halves rounded up as a reader would: 20.25 -> 20.3."""
+    return f"{Decimal(repr(value)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP):f}"
+
+
+def rate(images_per_second: float, cpu_ms_per_image: float) -> str:
+    """A Speed cell, 'images/s (CPU ms per image)': 81.5 (23.4), 3.6 (542)."""
+    return f"{rounded(images_per_second, 1)} ({rounded(cpu_ms_per_image, 1 if cpu_ms_per_image < 100 else 0)})"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|" for cells in lines)
+
+
+def recipes_table(techniques: list[dict]) -> str:
+    rows = []
+    for row in techniques:
+        if row["name"] not in WHAT_IT_CHANGES:
+            raise SystemExit(f"error: recipe {row['name']!r} has no entry in WHAT_IT_CHANGES of {__file__}: add one")
+        comparison = row.get("comparison")
+        against = ""
+        if comparison is not None:
+            verdict = "within noise" if row["within_noise"] else "a real difference"
+            difference = interval(comparison["value"], comparison["low"], comparison["high"], sign=True)
+            against = f"{difference} vs {row['compared_with']}: {verdict}"
+        top1 = interval(row["accuracy"], row["interval"]["low"], row["interval"]["high"])
+        what = WHAT_IT_CHANGES[row["name"]]
+        rows.append(
+            [row["name"], what, top1, percent(row["top5_accuracy"]), percent(row["validation_accuracy"]), against]
+        )
+    header = ["recipe", "what it changes", "top-1 [95% interval]", "top-5", "validation", "against the row it changes"]
+    return table(header, rows)
+
+
+def many_classes() -> str:
+    return recipes_table(load("many_classes.json")["techniques"])
+
+
+def many_classes_150() -> str:
+    return recipes_table(load("many_classes.json")["seed_scale"]["techniques"])
+
+
+def speed() -> str:
+    contenders = load("summary.json")["contenders"]
+    rows = []
+    for name, measured in contenders.items():
+        backbone, images = name.split(", ")
+        cells = [f"{BACKBONE_NAMES[backbone]}, {images}"]
+        for key in SPEED_COLUMNS.values():
+            figures = measured.get(key)
+            cells.append("" if figures is None else rate(figures["images_per_second"], figures["cpu_ms_per_image"]))
+        rows.append(cells)
+    return table(["backbone, images", *SPEED_COLUMNS], rows)
+
+
+def deploy_formats() -> str:
+    results = load("deploy.json")
+    rows = []
+    for key, name in FORMAT_NAMES.items():
+        figures = results["formats"][key]
+        agreement = results["agreement"].get(key)
+        agrees = (
+            "same network"
+            if agreement is None
+            else " / ".join(f"{agreement[part]['agree']} of {agreement[part]['images']}" for part in agreement)
+        )
+        rows.append([name, f"{figures['mb']:.2f}", f"{figures['ms_per_image']:.2f}", agrees])
+    return table(["format", "MB", "ms per image", "agrees with Keras: stamps test / held out / all"], rows)
+
+
+def deploy_backbones() -> str:
+    rows = []
+    for backbone in load("deploy.json")["backbones"]:
+        milliseconds = backbone["ms_per_image"]
+        accuracy = interval(backbone["many_classes_accuracy"], *backbone["many_classes_interval"])
+        rows.append(
+            [
+                f"`{backbone['backbone']}`",
+                f"{backbone['input_size']} px",
+                f"{backbone['tflite_float_mb']:.2f}",
+                f"{backbone['tflite_int8_mb']:.2f}",
+                f"{milliseconds['tflite_float']:.2f}",
+                f"{milliseconds['tflite_int8']:.2f}",
+                accuracy,
+            ]
+        )
+    header = ["backbone", "input", "float MB", "int8 MB", "ms float", "ms int8"]
+    return table([*header, "many_classes accuracy [95% interval] (same recipe)"], rows)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "deploy_formats": deploy_formats,
+    "deploy_backbones": deploy_backbones,
+    "many_classes": many_classes,
+    "many_classes_150": many_classes_150,
+    "speed": speed,
+}
+
+
+def marked(name: str) -> re.Pattern:
+    return re.compile(
+        rf"(<!-- bench/readme\.py: {name} -->\n).*?(\n<!-- end of bench/readme\.py: {name} -->)", flags=re.S
+    )
+
+
+def render(text: str) -> str:
+    """``text`` (the README) with every marked table rewritten from bench/results/."""
+    for name, make in TABLES.items():
+        pattern = marked(name)
+        if len(pattern.findall(text)) != 1:
+            raise SystemExit(f"error: {README} must hold the markers of table {name!r} once: see {__file__}")
+        match = pattern.search(text)
+        text = text[: match.end(1)] + make() + text[match.start(2) :]
+    return text
+
+
+def stale_tables(text: str) -> list[str]:
+    """Names of the tables whose text in ``text`` differs from what the results files give."""
+    fresh = render(text)
+    return [name for name in TABLES if marked(name).search(text).group(0) != marked(name).search(fresh).group(0)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if README.md is out of date")
+    arguments = parser.parse_args(argv)
+    text = README.read_text()
+    if arguments.check:
+        stale = stale_tables(text)
+        if stale:
+            print(f"README.md is out of date for {', '.join(stale)}: run python bench/readme.py", file=sys.stderr)
+        return 1 if stale else 0
+    README.write_text(render(text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
