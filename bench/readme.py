@@ -159,7 +159,59 @@ def deploy_backbones() -> str:
     return table([*header, "many_classes accuracy [95% interval] (same recipe)"], rows)
 
 
+def paired(comparison: dict, reference: str) -> str:
+    verdict = "within noise" if comparison["low"] <= 0 <= comparison["high"] else "a real difference"
+    return (
+        f"{interval(comparison['value'], comparison['low'], comparison['high'], sign=True)} vs {reference}: {verdict}"
+    )
+
+
+def fine_tuning() -> str:
+    results = load("fine_tuning.json")
+    auto = results["auto"]
+    rows = []
+    for row in results["rows"]:
+        against = ""
+        if row["name"] in auto["fine_tuned_against_best_frozen"]:
+            against = paired(auto["fine_tuned_against_best_frozen"][row["name"]], auto["best_frozen"])
+        elif "against_the_recipe" in row:
+            against = paired(row["against_the_recipe"], "the recipe")
+        name = row["name"] + (" (**chosen on validation**)" if row.get("chosen") else "")
+        test = interval(row["accuracy"], *row["interval"])
+        rows.append([name, percent(row["validation_accuracy"]), test, against, f"{row['seconds']:.0f}"])
+    header = ["recipe", "validation", "test top-1 [95% interval]", "paired, on the same test images", "seconds"]
+    return table(header, rows)
+
+
+def fine_tuning_runs() -> str:
+    rows = []
+    for name in ("fine_tuning.json", "fine_tuning_150.json"):
+        results = load(name)
+        auto = results["auto"]
+        chosen = next(row for row in results["rows"] if row.get("chosen"))
+        fine = next(row for row in results["rows"] if row["fine_tuned"] and "against_the_recipe" not in row)
+        speed = f"{fine['notes']['seconds_per_epoch']} s, {fine['notes']['training_images_per_second']} images/s"
+        precision = results.get("precision")
+        rows.append(
+            [
+                f"`{results['dataset']}`",
+                str(results["num_classes"]),
+                str(results["num_test_images"]),
+                chosen["name"],
+                interval(chosen["accuracy"], *chosen["interval"]),
+                f"{percent(results['target'])}: {'met' if results['target_met'] else 'not met'}",
+                f"{auto['wall_seconds'] / 60:.1f} min",
+                speed,
+                f"{precision['bfloat16_against_float32']}x" if precision else "",
+            ]
+        )
+    header = ["dataset", "labels", "test images", "chosen on validation", "its test top-1 [95% interval]", "target"]
+    return table([*header, "`--recipe=auto`, caching included", "an epoch of fine-tuning", "bfloat16 / float32"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "fine_tuning": fine_tuning,
+    "fine_tuning_runs": fine_tuning_runs,
     "deploy_formats": deploy_formats,
     "deploy_backbones": deploy_backbones,
     "many_classes": many_classes,
