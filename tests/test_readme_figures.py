@@ -66,3 +66,8 @@ def prose(title_start: str) -> str:
 @pytest.mark.parametrize("title_start", ["The tutorial's commands", "Many classes", "Speed"])
 def test_the_prose_around_the_tables_quotes_no_measured_figure(title_start):
     assert MEASURED.findall(prose(title_start)) == []
+
+
+@pytest.mark.parametrize("title_start", ["Fine-tuning", "Image search"])
+def test_the_newer_sections_quote_measured_figures_only_in_generated_tables(title_start):
+    assert MEASURED.findall(prose(title_start)) == []
