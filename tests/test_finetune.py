@@ -108,6 +108,7 @@ def test_the_range_test_raises_the_rate_until_the_loss_climbs(stamps_dir, tmp_pa
     assert found["suggested"] == pytest.approx(found["lowest_loss_rate"] / 10)
 
 
+@pytest.mark.slow
 def test_retrain_with_fine_tuning_applies_its_flags_and_exports_a_model_that_labels(stamps_dir, tmp_path):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=10)
     settings = config_for(

@@ -59,6 +59,7 @@ def test_search_needs_validation_images(small, lite0, tmp_path):
         pipeline.search([pipeline.HeadRecipe("a", train.TrainConfig())], none, lite0, tmp_path)
 
 
+@pytest.mark.slow
 def test_retrain_auto_writes_the_table_and_the_model_it_chose(stamps_dir, tmp_path, capsys):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=10)
     settings = config_for(tmp_path, image_dir, recipe="auto", fine_tune_epochs=1, fine_tune_blocks=1)
