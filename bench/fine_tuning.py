@@ -15,7 +15,7 @@
    test images, paired against the recipe: no augmentation (the plain images only), batch norms
    frozen (equal epochs, no early stopping in either), a learning-rate range test.
 3. **Precision**: training steps per second in float32 and in mixed bfloat16 on this CPU.
-4. ``--stamps``: ``make demo``'s program and ``retrain.py --recipe=auto`` on the stamps set, each a
+4. ``--stamps``: ``make demo``'s program and its command with ``--recipe=auto`` on the stamps set, each a
    whole process in a fresh project folder (datasets and converted backbones linked in), in
    alternating rounds: is the auto run within the demo's time?
 
@@ -117,7 +117,7 @@ def precision_speed(prepared: finetune.Prepared, num_classes: int, steps: int = 
 
 
 def stamps_times(rounds: int = 2) -> dict:
-    """Whole-process seconds of ``python -m tlcourse.demo`` and of ``retrain.py --recipe=auto`` on stamps,
+    """Whole-process seconds of ``python -m tlcourse.demo`` and of its command with ``--recipe=auto`` on stamps,
     each in a fresh project folder, alternating; and what the auto run chose."""
     times: dict[str, list[float]] = {"demo": [], "auto": []}
     chosen = None
@@ -134,7 +134,9 @@ def stamps_times(rounds: int = 2) -> dict:
                         sys.executable,
                         str(ROOT / "retrain.py"),
                         f"--image_dir={tlc.datasets.stamps()}",
-                        "--recipe=auto",
+                        "--recipe=auto",  # with the demo's own flags
+                        "--how_many_training_steps=1000",
+                        "--train_batch_size=100",
                         f"--bottleneck_dir={out / 'bottlenecks'}",
                         f"--output_graph={out / 'g.pb'}",
                         f"--output_labels={out / 'labels.txt'}",

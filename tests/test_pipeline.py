@@ -42,8 +42,16 @@ def test_ties_go_to_the_earlier_cheaper_recipe(small, lite0, tmp_path):
 def test_a_spent_budget_skips_the_later_recipes_but_runs_the_first(small, lite0, tmp_path):
     recipes = [pipeline.HeadRecipe(name, train.TrainConfig(how_many_training_steps=20)) for name in ("a", "b")]
     search = pipeline.search(recipes, small, lite0, tmp_path, time_budget_minutes=1e-6, progress=False)
-    assert [t.name for t in search.trained] == ["a"] and search.skipped == ["b"]
+    assert [t.name for t in search.trained] == ["a"] and list(search.skipped) == ["b"]
     assert "not run: the time budget" in str(search)
+
+
+def test_no_recipe_runs_after_one_that_is_right_on_every_validation_image(small, lite0, tmp_path, monkeypatch):
+    perfect = pipeline.stats.Interval(1.0, 0.7, 1.0, 3, 3)
+    monkeypatch.setattr(pipeline, "validation_accuracy", lambda trained: perfect)
+    recipes = [pipeline.HeadRecipe(name, train.TrainConfig(how_many_training_steps=20)) for name in ("a", "b")]
+    search = pipeline.search(recipes, small, lite0, tmp_path, progress=False)
+    assert [t.name for t in search.trained] == ["a"] and "right on every validation image" in search.skipped["b"]
 
 
 def test_the_l2_penalty_is_chosen_on_validation_from_the_grid(small, lite0, tmp_path):

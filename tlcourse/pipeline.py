@@ -157,7 +157,7 @@ class Search:
 
     trained: list[Trained]
     validation: list[stats.Interval]  # of each recipe tried, in the same order
-    skipped: list[str]  # recipes the time budget left no room for
+    skipped: dict[str, str]  # recipe -> why it did not run (the budget was spent, or it could not win)
     budget_minutes: float
 
     @property
@@ -192,8 +192,7 @@ class Search:
                 f"{row['recipe'][:43]:<43} {row['validation_accuracy']:6.1%} [{low:.1%}, {high:.1%}]"
                 f"   {row['seconds']:7.0f}{mark}"
             )
-        spent = f"not run: the time budget ({self.budget_minutes:g} min) was spent"
-        lines += [f"{name[:43]:<43} {spent}" for name in self.skipped]
+        lines += [f"{name[:43]:<43} not run: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
 
 
@@ -208,49 +207,24 @@ def search(
 ) -> Search:
     """Train ``recipes`` in order (cheapest first) until the budget is spent; choose on validation.
 
-    After the first, a recipe starts only while time is left; a fine-tuning recipe that runs past
-    the budget stops after the epoch that crosses it, keeping its best epoch so far.
+    After the first, a recipe starts only while time is left, and only while no recipe has been
+    right on every validation image (a later one could then at best tie, and ties go to the
+    cheaper). A fine-tuning recipe that runs past the budget stops after the epoch that crosses
+    it, keeping its best epoch so far.
     """
     if not len(dataset.split("validation")):
         raise ValueError("choosing a recipe needs validation images: raise validation_percentage")
     deadline = time.monotonic() + 60 * time_budget_minutes
-    trained, skipped = [], []
+    trained, validation, skipped = [], [], {}
     for recipe in recipes:
+        if validation and max(v.value for v in validation) == 1.0:
+            skipped[recipe.name] = "an earlier recipe was right on every validation image"
+            continue
         if trained and time.monotonic() >= deadline:  # the first, cheapest recipe always runs
-            skipped.append(recipe.name)
+            skipped[recipe.name] = f"the time budget ({time_budget_minutes:g} min) was spent"
             continue
         if progress:
             print(f"recipe: {recipe.name}", flush=True)
         trained.append(recipe.train(dataset, backbone, Path(bottleneck_dir), progress, deadline=deadline))
-    return Search(trained, [validation_accuracy(t) for t in trained], skipped, time_budget_minutes)
-
-
-# The tuned new layer of notebooks/08_many_classes.ipynb: Adam, a cosine schedule, early stopping on
-# the whole validation split, standardised bottlenecks; its L2 penalty chosen from L2_GRID.
-TUNED_HEAD_SETTINGS = {
-    "optimizer": "adam",
-    "learning_rate": 0.001,
-    "learning_rate_schedule": "cosine",
-    "how_many_training_steps": 3000,
-    "train_batch_size": 100,
-    "validation_batch_size": -1,
-    "eval_step_interval": 50,
-    "early_stopping_patience": 10,
-    "standardize_bottlenecks": True,
-}
-L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
-
-
-def auto_recipes(given: train.TrainConfig, fine_tune: finetune.FineTuneConfig | None) -> list[Recipe]:
-    """What ``retrain.py --recipe=auto`` tries, cheapest first: the new layer the flags describe, the
-    tuned new layer, and (for a backbone that can be fine-tuned) the top blocks fine-tuned."""
-    shared = {"seed": given.seed, "final_tensor_name": given.final_tensor_name, "summaries_dir": given.summaries_dir}
-    recipes: list[Recipe] = [
-        HeadRecipe("new layer, as the flags say", given),
-        HeadRecipe(
-            "tuned new layer (L2 chosen on validation)", train.TrainConfig(**TUNED_HEAD_SETTINGS, **shared), L2_GRID
-        ),
-    ]
-    if fine_tune is not None:
-        recipes.append(FineTuneRecipe(f"top {fine_tune.blocks} blocks fine-tuned", fine_tune))
-    return recipes
+        validation.append(validation_accuracy(trained[-1]))
+    return Search(trained, validation, skipped, time_budget_minutes)
