@@ -228,3 +228,34 @@ def search(
         trained.append(recipe.train(dataset, backbone, Path(bottleneck_dir), progress, deadline=deadline))
         validation.append(validation_accuracy(trained[-1]))
     return Search(trained, validation, skipped, time_budget_minutes)
+
+
+# The tuned new layer of notebooks/08_many_classes.ipynb: Adam, a cosine schedule, early stopping on
+# the whole validation split, standardised bottlenecks; its L2 penalty chosen from L2_GRID.
+TUNED_HEAD_SETTINGS = {
+    "optimizer": "adam",
+    "learning_rate": 0.001,
+    "learning_rate_schedule": "cosine",
+    "how_many_training_steps": 3000,
+    "train_batch_size": 100,
+    "validation_batch_size": -1,
+    "eval_step_interval": 50,
+    "early_stopping_patience": 10,
+    "standardize_bottlenecks": True,
+}
+L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
+
+
+def auto_recipes(given: train.TrainConfig, fine_tune: finetune.FineTuneConfig | None) -> list[Recipe]:
+    """What ``retrain.py --recipe=auto`` tries, cheapest first: the new layer the flags describe, the
+    tuned new layer, and (for a backbone that can be fine-tuned) the top blocks fine-tuned."""
+    shared = {"seed": given.seed, "final_tensor_name": given.final_tensor_name, "summaries_dir": given.summaries_dir}
+    recipes: list[Recipe] = [
+        HeadRecipe("new layer, as the flags say", given),
+        HeadRecipe(
+            "tuned new layer (L2 chosen on validation)", train.TrainConfig(**TUNED_HEAD_SETTINGS, **shared), L2_GRID
+        ),
+    ]
+    if fine_tune is not None:
+        recipes.append(FineTuneRecipe(f"top {fine_tune.blocks} blocks fine-tuned", fine_tune))
+    return recipes
