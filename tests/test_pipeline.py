@@ -73,8 +73,8 @@ def test_retrain_auto_writes_the_table_and_the_model_it_chose(stamps_dir, tmp_pa
     settings = config_for(tmp_path, image_dir, recipe="auto", fine_tune_epochs=1, fine_tune_blocks=1)
     result = retrain.retrain(settings, progress=False)
     report = json.loads((tmp_path / "out" / "g.report.json").read_text())
-    tried = report["recipe_search"]["tried"]
-    assert [row["recipe"] for row in tried] == [
+    tried, skipped = report["recipe_search"]["tried"], report["recipe_search"]["skipped"]
+    assert [row["recipe"] for row in tried] + list(skipped) == [
         "new layer, as the flags say",
         "tuned new layer (L2 chosen on validation)",
         "top 1 blocks fine-tuned",
