@@ -209,8 +209,22 @@ def fine_tuning_runs() -> str:
     return table([*header, "`--recipe=auto`, caching included", "an epoch of fine-tuning", "bfloat16 / float32"], rows)
 
 
+def fine_tuning_stamps() -> str:
+    results = load("fine_tuning_stamps.json")
+    rows = [
+        ["`make demo`'s program (`python -m tlcourse.demo`)", ", ".join(f"{t} s" for t in results["demo"]), ""],
+        [
+            "its command with `--recipe=auto`",
+            ", ".join(f"{t} s" for t in results["auto"]),
+            f"{results['auto_chosen']}; {results['auto_against_demo']}x the demo",
+        ],
+    ]
+    return table(["stamps, a whole process in a fresh project folder", "each round", "chosen"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "fine_tuning": fine_tuning,
+    "fine_tuning_stamps": fine_tuning_stamps,
     "fine_tuning_runs": fine_tuning_runs,
     "deploy_formats": deploy_formats,
     "deploy_backbones": deploy_backbones,
