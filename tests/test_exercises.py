@@ -22,6 +22,7 @@ REQUIRED = {
     "train_softmax_layer": "03_retrain",
     "top_k_accuracy": "04_label_new_images",
     "find_near_duplicates": "05_your_data",
+    "warmup_cosine": "09_fine_tuning",
     "expected_calibration_error": "10_trust_a_score",
     "fit_temperature": "10_trust_a_score",
 }

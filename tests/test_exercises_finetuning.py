@@ -3,9 +3,11 @@
 import re
 
 import keras
+import numpy as np
 import pytest
 
 import tlcourse.exercises as exercises
+from tests import exercise_mistakes
 from tlcourse import finetune
 from tlcourse.exercises import finetuning
 
@@ -114,3 +116,41 @@ def test_a_stub_is_not_written():
         ...
 
     assert exercises.grade(NAME, freeze_for_fine_tuning, seed=0).status == "not_written"
+
+
+# ------------------------------------------------------------------------------------------ warmup_cosine
+
+SEEDS = range(25)
+SCHEDULE_MISTAKES = exercise_mistakes.MISTAKES["warmup_cosine"]
+
+
+def test_warmup_cosine_is_the_package_schedule():
+    """One formula: the reference (numpy) and the recipe's WarmupCosine (Keras tensors) agree at every step."""
+    settings = [(1e-3, 100, 10), (1e-2, 40, 0), (5e-3, 4, 3), (0.3, 1, 0), (2e-4, 2, 1), (1e-3, 10000, 500)]
+    settings += [(1e-3, total, int(0.05 * total)) for total in (7, 19, 20, 21, 160, 1234)]  # fine_tune's warm-up
+    for peak, total, warmup in settings:
+        steps = np.arange(0, int(1.3 * total) + 3)
+        schedule = finetune.WarmupCosine(peak, total, warmup)
+        package = np.array([float(schedule(int(step))) for step in steps])
+        assert np.allclose(finetuning.warmup_cosine(steps, peak, total, warmup), package, rtol=1e-5, atol=1e-7 * peak)
+        assert finetuning.warmup_cosine(warmup, peak, total, warmup) == pytest.approx(peak)
+        assert finetuning.warmup_cosine(total, peak, total, warmup) == 0.0
+        assert isinstance(finetuning.warmup_cosine(int(steps[-1]), peak, total, warmup), float)
+
+
+def test_warmup_cosine_graded_right_on_every_seed():
+    namespace = {}
+    exec(compile(exercises.reference_source("warmup_cosine"), "<warmup_cosine>", "exec"), namespace)
+    for seed in SEEDS:
+        for function in [namespace["warmup_cosine"], *exercise_mistakes.CORRECT["warmup_cosine"]]:
+            outcome = exercises.grade("warmup_cosine", function, seed=seed)
+            assert outcome.passed, (seed, function.__name__, outcome.message)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"), SCHEDULE_MISTAKES, ids=[wrong.__name__ for wrong, _ in SCHEDULE_MISTAKES]
+)
+def test_every_warmup_cosine_mistake_fails_with_its_message_on_every_seed(wrong, message):
+    for seed in SEEDS:
+        outcome = exercises.grade("warmup_cosine", wrong, seed=seed)
+        assert outcome.status == "failed" and message in outcome.message, (wrong.__name__, seed, outcome.message)
