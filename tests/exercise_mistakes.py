@@ -1281,3 +1281,183 @@ CORRECT = {
     "folds_for": [folds_other_way],
     "shard_of": [shard_other_way],
 }
+
+
+# ------------------------------------------------------------------------------------------ warmup_cosine
+# Lesson 09. Each wrong schedule differs from the right one only where the brief's classic mistake does.
+
+
+def _schedule(step, peak, total_steps, warmup_steps, rise=None, decay=None, clamp=True):
+    steps = np.asarray(step, dtype=float)
+    progress = (steps - warmup_steps) / (total_steps - warmup_steps)
+    progress = np.clip(progress, 0.0, 1.0) if clamp else np.maximum(progress, 0.0)
+    rising = rise(steps, warmup_steps) if rise else steps / max(warmup_steps, 1)
+    falling = decay(progress, steps) if decay else 0.5 * (1.0 + np.cos(np.pi * progress))
+    rate = peak * np.where(steps < warmup_steps, rising, falling)
+    return rate if rate.ndim else float(rate)
+
+
+def schedule_cosine_not_halved(step, peak, total_steps, warmup_steps):
+    return _schedule(step, peak, total_steps, warmup_steps, decay=lambda p, s: np.cos(np.pi * p))
+
+
+def schedule_cosine_to_half_peak(step, peak, total_steps, warmup_steps):
+    return _schedule(step, peak, total_steps, warmup_steps, decay=lambda p, s: 0.5 * (1 + np.cos(np.pi / 2 * p)))
+
+
+def schedule_cosine_to_half_peak_mixed(step, peak, total_steps, warmup_steps):
+    return _schedule(step, peak, total_steps, warmup_steps, decay=lambda p, s: 0.5 + 0.25 * (1 + np.cos(np.pi * p)))
+
+
+def schedule_one_plus_cosine(step, peak, total_steps, warmup_steps):
+    return _schedule(step, peak, total_steps, warmup_steps, decay=lambda p, s: 1 + np.cos(np.pi * p))
+
+
+def schedule_warmup_plus_one(step, peak, total_steps, warmup_steps):
+    return _schedule(step, peak, total_steps, warmup_steps, rise=lambda s, w: (s + 1) / max(w, 1))
+
+
+def schedule_warmup_one_early(step, peak, total_steps, warmup_steps):
+    return _schedule(step, peak, total_steps, warmup_steps, rise=lambda s, w: s / max(w - 1, 1))
+
+
+def schedule_warmup_integer_division(step, peak, total_steps, warmup_steps):
+    return _schedule(step, peak, total_steps, warmup_steps, rise=lambda s, w: s // max(w, 1))
+
+
+def schedule_progress_over_total(step, peak, total_steps, warmup_steps):
+    steps = np.asarray(step, dtype=float)
+    progress = np.clip((steps - warmup_steps) / total_steps, 0.0, 1.0)
+    rate = peak * np.where(steps < warmup_steps, steps / max(warmup_steps, 1), 0.5 * (1 + np.cos(np.pi * progress)))
+    return rate if rate.ndim else float(rate)
+
+
+def schedule_cosine_from_step_0(step, peak, total_steps, warmup_steps):
+    steps = np.asarray(step, dtype=float)
+    progress = np.clip(steps / total_steps, 0.0, 1.0)  # the cosine counted from step 0, over the whole run
+    rate = peak * np.where(steps < warmup_steps, steps / max(warmup_steps, 1), 0.5 * (1 + np.cos(np.pi * progress)))
+    return rate if rate.ndim else float(rate)
+
+
+def schedule_linear_decay(step, peak, total_steps, warmup_steps):
+    return _schedule(step, peak, total_steps, warmup_steps, decay=lambda p, s: 1 - p)
+
+
+def schedule_no_clamp(step, peak, total_steps, warmup_steps):
+    return _schedule(step, peak, total_steps, warmup_steps, clamp=False)
+
+
+def schedule_floor(step, peak, total_steps, warmup_steps):
+    floor = 0.1  # a tenth of the peak, as many recipes end
+    return _schedule(
+        step, peak, total_steps, warmup_steps, decay=lambda p, s: floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * p))
+    )
+
+
+def schedule_floor_absolute(step, peak, total_steps, warmup_steps):
+    floor = 1e-6  # a minimum rate
+    steps = np.asarray(step, dtype=float)
+    progress = np.clip((steps - warmup_steps) / (total_steps - warmup_steps), 0.0, 1.0)
+    falling = floor + (peak - floor) * 0.5 * (1 + np.cos(np.pi * progress))
+    rate = np.where(steps < warmup_steps, peak * steps / max(warmup_steps, 1), falling)
+    return rate if rate.ndim else float(rate)
+
+
+def schedule_no_warmup(step, peak, total_steps, warmup_steps):
+    steps = np.asarray(step, dtype=float)
+    progress = np.clip((steps - warmup_steps) / (total_steps - warmup_steps), 0.0, 1.0)
+    rate = peak * 0.5 * (1 + np.cos(np.pi * progress))  # at the peak from step 0 until the decay starts
+    return rate if rate.ndim else float(rate)
+
+
+def schedule_scalar_only(step, peak, total_steps, warmup_steps):
+    import math  # noqa: PLC0415
+
+    if step < warmup_steps:
+        return peak * step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def schedule_divides_by_zero(step, peak, total_steps, warmup_steps):
+    rising = peak * step / warmup_steps  # an int step and warmup_steps = 0: ZeroDivisionError (an array: inf)
+    steps = np.asarray(step, dtype=float)
+    progress = np.clip((steps - warmup_steps) / (total_steps - warmup_steps), 0.0, 1.0)
+    rate = np.where(steps < warmup_steps, rising, peak * 0.5 * (1 + np.cos(np.pi * progress)))
+    return rate if rate.ndim else float(rate)
+
+
+def schedule_nan_without_warmup(step, peak, total_steps, warmup_steps):
+    steps = np.asarray(step, dtype=float)
+    with np.errstate(all="ignore"):
+        warm = np.minimum(1.0, steps / warmup_steps)  # 0 / 0 = nan at step 0 when warmup_steps is 0
+    progress = np.clip((steps - warmup_steps) / (total_steps - warmup_steps), 0.0, 1.0)
+    rate = peak * warm * 0.5 * (1 + np.cos(np.pi * progress))
+    return rate if rate.ndim else float(rate)
+
+
+def schedule_forgets_peak(step, peak, total_steps, warmup_steps):
+    return _schedule(step, 1.0, total_steps, warmup_steps)
+
+
+def schedule_array_only(step, peak, total_steps, warmup_steps):
+    steps = step.astype(float)  # AttributeError on a plain int
+    return _schedule(steps, peak, total_steps, warmup_steps)
+
+
+def schedule_clamps_steps_in_place(step, peak, total_steps, warmup_steps):
+    if isinstance(step, np.ndarray):
+        np.minimum(step, total_steps, out=step)  # clamps the caller's array
+    return _schedule(step, peak, total_steps, warmup_steps)
+
+
+MISTAKES["warmup_cosine"] = [
+    (schedule_cosine_not_halved, "did you forget the 0.5 * (1 + ...)?"),
+    (schedule_cosine_to_half_peak, "from the peak to half the peak"),
+    (schedule_cosine_to_half_peak_mixed, "from the peak to half the peak"),
+    (schedule_one_plus_cosine, "twice the peak"),
+    (schedule_warmup_plus_one, "(step + 1) / warmup_steps, which is an off-by-one"),
+    (schedule_warmup_one_early, "one step early"),
+    (schedule_warmup_integer_division, "integer division"),
+    (schedule_progress_over_total, "progress over total_steps"),
+    (schedule_cosine_from_step_0, "progress over total_steps"),
+    (schedule_linear_decay, "decays linearly"),
+    (schedule_no_clamp, "the cosine climbs back up"),
+    (schedule_floor, "decays to a floor of"),
+    (schedule_floor_absolute, "decays to a floor of"),
+    (schedule_no_warmup, "there is no warm-up"),
+    (schedule_scalar_only, "on an array of steps"),
+    (schedule_divides_by_zero, "ZeroDivisionError with warmup_steps=0"),
+    (schedule_nan_without_warmup, "a division by zero"),
+    (schedule_forgets_peak, "multiply the schedule by `peak`"),
+    (schedule_array_only, "on one int step"),
+    (schedule_clamps_steps_in_place, "changed its input `step` in place"),
+]
+
+
+def schedule_other_way(step, peak, total_steps, warmup_steps):
+    def one(s):
+        if s <= warmup_steps and warmup_steps > 0:  # <=: at step == warmup_steps both formulas give the peak
+            return peak * s / warmup_steps
+        if s >= total_steps:
+            return 0.0
+        return peak * (1 + np.cos(np.pi * (s - warmup_steps) / (total_steps - warmup_steps))) / 2
+
+    if np.ndim(step) == 0:
+        return one(int(step))
+    return np.array([one(int(s)) for s in np.asarray(step).ravel()]).reshape(np.shape(step))
+
+
+def schedule_float32(step, peak, total_steps, warmup_steps):
+    steps = np.asarray(step, dtype=np.float32)
+    rising = steps / np.float32(max(warmup_steps, 1))
+    progress = np.minimum(
+        np.float32(1), np.maximum(np.float32(0), (steps - warmup_steps) / np.float32(total_steps - warmup_steps))
+    )
+    rate = np.float32(peak) * np.where(
+        steps < warmup_steps, rising, np.float32(0.5) * (1 + np.cos(np.float32(np.pi) * progress))
+    )
+    return rate if rate.ndim else float(rate)
+
+
+CORRECT["warmup_cosine"] = [schedule_other_way, schedule_float32]

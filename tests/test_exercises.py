@@ -27,6 +27,7 @@ REQUIRED = {
     "folds_for": "06_why_features_transfer",
     "retrieval_scores": "07_embeddings",
     "freeze_for_fine_tuning": "09_fine_tuning",
+    "warmup_cosine": "09_fine_tuning",
     "expected_calibration_error": "10_trust_a_score",
     "fit_temperature": "10_trust_a_score",
     "representative_dataset": "11_deploy_to_phone",

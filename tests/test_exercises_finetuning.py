@@ -1,5 +1,6 @@
 """The fine-tuning exercise (lesson 09): the reference passes, plausible mistakes fail with their message."""
 
+import numpy as np
 import pytest
 
 import tlcourse.exercises as exercises
@@ -43,3 +44,17 @@ def test_a_stub_is_not_written():
         ...
 
     assert exercises.grade(NAME, freeze_for_fine_tuning, seed=0).status == "not_written"
+
+
+def test_warmup_cosine_is_the_package_schedule():
+    """One formula: the reference (numpy) and the recipe's WarmupCosine (Keras tensors) agree at every step."""
+    settings = [(1e-3, 100, 10), (1e-2, 40, 0), (5e-3, 4, 3), (0.3, 1, 0), (2e-4, 2, 1), (1e-3, 10000, 500)]
+    settings += [(1e-3, total, int(0.05 * total)) for total in (7, 19, 20, 21, 160, 1234)]  # fine_tune's warm-up
+    for peak, total, warmup in settings:
+        steps = np.arange(0, int(1.3 * total) + 3)
+        schedule = finetune.WarmupCosine(peak, total, warmup)
+        package = np.array([float(schedule(int(step))) for step in steps])
+        assert np.allclose(finetuning.warmup_cosine(steps, peak, total, warmup), package, rtol=1e-5, atol=1e-7 * peak)
+        assert finetuning.warmup_cosine(warmup, peak, total, warmup) == pytest.approx(peak)
+        assert finetuning.warmup_cosine(total, peak, total, warmup) == 0.0
+        assert isinstance(finetuning.warmup_cosine(int(steps[-1]), peak, total, warmup), float)

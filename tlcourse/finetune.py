@@ -211,14 +211,18 @@ def depth_groups(model: keras.Model) -> dict[int, list]:
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """A rate rising linearly from 0 to ``peak`` over ``warmup_steps``, then falling to 0 on a cosine."""
+    """A rate rising linearly from 0 to ``peak`` over ``warmup_steps``, then falling to 0 on a cosine.
+
+    ``warmup_steps=0``: no warm-up, the first step at the peak. The formula of the graded exercise
+    ``warmup_cosine`` (``tlcourse/exercises/finetuning.py``), here on Keras tensors; a test keeps them equal.
+    """
 
     def __init__(self, peak: float, total_steps: int, warmup_steps: int):
-        self.peak, self.total_steps, self.warmup_steps = peak, max(1, total_steps), max(1, warmup_steps)
+        self.peak, self.total_steps, self.warmup_steps = peak, max(1, total_steps), max(0, warmup_steps)
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
-        rising = step / self.warmup_steps
+        rising = step / max(1, self.warmup_steps)  # unused when warmup_steps is 0: step < 0 never happens
         progress = keras.ops.minimum(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
         falling = 0.5 * (1.0 + keras.ops.cos(np.pi * progress))
         return self.peak * keras.ops.where(step < self.warmup_steps, rising, falling)
