@@ -36,11 +36,11 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 import tlcourse.backbones  # noqa: F401  (registers the preprocessing layer that .keras models hold)
-from tlcourse import export
+from tlcourse import export, safe_graph
 from tlcourse.bottlenecks import image_pipeline
 from tlcourse.calibration import check_threshold
 from tlcourse.data import walk_files
-from tlcourse.errors import ModelFileError, command_line
+from tlcourse.errors import ModelFileError, TLCourseError, command_line
 
 DEFAULT_GRAPH = "retrained_graph.pb"
 DEFAULT_LABELS = "retrained_labels.txt"
@@ -120,7 +120,7 @@ def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -
         raise FileNotFoundError(f"{path}: model not found; pass --graph (retrain writes it with --output_graph)")
     try:
         return _load_classifier(path, final_tensor_name)
-    except ModelFileError:
+    except TLCourseError:  # already says what is wrong (damaged, or refused as unsafe by tlcourse.safe_graph)
         raise
     except Exception as error:  # TensorFlow, Keras and zip errors alike: a damaged or foreign file, named
         kind = "SavedModel folder" if path.is_dir() else f"{path.suffix or 'frozen graph'} model file"
@@ -135,6 +135,7 @@ def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -
 
 def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
     if path.is_dir():  # SavedModel
+        safe_graph.check_saved_model(path)  # before loading, which runs some of it
         loaded = tf.saved_model.load(str(path))
         signatures = loaded.signatures
         serve = ModelFunction(lambda: signatures["serving_default"], loaded)
@@ -161,6 +162,7 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
         graph_def.ParseFromString(path.read_bytes())
     except Exception as error:
         raise ModelFileError(f"{path}: not a TensorFlow GraphDef ({error}); is this the file retrain wrote?") from None
+    safe_graph.check_graph_def(graph_def, path)
     names = {node.name for node in graph_def.node}
     if export.INPUT_NAME not in names:
         raise ModelFileError(f"{path}: this graph has no input named {export.INPUT_NAME!r}; is it one retrain wrote?")
@@ -195,7 +197,9 @@ def on_litert(classifier: Classifier, path: Path) -> Callable | None:
     if path.is_file():
         kept = config.models_dir() / "labelling" / f"{file_hash(path)[:16]}-v{backbones.LITERT_VERSION}.litert"
     try:
-        network = tflite.LiteRTNetwork(classifier.classify_preprocessed, kept)
+        network = tflite.LiteRTNetwork(classifier.classify_preprocessed, kept, source=path)
+    except safe_graph.UnsafeModelError:
+        raise
     except Exception as error:
         warnings.warn(f"{path}: LiteRT could not convert the model ({error}); labelling with TensorFlow", stacklevel=2)
         return None
@@ -207,7 +211,7 @@ def on_litert(classifier: Classifier, path: Path) -> Callable | None:
 
 
 def _tflite_classifier(path: Path) -> Classifier:
-    """A ``.tflite`` model through LiteRT (``ai-edge-litert``; see ``tlcourse.tflite`` for why and the fallback)."""
+    """A ``.tflite`` model through LiteRT (``ai-edge-litert``; see ``tlcourse.tflite`` for why)."""
     from tlcourse import tflite  # noqa: PLC0415
 
     model = tflite.TFLiteClassifier(path)

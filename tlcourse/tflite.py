@@ -16,9 +16,9 @@ float and ``(x - offset) / scale``.
   (what microcontrollers and NPUs need), calibrated on a representative set of training images.
 
 Running them: ``TFLiteClassifier`` uses the maintained LiteRT runtime (PyPI ``ai-edge-litert``,
-module ``ai_edge_litert.interpreter``), because ``tf.lite.Interpreter`` is deprecated and
-scheduled for removal from TensorFlow; where ``ai-edge-litert`` has no wheel (Windows, some Python
-versions) it falls back to ``tf.lite.Interpreter``, which runs the same files.
+module ``ai_edge_litert.interpreter``, wheels for Linux, macOS and Windows), because
+``tf.lite.Interpreter`` is deprecated and scheduled for removal from TensorFlow. LiteRT runs only
+its built-in operations (no TensorFlow "Flex" ones, which can read and write files).
 
 Taught in ``notebooks/11_deploy_to_phone.ipynb``.
 """
@@ -155,7 +155,7 @@ def convert(model, quantization: str = "float32", representative_data: Callable 
             "(e.g. tlcourse.tflite.representative_dataset(images, labels, 100)); retrain.py uses training images"
         )
     function = _function(model, quantization)
-    converter = _converter(function)
+    converter = _converter(function, "the model being converted to TFLite")
     if quantization == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_data
@@ -166,18 +166,23 @@ def convert(model, quantization: str = "float32", representative_data: Callable 
         return converter.convert()
 
 
-def _converter(function):
+def _converter(function, source):
     """A TFLite converter for a ``tf.function`` with an input signature (or a concrete function), weights as constants.
 
     Keras 3 variables are not found by the converter, which would keep them as resource variables
-    (that the int8 calibrator cannot read, and that come out empty without it).
+    (that the int8 calibrator cannot read, and that come out empty without it). The frozen graph
+    is checked by ``tlcourse.safe_graph`` first (``source`` names the model in its error): the
+    converter runs parts of it, and the conversion is run again later.
     """
     import tensorflow as tf  # noqa: PLC0415
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: PLC0415
 
+    from tlcourse import safe_graph  # noqa: PLC0415
+
     if not isinstance(function, tf.types.experimental.ConcreteFunction):
         function = function.get_concrete_function()
     frozen = convert_variables_to_constants_v2(function)
+    safe_graph.check_graph_def(frozen.graph.as_graph_def(), source)
     with quiet():  # "Please consider providing the trackable_obj argument": there are no variables left to track
         return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
@@ -238,15 +243,10 @@ def preprocessing_for_size(size: int) -> Preprocessing:
 
 
 def interpreter_class():
-    """``(Interpreter class, runtime name)``: LiteRT's where installed, else TensorFlow's deprecated one."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    """``(Interpreter class, runtime name)``: LiteRT's (imported here: it starts in a fraction of a second)."""
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
 
-        return Interpreter, "ai-edge-litert"
-    except ImportError:
-        import tensorflow as tf  # noqa: PLC0415
-
-        return tf.lite.Interpreter, "tf.lite.Interpreter"
+    return Interpreter, "ai-edge-litert"
 
 
 class TFLiteClassifier:
@@ -263,7 +263,7 @@ class TFLiteClassifier:
         if content[4:8] != b"TFL3":
             raise ValueError(f"{path}: not a TFLite model (no TFL3 identifier); is this the file retrain wrote?")
         interpreter, self.runtime = interpreter_class()
-        with quiet():  # and tf.lite.Interpreter's deprecation notice, when it is the fallback
+        with quiet():  # LiteRT says which delegate it applies
             self._interpreter = interpreter(model_content=content, num_threads=num_threads)
             self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]
@@ -330,11 +330,11 @@ class LiteRTNetwork:
     Any batch size; one call at a time.
     """
 
-    def __init__(self, function, kept: Path | None = None, num_threads: int | None = None):
+    def __init__(self, function, kept: Path | None = None, num_threads: int | None = None, source="the network"):
         content = _read_kept(kept) if kept is not None else None
         if content is None:
             with quiet():
-                content = _converter(function).convert()
+                content = _converter(function, source).convert()
             if kept is not None:
                 from tlcourse.atomic import atomic_path  # noqa: PLC0415
 
