@@ -21,26 +21,30 @@ in ``notebooks/10_trust_a_score.ipynb``). Taught in ``notebooks/04_label_new_ima
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
 import sys
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 from tqdm.auto import tqdm
 
-import tlcourse.backbones  # noqa: F401  (registers the preprocessing layer that .keras models hold)
-from tlcourse import export, safe_graph
-from tlcourse.bottlenecks import image_pipeline
+from tlcourse import config, safe_graph, tflite
 from tlcourse.calibration import check_threshold
 from tlcourse.data import walk_files
+from tlcourse.download import file_hash
 from tlcourse.errors import ModelFileError, TLCourseError, command_line
+from tlcourse.images import ImageError, load_image
+from tlcourse.preprocessing import Preprocessing, numpy_preprocess
+
+# TensorFlow (and Keras) are imported only where a model needs them: importing them takes longer
+# than labelling an image, and a .tflite model or a kept LiteRT conversion needs neither.
 
 DEFAULT_GRAPH = "retrained_graph.pb"
 DEFAULT_LABELS = "retrained_labels.txt"
@@ -102,6 +106,8 @@ class ModelFunction:
 
     @functools.cached_property
     def concrete(self):
+        import tensorflow as tf  # noqa: PLC0415
+
         with tf.init_scope():  # made outside any function being traced (a tf.data map calls ``preprocess``)
             return self._make()
 
@@ -109,17 +115,23 @@ class ModelFunction:
         return self.concrete
 
     def __call__(self, images):
+        import tensorflow as tf  # noqa: PLC0415
+
         result = self.concrete(tf.convert_to_tensor(images))
         return next(iter(result.values())) if isinstance(result, dict) else result  # a signature: its one output
 
 
 def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -> Classifier:
     """The model at ``path``, from any of the exported formats; ``ModelFileError`` naming it if damaged."""
-    path = Path(path)
+    return _read_model(_load_classifier, Path(path), final_tensor_name)
+
+
+def _read_model(load: Callable, path: Path, final_tensor_name: str):
+    """``load(path, final_tensor_name)``, its failures as a ``FileNotFoundError`` or a ``ModelFileError`` naming it."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: model not found; pass --graph (retrain writes it with --output_graph)")
     try:
-        return _load_classifier(path, final_tensor_name)
+        return load(path, final_tensor_name)
     except TLCourseError:  # already says what is wrong (damaged, or refused as unsafe by tlcourse.safe_graph)
         raise
     except Exception as error:  # TensorFlow, Keras and zip errors alike: a damaged or foreign file, named
@@ -134,6 +146,14 @@ def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -
 
 
 def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
+    if path.suffix == ".tflite":  # fixed-size input: resized outside the model, by the course's own preprocessing
+        return _tflite_classifier(path)
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    import tlcourse.backbones  # noqa: F401, PLC0415  (registers the preprocessing layer that .keras models hold)
+    from tlcourse import export  # noqa: PLC0415
+
     if path.is_dir():  # SavedModel
         safe_graph.check_saved_model(path)  # before loading, which runs some of it
         loaded = tf.saved_model.load(str(path))
@@ -144,8 +164,6 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
             classifier.preprocess = ModelFunction(lambda: signatures["preprocess"], loaded)
             classifier.classify_preprocessed = ModelFunction(lambda: signatures["classify_preprocessed"], loaded)
         return classifier
-    if path.suffix == ".tflite":  # fixed-size input: resized outside the model, by the course's own preprocessing
-        return _tflite_classifier(path)
     if path.suffix == ".keras":
         model = keras.models.load_model(path, safe_mode=True)
         classifier = Classifier(lambda images: model(images, training=False).numpy())
@@ -181,21 +199,27 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
     return classifier
 
 
+def kept_conversion(path: Path) -> Path | None:
+    """Where the LiteRT conversion of the model file ``path`` is kept (None for a SavedModel folder)."""
+    if not path.is_file():  # a SavedModel folder has no one file to hash: converted again each run
+        return None
+    return config.models_dir() / "labelling" / f"{file_hash(path)[:16]}-v{tflite.LITERT_VERSION}.litert"
+
+
 def on_litert(classifier: Classifier, path: Path) -> Callable | None:
     """``classifier.classify_preprocessed`` run by LiteRT, where that is this machine's faster engine; else None.
 
     The conversion (seconds) is kept in the model folder under the model file's hash, so it is
-    made once per model file (the ``KEPT_CONVERSIONS`` last used are kept, older ones removed); a
-    model LiteRT cannot convert is labelled by TensorFlow, with a warning.
+    made once per model file (the ``KEPT_CONVERSIONS`` last used are kept, older ones removed),
+    with the model's preprocessing beside it when ``numpy_preprocess`` reproduces it: later runs
+    then label without TensorFlow (``litert_labeller``). A model LiteRT cannot convert is labelled
+    by TensorFlow, with a warning.
     """
-    from tlcourse import backbones, config, hardware, tflite  # noqa: PLC0415
-    from tlcourse.download import file_hash  # noqa: PLC0415
+    from tlcourse import hardware  # noqa: PLC0415
 
     if not isinstance(classifier.classify_preprocessed, ModelFunction) or hardware.default_engine()[0] != "litert":
         return None
-    kept = None  # a SavedModel folder has no one file to hash: converted again each run
-    if path.is_file():
-        kept = config.models_dir() / "labelling" / f"{file_hash(path)[:16]}-v{backbones.LITERT_VERSION}.litert"
+    kept = kept_conversion(path)
     try:
         network = tflite.LiteRTNetwork(classifier.classify_preprocessed, kept, source=path)
     except safe_graph.UnsafeModelError:
@@ -204,22 +228,62 @@ def on_litert(classifier: Classifier, path: Path) -> Callable | None:
         warnings.warn(f"{path}: LiteRT could not convert the model ({error}); labelling with TensorFlow", stacklevel=2)
         return None
     if kept is not None:
+        preprocessing = _checked_preprocessing(classifier, network.input_size)
+        if preprocessing is not None and not kept.with_suffix(".json").is_file():
+            from tlcourse.atomic import atomic_path  # noqa: PLC0415
+
+            with atomic_path(kept.with_suffix(".json"), keep_suffix=True) as temporary:
+                temporary.write_text(json.dumps(dataclasses.asdict(preprocessing)), encoding="utf-8")
         kept.touch()  # used now: the last to go
         for old in sorted(kept.parent.glob("*.litert"), key=lambda p: p.stat().st_mtime)[:-KEPT_CONVERSIONS]:
             old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
     return network
+
+
+def _checked_preprocessing(classifier: Classifier, size: int) -> Preprocessing | None:
+    """The course backbone's preprocessing for ``size`` if it gives what the model's own first half gives."""
+    try:
+        preprocessing = tflite.preprocessing_for_size(size)
+    except ValueError:  # not a course backbone's input size
+        return None
+    rng = np.random.default_rng(0)
+    for height, width in [(size * 2 + 37, size * 2), (size // 2, size // 2 + 11)]:  # shrunk, then enlarged
+        image = rng.integers(0, 256, (height, width, 3), np.uint8)
+        expected = np.asarray(classifier.preprocess(image[None]))[0]
+        if np.abs(numpy_preprocess(image, preprocessing) - expected).max() > 1e-4:
+            return None
+    return preprocessing
+
+
+@dataclass
+class LiteRTLabeller:
+    """Labelling without TensorFlow: ``prepare`` (one uint8 image -> the network's input), ``classify`` (a batch)."""
+
+    prepare: Callable
+    classify: Callable
+
+
+def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> LiteRTLabeller | None:
+    """A ``.tflite`` model, or the kept LiteRT conversion of a model file with its preprocessing; else None."""
+    if path.suffix == ".tflite":
+        model = tflite.TFLiteClassifier(path)
+        return LiteRTLabeller(model.prepare, model)
+    kept = kept_conversion(path)
+    if kept is None or not kept.with_suffix(".json").is_file() or tflite.read_kept(kept) is None:
+        return None
+    try:
+        preprocessing = Preprocessing(**json.loads(kept.with_suffix(".json").read_text(encoding="utf-8")))
+    except (ValueError, TypeError):  # damaged: TensorFlow labels it, and the conversion's next use writes it again
+        return None
+    network = tflite.LiteRTNetwork(None, kept)
+    return LiteRTLabeller(functools.partial(numpy_preprocess, preprocessing=preprocessing), network)
 
 
 def _tflite_classifier(path: Path) -> Classifier:
     """A ``.tflite`` model through LiteRT (``ai-edge-litert``; see ``tlcourse.tflite`` for why)."""
-    from tlcourse import tflite  # noqa: PLC0415
-
     model = tflite.TFLiteClassifier(path)
-    return Classifier(
-        classify=lambda images: model(np.asarray(model.prepare(images))),
-        preprocess=model.prepare,
-        classify_preprocessed=lambda images: model(np.asarray(images)),
-    )
+    return Classifier(classify=lambda images: model(model.prepare(images)))
 
 
 def image_paths(inputs: list[str | Path]) -> list[Path]:
@@ -262,26 +326,56 @@ def label_images(
     if threshold is not None:
         threshold = check_threshold(threshold)
     class_names = read_labels(labels)
-    classifier = load_classifier(graph, final_tensor_name)
     results = [Labelled(path) for path in image_paths(inputs)]
+    labeller = _read_model(litert_labeller, Path(graph), final_tensor_name)
+    batches = _litert_batches if labeller is not None else _tensorflow_batches
+    errors: dict[str, str] = {}
+    with tqdm(total=len(results), unit="img", desc="labelling", disable=not progress or len(results) < 2) as bar:
+        for indices, probabilities in batches(results, graph, final_tensor_name, batch_size, errors, labeller):
+            for index, row in zip(indices, np.asarray(probabilities), strict=True):
+                results[index].top = _top_k(row, class_names, top_k)
+                if threshold is not None:
+                    results[index].unknown = bool(np.max(row) <= threshold)
+            bar.update(len(indices))
+    for result in results:
+        result.error = errors.get(str(result.path))
+    return results
+
+
+def _litert_batches(results, graph, final_tensor_name, batch_size, errors, labeller: LiteRTLabeller):
+    """(indices, probabilities) batches by LiteRT, images decoded and prepared on every core: no TensorFlow."""
+
+    def prepare(index: int):
+        try:
+            return index, labeller.prepare(load_image(results[index].path))
+        except ImageError as error:
+            errors[str(results[index].path)] = str(error)
+            return index, None
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        prepared = [item for item in pool.map(prepare, range(len(results))) if item[1] is not None]
+        for start in range(0, len(prepared), batch_size):
+            chunk = prepared[start : start + batch_size]
+            yield [index for index, _ in chunk], labeller.classify(np.stack([image for _, image in chunk]))
+
+
+def _tensorflow_batches(results, graph, final_tensor_name, batch_size, errors, labeller=None):
+    """(indices, probabilities) batches by the model file's own TensorFlow functions (or LiteRT, once converted)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from tlcourse.bottlenecks import image_pipeline  # noqa: PLC0415
+
+    classifier = load_classifier(graph, final_tensor_name)
     if classifier.preprocess is None:  # a graph without its halves: whole model, one image at a time
         preprocess, classify, batch_size = tf.identity, classifier.classify, 1
     else:
         preprocess, classify = classifier.preprocess, classifier.classify_preprocessed
         if len(results) >= batch_size:  # enough images to repay a first conversion
             classify = on_litert(classifier, Path(graph)) or classify
-    errors: dict[str, str] = {}
-    dataset = image_pipeline([os.fsencode(result.path) for result in results], preprocess, batch_size, errors)
-    with tqdm(total=len(results), unit="img", desc="labelling", disable=not progress or len(results) < 2) as bar:
-        for indices, images in dataset:
-            for index, probabilities in zip(indices.numpy(), np.asarray(classify(images)), strict=True):
-                results[index].top = _top_k(probabilities, class_names, top_k)
-                if threshold is not None:
-                    results[index].unknown = bool(np.max(probabilities) <= threshold)
-            bar.update(len(indices))
-    for result in results:
-        result.error = errors.get(str(result.path))
-    return results
+    for indices, images in image_pipeline(
+        [os.fsencode(result.path) for result in results], preprocess, batch_size, errors
+    ):
+        yield indices.numpy(), classify(images)
 
 
 def _probability(text: str) -> float:

@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tlcourse.backbones import Preprocessing
+from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing, numpy_fixed_input
 from tlcourse.quiet import quiet
 
 QUANTIZATIONS = ("float32", "int8")
+LITERT_VERSION = 1  # bump when the conversion to LiteRT changes: kept conversions are then made again
 CALIBRATION_IMAGES = 100  # TensorFlow's guidance: a few hundred at most; 100 calibrates a small head well
 _PIL_METHODS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -56,24 +57,18 @@ def model_preprocessing(model) -> Preprocessing:
         ) from None
 
 
-def resize_for_model(images, preprocessing: Preprocessing):
-    """Images of any size -> the fixed ``[size, size, 3]`` uint8 input of a TFLite model (a ``tf.Tensor``).
+def resize_for_model(images, preprocessing: Preprocessing) -> np.ndarray:
+    """Images of any size -> the fixed ``[size, size, 3]`` uint8 input of a TFLite model.
 
     ``images``: one uint8 RGB image ``[height, width, 3]`` or a batch ``[N, height, width, 3]``.
-    Exactly the course's in-model preprocessing (centre crop, antialiased resize), run outside the
-    model, without the final scaling, rounded to uint8: so the model's input moves by at most
-    half a pixel level (the lesson measures it). Works on numpy arrays and inside ``tf.data``.
+    Exactly the course's in-model preprocessing (centre crop, antialiased resize), computed with
+    numpy (``tlcourse.preprocessing``: no TensorFlow needed), without the final scaling, rounded
+    to uint8: so the model's input moves by at most half a pixel level (the lesson measures it).
     """
-    import tensorflow as tf  # noqa: PLC0415
-
-    from tlcourse.backbones import preprocess_images  # noqa: PLC0415
-
-    images = tf.convert_to_tensor(images)
-    single = images.shape.rank == 3
-    batch = images[None] if single else images
-    pixels = preprocess_images(batch, preprocessing) * preprocessing.scale + preprocessing.offset
-    fixed = tf.cast(tf.round(tf.clip_by_value(pixels, 0.0, 255.0)), tf.uint8)
-    return fixed[0] if single else fixed
+    images = np.asarray(images)
+    if images.ndim == 3:
+        return numpy_fixed_input(images, preprocessing)
+    return np.stack([numpy_fixed_input(image, preprocessing) for image in images])
 
 
 def resize_with_pillow(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
@@ -232,13 +227,11 @@ def calibration_images(records, preprocessing: Preprocessing, num_samples: int =
 
 
 def preprocessing_for_size(size: int) -> Preprocessing:
-    """The preprocessing of the backbone whose input is ``size`` pixels (a .tflite file holds only its size)."""
-    from tlcourse.backbones import REGISTRY  # noqa: PLC0415
-
-    for spec in REGISTRY.values():
-        if spec.input_size == size:
-            return spec.preprocessing
-    known = ", ".join(f"{spec.input_size} ({name})" for name, spec in REGISTRY.items())
+    """The preprocessing of the backbone whose input is ``size`` pixels (for a .tflite file without metadata)."""
+    for spec in PREPROCESSINGS.values():
+        if spec.size == size:
+            return spec
+    known = ", ".join(f"{spec.size} ({name})" for name, spec in PREPROCESSINGS.items())
     raise ValueError(f"no course backbone takes {size}-pixel images (known: {known}); pass its preprocessing")
 
 
@@ -325,13 +318,15 @@ class LiteRTNetwork:
 
     The engine behind ``Backbone.bottlenecks`` (preprocessed images -> bottlenecks) and behind
     labelling a folder (preprocessed images -> probabilities). ``function``: a ``tf.function`` with
-    an input signature, or a concrete function. Converted once (seconds) and kept at ``kept``
-    (written atomically, with a CRC-32: a damaged file is made again), so later runs only load it.
-    Any batch size; one call at a time.
+    an input signature, or a concrete function; None to load ``kept`` only. Converted once
+    (seconds) and kept at ``kept`` (written atomically, with a CRC-32: a damaged file is made
+    again), so later runs only load it (in a fraction of a second, without TensorFlow). ``source``
+    names the model in the error if ``tlcourse.safe_graph`` refuses its graph. Any batch size; one
+    call at a time; ``input_size`` is the side of the images it takes.
     """
 
     def __init__(self, function, kept: Path | None = None, num_threads: int | None = None, source="the network"):
-        content = _read_kept(kept) if kept is not None else None
+        content = read_kept(kept) if kept is not None else None
         if content is None:
             with quiet():
                 content = _converter(function, source).convert()
@@ -345,7 +340,8 @@ class LiteRTNetwork:
             num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         with quiet():
             self._interpreter = interpreter(model_content=content, num_threads=num_threads)
-        self._input = self._interpreter.get_input_details()[0]["index"]
+        details = self._interpreter.get_input_details()[0]
+        self._input, self.input_size = details["index"], int(details["shape"][1])
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._shape = None
 
@@ -361,7 +357,7 @@ class LiteRTNetwork:
         return self._interpreter.get_tensor(self._output).copy()
 
 
-def _read_kept(path: Path) -> bytes | None:
+def read_kept(path: Path) -> bytes | None:
     """The flatbuffer kept at ``path``, or None if it is missing or damaged."""
     try:
         data = Path(path).read_bytes()
