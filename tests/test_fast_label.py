@@ -17,7 +17,8 @@ from tlcourse.preprocessing import numpy_preprocess
 NO_TENSORFLOW = """
 import json, sys
 from tlcourse import label
-results = label.label_images(sys.argv[3:], sys.argv[1], sys.argv[2], top_k=3)
+labels = None if sys.argv[2] == "-" else sys.argv[2]  # "-": those packed in the .tflite file
+results = label.label_images(sys.argv[3:], sys.argv[1], labels, top_k=3)
 assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TensorFlow was imported"
 print(json.dumps([result.to_json() for result in results]))
 """
@@ -61,7 +62,7 @@ def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     model = small_model()
     model.save(folder / "model.keras")
-    tflite.write_tflite(model, folder / "model.tflite")
+    tflite.write_tflite(model, folder / "model.tflite", labels=["a", "b", "c"])
     (folder / "labels.txt").write_text("a\nb\nc\n")
     photos = labelled_folder(folder / "photos", ("a", "b"), per_label=3)
     return folder, model, sorted(p for p in photos.rglob("*") if p.is_file())
@@ -69,7 +70,7 @@ def models(tmp_path_factory):
 
 def test_a_tflite_model_is_labelled_without_tensorflow_as_tensorflow_would(models, tmp_path):
     folder, model, photos = models
-    labelled = label_without_tensorflow(folder / "model.tflite", folder / "labels.txt", photos, tmp_path)
+    labelled = label_without_tensorflow(folder / "model.tflite", "-", photos, tmp_path)  # its own labels
     classifier = tflite.TFLiteClassifier(folder / "model.tflite")
     for photo, result in zip(photos, labelled, strict=True):
         image = load_image(photo)

@@ -258,17 +258,21 @@ def _checked_preprocessing(classifier: Classifier, size: int) -> Preprocessing |
 
 @dataclass
 class LiteRTLabeller:
-    """Labelling without TensorFlow: ``prepare`` (one uint8 image -> the network's input), ``classify`` (a batch)."""
+    """Labelling without TensorFlow: ``prepare`` (one uint8 image -> the network's input), ``classify`` (a batch).
+
+    ``labels``: those packed in a .tflite file's metadata, if any.
+    """
 
     prepare: Callable
     classify: Callable
+    labels: list[str] | None = None
 
 
 def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> LiteRTLabeller | None:
     """A ``.tflite`` model, or the kept LiteRT conversion of a model file with its preprocessing; else None."""
     if path.suffix == ".tflite":
         model = tflite.TFLiteClassifier(path)
-        return LiteRTLabeller(model.prepare, model)
+        return LiteRTLabeller(model.prepare, model, model.labels)
     kept = kept_conversion(path)
     if kept is None or not kept.with_suffix(".json").is_file() or tflite.read_kept(kept) is None:
         return None
@@ -312,7 +316,7 @@ def top_k_labels(classify, image, class_names: list[str], top_k: int = 5) -> lis
 def label_images(
     inputs,
     graph=DEFAULT_GRAPH,
-    labels=DEFAULT_LABELS,
+    labels=None,
     top_k: int = 5,
     final_tensor_name="final_result",
     batch_size: int = 32,
@@ -322,12 +326,15 @@ def label_images(
     """Top-k (label, score) for every image in ``inputs``, in order; unreadable images carry an ``error``.
 
     With a ``threshold`` (0 to 1), each result's ``unknown`` says whether its top score is not above it.
+    ``labels``: the labels file; None takes those packed in a .tflite model, else ``DEFAULT_LABELS``.
     """
     if threshold is not None:
         threshold = check_threshold(threshold)
-    class_names = read_labels(labels)
+    class_names = None if labels is None else read_labels(labels)
     results = [Labelled(path) for path in image_paths(inputs)]
     labeller = _read_model(litert_labeller, Path(graph), final_tensor_name)
+    if class_names is None:  # the labels packed in a .tflite model, else the classic default file
+        class_names = labeller.labels if labeller is not None and labeller.labels else read_labels(DEFAULT_LABELS)
     batches = _litert_batches if labeller is not None else _tensorflow_batches
     errors: dict[str, str] = {}
     with tqdm(total=len(results), unit="img", desc="labelling", disable=not progress or len(results) < 2) as bar:
@@ -391,7 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="*", help="image files or folders")
     parser.add_argument("--image", action="append", default=[], help="an image (the classic flag; repeatable)")
     parser.add_argument("--graph", default=DEFAULT_GRAPH, help="frozen .pb, SavedModel folder, .keras or .tflite file")
-    parser.add_argument("--labels", default=DEFAULT_LABELS, help="labels file written by retrain")
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help=f"labels file written by retrain (default: those packed in a .tflite model, else {DEFAULT_LABELS})",
+    )
     parser.add_argument("--top_k", type=int, default=5, help="how many labels to print per image")
     parser.add_argument("--output_layer", default="final_result", help="output tensor name of a frozen graph")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")

@@ -203,9 +203,18 @@ def keras_on_fixed_input(model) -> Callable[[np.ndarray], np.ndarray]:
     return lambda images: run(tf.constant(np.asarray(images, dtype=np.uint8))).numpy()
 
 
-def write_tflite(model, path: str | Path, quantization: str = "float32", representative_data=None) -> None:
-    """Write ``convert(...)`` to ``path`` (in place; ``retrain.write_outputs`` makes it atomic)."""
-    Path(path).write_bytes(convert(model, quantization, representative_data))
+def write_tflite(
+    model, path: str | Path, quantization: str = "float32", representative_data=None, labels: list[str] | None = None
+) -> None:
+    """Write ``convert(...)`` to ``path``, with its TFLite metadata (``tlcourse.tflite_metadata``).
+
+    The metadata gives the input's size, pixel format and preprocessing, the output's meaning and,
+    with ``labels``, packs the labels file. In place; ``retrain.write_outputs`` makes it atomic.
+    """
+    from tlcourse.tflite_metadata import with_metadata  # noqa: PLC0415
+
+    content = convert(model, quantization, representative_data)
+    Path(path).write_bytes(with_metadata(content, labels, model_preprocessing(model), quantization))
 
 
 def calibration_images(records, preprocessing: Preprocessing, num_samples: int = CALIBRATION_IMAGES):
@@ -246,7 +255,9 @@ class TFLiteClassifier:
     """A ``.tflite`` model the course wrote: ``classifier(images)``, uint8 ``[N, size, size, 3]`` -> probabilities.
 
     ``classifier.prepare(image)`` is ``resize_for_model`` for this model's input; ``input_size``,
-    ``input_dtype`` and ``runtime`` say what an app must feed it and what ran it here.
+    ``input_dtype`` and ``runtime`` say what an app must feed it and what ran it here. The
+    preprocessing and ``labels`` come from the file's metadata; a file without metadata gets the
+    preprocessing of the course backbone of its input size, and no labels (None).
     """
 
     def __init__(self, path: str | Path, preprocessing: Preprocessing | None = None, num_threads: int | None = None):
@@ -255,6 +266,10 @@ class TFLiteClassifier:
         content = path.read_bytes()
         if content[4:8] != b"TFL3":
             raise ValueError(f"{path}: not a TFLite model (no TFL3 identifier); is this the file retrain wrote?")
+        from tlcourse.tflite_metadata import read_metadata  # noqa: PLC0415
+
+        info = read_metadata(content, path)
+        self.labels = info.labels if info else None
         interpreter, self.runtime = interpreter_class()
         with quiet():  # LiteRT says which delegate it applies
             self._interpreter = interpreter(model_content=content, num_threads=num_threads)
@@ -265,7 +280,7 @@ class TFLiteClassifier:
         self.input_dtype = np.dtype(self._input["dtype"])
         self.output_dtype = np.dtype(self._output["dtype"])
         self.quantization = "int8" if self.output_dtype != np.float32 else "float32"
-        self.preprocessing = preprocessing or preprocessing_for_size(self.input_size)
+        self.preprocessing = preprocessing or (info.preprocessing if info else preprocessing_for_size(self.input_size))
         if self.preprocessing.size != self.input_size:
             raise ValueError(f"{path}: input is {self.input_size} px but the preprocessing says {preprocessing.size}")
         self._batch = 1
