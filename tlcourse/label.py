@@ -42,6 +42,7 @@ from tlcourse.download import file_hash
 from tlcourse.errors import ModelFileError, TLCourseError, command_line
 from tlcourse.images import ImageError, load_image
 from tlcourse.preprocessing import Preprocessing, numpy_preprocess
+from tlcourse.quiet import import_tensorflow
 
 # TensorFlow (and Keras) are imported only where a model needs them: importing them takes longer
 # than labelling an image, and a .tflite model or a kept LiteRT conversion needs neither.
@@ -148,8 +149,8 @@ def _read_model(load: Callable, path: Path, final_tensor_name: str):
 def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
     if path.suffix == ".tflite":  # fixed-size input: resized outside the model, by the course's own preprocessing
         return _tflite_classifier(path)
+    tf = import_tensorflow()  # without its start-up notes
     import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
 
     import tlcourse.backbones  # noqa: F401, PLC0415  (registers the preprocessing layer that .keras models hold)
     from tlcourse import export  # noqa: PLC0415
@@ -368,7 +369,7 @@ def _litert_batches(results, graph, final_tensor_name, batch_size, errors, label
 
 def _tensorflow_batches(results, graph, final_tensor_name, batch_size, errors, labeller=None):
     """(indices, probabilities) batches by the model file's own TensorFlow functions (or LiteRT, once converted)."""
-    import tensorflow as tf  # noqa: PLC0415
+    tf = import_tensorflow()  # without its start-up notes
 
     from tlcourse.bottlenecks import image_pipeline  # noqa: PLC0415
 
