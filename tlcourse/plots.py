@@ -191,7 +191,9 @@ def plot_recipes(results: list):
     if all(getattr(r, "test_correct", "") for r in results):  # 95% bootstrap intervals over the test images
         intervals = [r.interval() for r in results]
         errors = [[i.value - i.low for i in intervals], [i.high - i.value for i in intervals]]
-    axis.barh(positions - 0.2, [r.accuracy for r in results], height=0.4, label="top-1", color="tab:blue", xerr=errors)
+    axis.barh(
+        positions - 0.2, [r.accuracy for r in results], height=0.4, label="top-1", color="tab:blue", xerr=errors
+    )
     for position, result in zip(positions, results, strict=True):
         right = result.accuracy + (errors[1][position] if errors else 0)
         axis.text(right + 0.01, position - 0.2, f"{result.accuracy:.0%}", va="center", fontsize="small")
