@@ -87,8 +87,9 @@ def test_a_kept_conversion_labels_one_image_without_tensorflow(models, tmp_path,
     graph, labels = folder / "model.keras", folder / "labels.txt"
     expected = label.label_images(photos, graph, labels, top_k=3, batch_size=2)  # a folder: converted and kept
     kept = label.kept_conversion(graph)
-    assert kept.is_file() and json.loads(kept.with_suffix(".json").read_text())["size"] == LITE0.size
-    assert label.litert_labeller(graph) is not None
+    about = json.loads(kept.with_suffix(".json").read_text())
+    assert kept.is_file() and about == {"preprocessing": vars(LITE0), "final_tensor_name": "final_result"}
+    assert label.litert_labeller(graph) is not None and label.litert_labeller(graph, "another_output") is None
     labelled = label_without_tensorflow(graph, labels, photos[:1], tmp_path)
     reference = label.load_classifier(graph)(load_image(photos[0])[None])[0]  # the .keras model, by TensorFlow
     np.testing.assert_allclose(scores(labelled[0], ["a", "b", "c"]), reference, atol=1e-4)

@@ -207,7 +207,7 @@ def kept_conversion(path: Path) -> Path | None:
     return config.models_dir() / "labelling" / f"{file_hash(path)[:16]}-v{tflite.LITERT_VERSION}.litert"
 
 
-def on_litert(classifier: Classifier, path: Path) -> Callable | None:
+def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "final_result") -> Callable | None:
     """``classifier.classify_preprocessed`` run by LiteRT, where that is this machine's faster engine; else None.
 
     The conversion (seconds) is kept in the model folder under the model file's hash, so it is
@@ -233,8 +233,9 @@ def on_litert(classifier: Classifier, path: Path) -> Callable | None:
         if preprocessing is not None and not kept.with_suffix(".json").is_file():
             from tlcourse.atomic import atomic_path  # noqa: PLC0415
 
+            about = {"preprocessing": dataclasses.asdict(preprocessing), "final_tensor_name": final_tensor_name}
             with atomic_path(kept.with_suffix(".json"), keep_suffix=True) as temporary:
-                temporary.write_text(json.dumps(dataclasses.asdict(preprocessing)), encoding="utf-8")
+                temporary.write_text(json.dumps(about), encoding="utf-8")
         kept.touch()  # used now: the last to go
         for old in sorted(kept.parent.glob("*.litert"), key=lambda p: p.stat().st_mtime)[:-KEPT_CONVERSIONS]:
             old.unlink(missing_ok=True)
@@ -270,7 +271,7 @@ class LiteRTLabeller:
 
 
 def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> LiteRTLabeller | None:
-    """A ``.tflite`` model, or the kept LiteRT conversion of a model file with its preprocessing; else None."""
+    """A ``.tflite`` model, or the kept LiteRT conversion of a model file and output, with its preprocessing."""
     if path.suffix == ".tflite":
         model = tflite.TFLiteClassifier(path)
         return LiteRTLabeller(model.prepare, model, model.labels)
@@ -278,8 +279,12 @@ def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> Lite
     if kept is None or not kept.with_suffix(".json").is_file() or tflite.read_kept(kept) is None:
         return None
     try:
-        preprocessing = Preprocessing(**json.loads(kept.with_suffix(".json").read_text(encoding="utf-8")))
-    except (ValueError, TypeError):  # damaged: TensorFlow labels it, and the conversion's next use writes it again
+        about = json.loads(kept.with_suffix(".json").read_text(encoding="utf-8"))
+        preprocessing = Preprocessing(**about["preprocessing"])
+    except (ValueError, TypeError, KeyError):  # damaged: TensorFlow labels it (the file is written again)
+        kept.with_suffix(".json").unlink(missing_ok=True)
+        return None
+    if about.get("final_tensor_name") != final_tensor_name:  # converted for another output
         return None
     network = tflite.LiteRTNetwork(None, kept)
     return LiteRTLabeller(functools.partial(numpy_preprocess, preprocessing=preprocessing), network)
@@ -336,10 +341,13 @@ def label_images(
     labeller = _read_model(litert_labeller, Path(graph), final_tensor_name)
     if class_names is None:  # the labels packed in a .tflite model, else the classic default file
         class_names = labeller.labels if labeller is not None and labeller.labels else read_labels(DEFAULT_LABELS)
-    batches = _litert_batches if labeller is not None else _tensorflow_batches
     errors: dict[str, str] = {}
+    if labeller is not None:
+        batches = _litert_batches(results, labeller, batch_size, errors)
+    else:
+        batches = _tensorflow_batches(results, Path(graph), final_tensor_name, batch_size, errors)
     with tqdm(total=len(results), unit="img", desc="labelling", disable=not progress or len(results) < 2) as bar:
-        for indices, probabilities in batches(results, graph, final_tensor_name, batch_size, errors, labeller):
+        for indices, probabilities in batches:
             for index, row in zip(indices, np.asarray(probabilities), strict=True):
                 results[index].top = _top_k(row, class_names, top_k)
                 if threshold is not None:
@@ -350,7 +358,7 @@ def label_images(
     return results
 
 
-def _litert_batches(results, graph, final_tensor_name, batch_size, errors, labeller: LiteRTLabeller):
+def _litert_batches(results: list[Labelled], labeller: LiteRTLabeller, batch_size: int, errors: dict):
     """(indices, probabilities) batches by LiteRT, images decoded and prepared on every core: no TensorFlow."""
 
     def prepare(index: int):
@@ -361,13 +369,14 @@ def _litert_batches(results, graph, final_tensor_name, batch_size, errors, label
             return index, None
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        prepared = [item for item in pool.map(prepare, range(len(results))) if item[1] is not None]
-        for start in range(0, len(prepared), batch_size):
-            chunk = prepared[start : start + batch_size]
-            yield [index for index, _ in chunk], labeller.classify(np.stack([image for _, image in chunk]))
+        for start in range(0, len(results), batch_size):
+            chunk = range(start, min(start + batch_size, len(results)))
+            prepared = [(index, image) for index, image in pool.map(prepare, chunk) if image is not None]
+            if prepared:
+                yield [index for index, _ in prepared], labeller.classify(np.stack([image for _, image in prepared]))
 
 
-def _tensorflow_batches(results, graph, final_tensor_name, batch_size, errors, labeller=None):
+def _tensorflow_batches(results: list[Labelled], graph: Path, final_tensor_name: str, batch_size: int, errors: dict):
     """(indices, probabilities) batches by the model file's own TensorFlow functions (or LiteRT, once converted)."""
     tf = import_tensorflow()  # without its start-up notes
 
@@ -379,7 +388,7 @@ def _tensorflow_batches(results, graph, final_tensor_name, batch_size, errors, l
     else:
         preprocess, classify = classifier.preprocess, classifier.classify_preprocessed
         if len(results) >= batch_size:  # enough images to repay a first conversion
-            classify = on_litert(classifier, Path(graph)) or classify
+            classify = on_litert(classifier, graph, final_tensor_name) or classify
     for indices, images in image_pipeline(
         [os.fsencode(result.path) for result in results], preprocess, batch_size, errors
     ):

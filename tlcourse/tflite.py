@@ -167,7 +167,7 @@ def _converter(function, source):
     Keras 3 variables are not found by the converter, which would keep them as resource variables
     (that the int8 calibrator cannot read, and that come out empty without it). The frozen graph
     is checked by ``tlcourse.safe_graph`` first (``source`` names the model in its error): the
-    converter runs parts of it, and the conversion is run again later.
+    converter runs parts of it (constant folding, int8 calibration), and LiteRT runs the result.
     """
     import tensorflow as tf  # noqa: PLC0415
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: PLC0415
