@@ -20,7 +20,7 @@ TensorFlow 1 format, which loading runs through its saver and init ops) is refus
 What this does not check: the operations' kernels themselves (a bug in TensorFlow's C++ code can
 still be reached with crafted inputs), ``.keras`` files (loaded in Keras' safe mode, which refuses
 Python code; their graph is checked when converted to LiteRT), and ``.tflite`` files (LiteRT runs
-only its built-in operations). Taught nowhere yet: the README's "Safe formats" section.
+only its built-in operations). Explained in the README, after the options of ``label_image.py``.
 """
 
 from __future__ import annotations
