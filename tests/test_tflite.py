@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,70 @@ def test_quiet_hides_native_output_and_restores_it(capfd):
         raise ValueError("still raised")
     os.write(1, b"restored\n")
     assert "restored" in capfd.readouterr().out
+
+
+def test_tflite_metadata_parses_with_the_schema_packs_the_labels_and_changes_no_answer(tmp_path):
+    """Labels, input size, pixel format and preprocessing inside the .tflite, as metadata_schema.fbs defines them."""
+    import io
+    import zipfile
+
+    from tlcourse import tflite_metadata as metadata
+
+    model, names = small_model(), ["daisy", "rose", "tulip"]
+    tflite.write_tflite(model, tmp_path / "model.tflite", labels=names)
+    content = (tmp_path / "model.tflite").read_bytes()
+    buffer = metadata.metadata_of(content)
+    assert buffer[4:8] == b"M001"  # the schema's file identifier
+    root = metadata.metadata_root(buffer)
+    assert root.string(metadata.MODEL["min_parser_version"]) == "1.0.0"
+    image = root.children(metadata.MODEL["subgraph_metadata"])[0].children(metadata.SUBGRAPH["input_tensor_metadata"])
+    units = image[0].children(metadata.TENSOR["process_units"])
+    normalization = units[0].child(metadata.PROCESS_UNIT["options"])
+    assert (normalization.floats(metadata.NORMALIZATION["mean"]), normalization.floats(1)) == ([0.0], [1.0])
+    with zipfile.ZipFile(io.BytesIO(content)) as files:  # the associated files, appended as a zip
+        assert files.read("labels.txt").decode() == "daisy\nrose\ntulip\n"
+    classifier = tflite.TFLiteClassifier(tmp_path / "model.tflite")
+    assert (classifier.labels, classifier.preprocessing) == (names, LITE0)
+
+    (tmp_path / "plain.tflite").write_bytes(tflite.convert(model))  # no metadata: as before
+    plain = tflite.TFLiteClassifier(tmp_path / "plain.tflite")
+    assert plain.labels is None and plain.preprocessing == LITE0
+    fixed = np.stack([tflite.resize_for_model(image, LITE0) for image in random_images(4)])
+    np.testing.assert_array_equal(classifier(fixed), plain(fixed))
+
+    other = backbones.Preprocessing(224, 0.5, "bilinear", 0.0, 255.0)  # the metadata, not the size, decides
+    (tmp_path / "other.tflite").write_bytes(metadata.with_metadata(tflite.convert(model), None, other, "float32"))
+    assert tflite.TFLiteClassifier(tmp_path / "other.tflite").preprocessing == other
+    assert tflite.TFLiteClassifier(tmp_path / "other.tflite").labels is None
+
+
+def test_label_image_reads_the_labels_from_the_tflite_model(tmp_path, capsys):
+    tflite.write_tflite(small_model(), tmp_path / "model.tflite", labels=["daisy", "rose", "tulip"])
+    folder = labelled_folder(tmp_path / "photos", ("a",), per_label=2)
+    assert label.main([str(folder), f"--graph={tmp_path / 'model.tflite'}", "--json", "--top_k=3"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results) == 2 and all({t["label"] for t in r["top"]} == {"daisy", "rose", "tulip"} for r in results)
+    (tmp_path / "plain.tflite").write_bytes(tflite.convert(small_model()))
+    assert label.main([str(folder), f"--graph={tmp_path / 'plain.tflite'}"]) != 0  # no labels anywhere: said so
+    assert "retrained_labels.txt: labels file not found; pass --labels" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("TLCOURSE_METADATA_SCHEMA") and shutil.which("flatc")),
+    reason="another reader of the schema: set TLCOURSE_METADATA_SCHEMA to metadata_schema.fbs and put flatc on PATH",
+)
+def test_flatc_reads_the_metadata_with_the_official_schema(tmp_path):
+    from tlcourse import tflite_metadata as metadata
+
+    (tmp_path / "m.bin").write_bytes(metadata.metadata_buffer(LITE0, 3, "int8", "classifier"))
+    command = ["flatc", "--json", "--strict-json", "--raw-binary", "-o", str(tmp_path)]
+    subprocess.run([*command, os.environ["TLCOURSE_METADATA_SCHEMA"], "--", str(tmp_path / "m.bin")], check=True)
+    parsed = json.loads((tmp_path / "m.json").read_text())
+    tensors = parsed["subgraph_metadata"][0]
+    image, output = tensors["input_tensor_metadata"][0], tensors["output_tensor_metadata"][0]
+    size = {"width": 224, "height": 224}
+    assert image["content"]["content_properties"] == {"color_space": "RGB", "default_size": size}
+    assert image["process_units"][0]["options"] == {"mean": [0.0], "std": [1.0]}
+    labels_file = output["associated_files"][0]
+    assert (labels_file["name"], labels_file["type"]) == ("labels.txt", "TENSOR_AXIS_LABELS")
+    assert "zero_point" in output["description"]  # how to read an int8 model's uint8 probabilities

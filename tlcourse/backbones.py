@@ -37,6 +37,8 @@ from tlcourse.atomic import atomic_path
 from tlcourse.download import DownloadError, download, file_hash
 from tlcourse.errors import ModelFileError, TLCourseError, command_line
 from tlcourse.export import INPUT_NAME
+from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing
+from tlcourse.tflite import LITERT_VERSION
 
 # Bump when the conversion, decoding or preprocessing code changes in a way that moves the vectors.
 CONVERSION_VERSION = 4
@@ -47,18 +49,6 @@ INCEPTION_FILES = {  # file name -> md5 published by keras.applications
 }
 DEFAULT_OFFLINE = "efficientnet_lite0"
 ENGINES = ("litert", "tensorflow")  # what computes bottlenecks (Backbone.engine)
-LITERT_VERSION = 1  # bump when the conversion to LiteRT changes: kept conversions are then made again
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """Centre crop, resize, then ``(x - offset) / scale``: all a backbone needs to see an image."""
-
-    size: int
-    crop_fraction: float
-    method: str
-    offset: float
-    scale: float
 
 
 @dataclass(frozen=True)
@@ -73,25 +63,23 @@ class BackboneSpec:
         return self.preprocessing.size
 
 
-# Lite: bicubic resize of a 224/256 centre crop, then (x - 127) / 128 reproduces the ImageNet
-# predictions of the original checkpoints. Inception-v3: 299 px, scaled to [-1, 1].
 REGISTRY = {
     "efficientnet_lite0": BackboneSpec(
         "efficientnet_lite0",
         1280,
-        Preprocessing(224, 224 / 256, "bicubic", 127.0, 128.0),
+        PREPROCESSINGS["efficientnet_lite0"],
         "EfficientNet-Lite0, ImageNet top-1 about 75%, 4.7 M parameters; ships with the course (offline).",
     ),
     "efficientnet_lite2": BackboneSpec(
         "efficientnet_lite2",
         1280,
-        Preprocessing(260, 224 / 256, "bicubic", 127.0, 128.0),
+        PREPROCESSINGS["efficientnet_lite2"],
         "EfficientNet-Lite2, ImageNet top-1 about 78%, 6.1 M parameters; ships with the course (offline).",
     ),
     "inception_v3": BackboneSpec(
         "inception_v3",
         2048,
-        Preprocessing(299, 0.875, "bilinear", 127.5, 127.5),
+        PREPROCESSINGS["inception_v3"],
         "Inception-v3, the tutorial's model, 23.8 M parameters; weights are downloaded (online).",
     ),
 }

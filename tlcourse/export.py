@@ -6,7 +6,8 @@ course's ``label_image.py``, TensorFlow Serving, a phone) preprocesses exactly a
 
 Formats:
 - frozen graph (``.pb``, the tutorial's ``--output_graph``): input tensor ``image:0``,
-  output tensor ``final_result:0`` (or ``--final_tensor_name``). A GraphDef holds no Python code.
+  output tensor ``final_result:0`` (or ``--final_tensor_name``). Like any GraphDef it is a program:
+  ``label_image.py`` checks its operations first (``tlcourse.safe_graph``).
   Between the two, ``preprocessed:0`` is the network's input: a labeller can run the model's own
   preprocessing on each image, then the network on whole batches of them.
 - Keras (``.keras``, next to the graph): safe to load with ``keras.models.load_model`` in its

@@ -21,26 +21,31 @@ in ``notebooks/10_trust_a_score.ipynb``). Taught in ``notebooks/04_label_new_ima
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
 import sys
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 from tqdm.auto import tqdm
 
-import tlcourse.backbones  # noqa: F401  (registers the preprocessing layer that .keras models hold)
-from tlcourse import export
-from tlcourse.bottlenecks import image_pipeline
+from tlcourse import config, safe_graph, tflite
 from tlcourse.calibration import check_threshold
 from tlcourse.data import walk_files
-from tlcourse.errors import ModelFileError, command_line
+from tlcourse.download import file_hash
+from tlcourse.errors import ModelFileError, TLCourseError, command_line
+from tlcourse.images import ImageError, load_image
+from tlcourse.preprocessing import Preprocessing, numpy_preprocess
+from tlcourse.quiet import import_tensorflow
+
+# TensorFlow (and Keras) are imported only where a model needs them: importing them takes longer
+# than labelling an image, and a .tflite model or a kept LiteRT conversion needs neither.
 
 DEFAULT_GRAPH = "retrained_graph.pb"
 DEFAULT_LABELS = "retrained_labels.txt"
@@ -102,6 +107,8 @@ class ModelFunction:
 
     @functools.cached_property
     def concrete(self):
+        import tensorflow as tf  # noqa: PLC0415
+
         with tf.init_scope():  # made outside any function being traced (a tf.data map calls ``preprocess``)
             return self._make()
 
@@ -109,18 +116,24 @@ class ModelFunction:
         return self.concrete
 
     def __call__(self, images):
+        import tensorflow as tf  # noqa: PLC0415
+
         result = self.concrete(tf.convert_to_tensor(images))
         return next(iter(result.values())) if isinstance(result, dict) else result  # a signature: its one output
 
 
 def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -> Classifier:
     """The model at ``path``, from any of the exported formats; ``ModelFileError`` naming it if damaged."""
-    path = Path(path)
+    return _read_model(_load_classifier, Path(path), final_tensor_name)
+
+
+def _read_model(load: Callable, path: Path, final_tensor_name: str):
+    """``load(path, final_tensor_name)``, its failures as a ``FileNotFoundError`` or a ``ModelFileError`` naming it."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: model not found; pass --graph (retrain writes it with --output_graph)")
     try:
-        return _load_classifier(path, final_tensor_name)
-    except ModelFileError:
+        return load(path, final_tensor_name)
+    except TLCourseError:  # already says what is wrong (damaged, or refused as unsafe by tlcourse.safe_graph)
         raise
     except Exception as error:  # TensorFlow, Keras and zip errors alike: a damaged or foreign file, named
         kind = "SavedModel folder" if path.is_dir() else f"{path.suffix or 'frozen graph'} model file"
@@ -134,7 +147,16 @@ def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -
 
 
 def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
+    if path.suffix == ".tflite":  # fixed-size input: resized outside the model, by the course's own preprocessing
+        return _tflite_classifier(path)
+    tf = import_tensorflow()  # without its start-up notes
+    import keras  # noqa: PLC0415
+
+    import tlcourse.backbones  # noqa: F401, PLC0415  (registers the preprocessing layer that .keras models hold)
+    from tlcourse import export  # noqa: PLC0415
+
     if path.is_dir():  # SavedModel
+        safe_graph.check_saved_model(path)  # before loading, which runs some of it
         loaded = tf.saved_model.load(str(path))
         signatures = loaded.signatures
         serve = ModelFunction(lambda: signatures["serving_default"], loaded)
@@ -143,8 +165,6 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
             classifier.preprocess = ModelFunction(lambda: signatures["preprocess"], loaded)
             classifier.classify_preprocessed = ModelFunction(lambda: signatures["classify_preprocessed"], loaded)
         return classifier
-    if path.suffix == ".tflite":  # fixed-size input: resized outside the model, by the course's own preprocessing
-        return _tflite_classifier(path)
     if path.suffix == ".keras":
         model = keras.models.load_model(path, safe_mode=True)
         classifier = Classifier(lambda images: model(images, training=False).numpy())
@@ -161,6 +181,7 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
         graph_def.ParseFromString(path.read_bytes())
     except Exception as error:
         raise ModelFileError(f"{path}: not a TensorFlow GraphDef ({error}); is this the file retrain wrote?") from None
+    safe_graph.check_graph_def(graph_def, path)
     names = {node.name for node in graph_def.node}
     if export.INPUT_NAME not in names:
         raise ModelFileError(f"{path}: this graph has no input named {export.INPUT_NAME!r}; is it one retrain wrote?")
@@ -179,43 +200,100 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
     return classifier
 
 
-def on_litert(classifier: Classifier, path: Path) -> Callable | None:
+def kept_conversion(path: Path) -> Path | None:
+    """Where the LiteRT conversion of the model file ``path`` is kept (None for a SavedModel folder)."""
+    if not path.is_file():  # a SavedModel folder has no one file to hash: converted again each run
+        return None
+    return config.models_dir() / "labelling" / f"{file_hash(path)[:16]}-v{tflite.LITERT_VERSION}.litert"
+
+
+def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "final_result") -> Callable | None:
     """``classifier.classify_preprocessed`` run by LiteRT, where that is this machine's faster engine; else None.
 
     The conversion (seconds) is kept in the model folder under the model file's hash, so it is
-    made once per model file (the ``KEPT_CONVERSIONS`` last used are kept, older ones removed); a
-    model LiteRT cannot convert is labelled by TensorFlow, with a warning.
+    made once per model file (the ``KEPT_CONVERSIONS`` last used are kept, older ones removed),
+    with the model's preprocessing beside it when ``numpy_preprocess`` reproduces it: later runs
+    then label without TensorFlow (``litert_labeller``). A model LiteRT cannot convert is labelled
+    by TensorFlow, with a warning.
     """
-    from tlcourse import backbones, config, hardware, tflite  # noqa: PLC0415
-    from tlcourse.download import file_hash  # noqa: PLC0415
+    from tlcourse import hardware  # noqa: PLC0415
 
     if not isinstance(classifier.classify_preprocessed, ModelFunction) or hardware.default_engine()[0] != "litert":
         return None
-    kept = None  # a SavedModel folder has no one file to hash: converted again each run
-    if path.is_file():
-        kept = config.models_dir() / "labelling" / f"{file_hash(path)[:16]}-v{backbones.LITERT_VERSION}.litert"
+    kept = kept_conversion(path)
     try:
-        network = tflite.LiteRTNetwork(classifier.classify_preprocessed, kept)
+        network = tflite.LiteRTNetwork(classifier.classify_preprocessed, kept, source=path)
+    except safe_graph.UnsafeModelError:
+        raise
     except Exception as error:
         warnings.warn(f"{path}: LiteRT could not convert the model ({error}); labelling with TensorFlow", stacklevel=2)
         return None
     if kept is not None:
+        preprocessing = _checked_preprocessing(classifier, network.input_size)
+        if preprocessing is not None and not kept.with_suffix(".json").is_file():
+            from tlcourse.atomic import atomic_path  # noqa: PLC0415
+
+            about = {"preprocessing": dataclasses.asdict(preprocessing), "final_tensor_name": final_tensor_name}
+            with atomic_path(kept.with_suffix(".json"), keep_suffix=True) as temporary:
+                temporary.write_text(json.dumps(about), encoding="utf-8")
         kept.touch()  # used now: the last to go
         for old in sorted(kept.parent.glob("*.litert"), key=lambda p: p.stat().st_mtime)[:-KEPT_CONVERSIONS]:
             old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
     return network
 
 
-def _tflite_classifier(path: Path) -> Classifier:
-    """A ``.tflite`` model through LiteRT (``ai-edge-litert``; see ``tlcourse.tflite`` for why and the fallback)."""
-    from tlcourse import tflite  # noqa: PLC0415
+def _checked_preprocessing(classifier: Classifier, size: int) -> Preprocessing | None:
+    """The course backbone's preprocessing for ``size`` if it gives what the model's own first half gives."""
+    try:
+        preprocessing = tflite.preprocessing_for_size(size)
+    except ValueError:  # not a course backbone's input size
+        return None
+    rng = np.random.default_rng(0)
+    for height, width in [(size * 2 + 37, size * 2), (size // 2, size // 2 + 11)]:  # shrunk, then enlarged
+        image = rng.integers(0, 256, (height, width, 3), np.uint8)
+        expected = np.asarray(classifier.preprocess(image[None]))[0]
+        if np.abs(numpy_preprocess(image, preprocessing) - expected).max() > 1e-4:
+            return None
+    return preprocessing
 
+
+@dataclass
+class LiteRTLabeller:
+    """Labelling without TensorFlow: ``prepare`` (one uint8 image -> the network's input), ``classify`` (a batch).
+
+    ``labels``: those packed in a .tflite file's metadata, if any.
+    """
+
+    prepare: Callable
+    classify: Callable
+    labels: list[str] | None = None
+
+
+def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> LiteRTLabeller | None:
+    """A ``.tflite`` model, or the kept LiteRT conversion of a model file and output, with its preprocessing."""
+    if path.suffix == ".tflite":
+        model = tflite.TFLiteClassifier(path)
+        return LiteRTLabeller(model.prepare, model, model.labels)
+    kept = kept_conversion(path)
+    if kept is None or not kept.with_suffix(".json").is_file() or tflite.read_kept(kept) is None:
+        return None
+    try:
+        about = json.loads(kept.with_suffix(".json").read_text(encoding="utf-8"))
+        preprocessing = Preprocessing(**about["preprocessing"])
+    except (ValueError, TypeError, KeyError):  # damaged: TensorFlow labels it (the file is written again)
+        kept.with_suffix(".json").unlink(missing_ok=True)
+        return None
+    if about.get("final_tensor_name") != final_tensor_name:  # converted for another output
+        return None
+    network = tflite.LiteRTNetwork(None, kept)
+    return LiteRTLabeller(functools.partial(numpy_preprocess, preprocessing=preprocessing), network)
+
+
+def _tflite_classifier(path: Path) -> Classifier:
+    """A ``.tflite`` model through LiteRT (``ai-edge-litert``; see ``tlcourse.tflite`` for why)."""
     model = tflite.TFLiteClassifier(path)
-    return Classifier(
-        classify=lambda images: model(np.asarray(model.prepare(images))),
-        preprocess=model.prepare,
-        classify_preprocessed=lambda images: model(np.asarray(images)),
-    )
+    return Classifier(classify=lambda images: model(model.prepare(images)))
 
 
 def image_paths(inputs: list[str | Path]) -> list[Path]:
@@ -244,7 +322,7 @@ def top_k_labels(classify, image, class_names: list[str], top_k: int = 5) -> lis
 def label_images(
     inputs,
     graph=DEFAULT_GRAPH,
-    labels=DEFAULT_LABELS,
+    labels=None,
     top_k: int = 5,
     final_tensor_name="final_result",
     batch_size: int = 32,
@@ -254,30 +332,67 @@ def label_images(
     """Top-k (label, score) for every image in ``inputs``, in order; unreadable images carry an ``error``.
 
     With a ``threshold`` (0 to 1), each result's ``unknown`` says whether its top score is not above it.
+    ``labels``: the labels file; None takes those packed in a .tflite model, else ``DEFAULT_LABELS``.
     """
     if threshold is not None:
         threshold = check_threshold(threshold)
-    class_names = read_labels(labels)
-    classifier = load_classifier(graph, final_tensor_name)
+    class_names = None if labels is None else read_labels(labels)
     results = [Labelled(path) for path in image_paths(inputs)]
+    labeller = _read_model(litert_labeller, Path(graph), final_tensor_name)
+    if class_names is None:  # the labels packed in a .tflite model, else the classic default file
+        class_names = labeller.labels if labeller is not None and labeller.labels else read_labels(DEFAULT_LABELS)
+    errors: dict[str, str] = {}
+    if labeller is not None:
+        batches = _litert_batches(results, labeller, batch_size, errors)
+    else:
+        batches = _tensorflow_batches(results, Path(graph), final_tensor_name, batch_size, errors)
+    with tqdm(total=len(results), unit="img", desc="labelling", disable=not progress or len(results) < 2) as bar:
+        for indices, probabilities in batches:
+            for index, row in zip(indices, np.asarray(probabilities), strict=True):
+                results[index].top = _top_k(row, class_names, top_k)
+                if threshold is not None:
+                    results[index].unknown = bool(np.max(row) <= threshold)
+            bar.update(len(indices))
+    for result in results:
+        result.error = errors.get(str(result.path))
+    return results
+
+
+def _litert_batches(results: list[Labelled], labeller: LiteRTLabeller, batch_size: int, errors: dict):
+    """(indices, probabilities) batches by LiteRT, images decoded and prepared on every core: no TensorFlow."""
+
+    def prepare(index: int):
+        try:
+            return index, labeller.prepare(load_image(results[index].path))
+        except ImageError as error:
+            errors[str(results[index].path)] = str(error)
+            return index, None
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for start in range(0, len(results), batch_size):
+            chunk = range(start, min(start + batch_size, len(results)))
+            prepared = [(index, image) for index, image in pool.map(prepare, chunk) if image is not None]
+            if prepared:
+                yield [index for index, _ in prepared], labeller.classify(np.stack([image for _, image in prepared]))
+
+
+def _tensorflow_batches(results: list[Labelled], graph: Path, final_tensor_name: str, batch_size: int, errors: dict):
+    """(indices, probabilities) batches by the model file's own TensorFlow functions (or LiteRT, once converted)."""
+    tf = import_tensorflow()  # without its start-up notes
+
+    from tlcourse.bottlenecks import image_pipeline  # noqa: PLC0415
+
+    classifier = load_classifier(graph, final_tensor_name)
     if classifier.preprocess is None:  # a graph without its halves: whole model, one image at a time
         preprocess, classify, batch_size = tf.identity, classifier.classify, 1
     else:
         preprocess, classify = classifier.preprocess, classifier.classify_preprocessed
         if len(results) >= batch_size:  # enough images to repay a first conversion
-            classify = on_litert(classifier, Path(graph)) or classify
-    errors: dict[str, str] = {}
-    dataset = image_pipeline([os.fsencode(result.path) for result in results], preprocess, batch_size, errors)
-    with tqdm(total=len(results), unit="img", desc="labelling", disable=not progress or len(results) < 2) as bar:
-        for indices, images in dataset:
-            for index, probabilities in zip(indices.numpy(), np.asarray(classify(images)), strict=True):
-                results[index].top = _top_k(probabilities, class_names, top_k)
-                if threshold is not None:
-                    results[index].unknown = bool(np.max(probabilities) <= threshold)
-            bar.update(len(indices))
-    for result in results:
-        result.error = errors.get(str(result.path))
-    return results
+            classify = on_litert(classifier, graph, final_tensor_name) or classify
+    for indices, images in image_pipeline(
+        [os.fsencode(result.path) for result in results], preprocess, batch_size, errors
+    ):
+        yield indices.numpy(), classify(images)
 
 
 def _probability(text: str) -> float:
@@ -293,7 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="*", help="image files or folders")
     parser.add_argument("--image", action="append", default=[], help="an image (the classic flag; repeatable)")
     parser.add_argument("--graph", default=DEFAULT_GRAPH, help="frozen .pb, SavedModel folder, .keras or .tflite file")
-    parser.add_argument("--labels", default=DEFAULT_LABELS, help="labels file written by retrain")
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help=f"labels file written by retrain (default: those packed in a .tflite model, else {DEFAULT_LABELS})",
+    )
     parser.add_argument("--top_k", type=int, default=5, help="how many labels to print per image")
     parser.add_argument("--output_layer", default="final_result", help="output tensor name of a frozen graph")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")

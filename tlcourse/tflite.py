@@ -16,9 +16,9 @@ float and ``(x - offset) / scale``.
   (what microcontrollers and NPUs need), calibrated on a representative set of training images.
 
 Running them: ``TFLiteClassifier`` uses the maintained LiteRT runtime (PyPI ``ai-edge-litert``,
-module ``ai_edge_litert.interpreter``), because ``tf.lite.Interpreter`` is deprecated and
-scheduled for removal from TensorFlow; where ``ai-edge-litert`` has no wheel (Windows, some Python
-versions) it falls back to ``tf.lite.Interpreter``, which runs the same files.
+module ``ai_edge_litert.interpreter``, wheels for Linux, macOS and Windows), because
+``tf.lite.Interpreter`` is deprecated and scheduled for removal from TensorFlow. LiteRT runs only
+its built-in operations (no TensorFlow "Flex" ones, which can read and write files).
 
 Taught in ``notebooks/11_deploy_to_phone.ipynb``.
 """
@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tlcourse.backbones import Preprocessing
+from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing, numpy_fixed_input
 from tlcourse.quiet import quiet
 
 QUANTIZATIONS = ("float32", "int8")
+LITERT_VERSION = 1  # bump when the conversion to LiteRT changes: kept conversions are then made again
 CALIBRATION_IMAGES = 100  # TensorFlow's guidance: a few hundred at most; 100 calibrates a small head well
 _PIL_METHODS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -56,24 +57,18 @@ def model_preprocessing(model) -> Preprocessing:
         ) from None
 
 
-def resize_for_model(images, preprocessing: Preprocessing):
-    """Images of any size -> the fixed ``[size, size, 3]`` uint8 input of a TFLite model (a ``tf.Tensor``).
+def resize_for_model(images, preprocessing: Preprocessing) -> np.ndarray:
+    """Images of any size -> the fixed ``[size, size, 3]`` uint8 input of a TFLite model.
 
     ``images``: one uint8 RGB image ``[height, width, 3]`` or a batch ``[N, height, width, 3]``.
-    Exactly the course's in-model preprocessing (centre crop, antialiased resize), run outside the
-    model, without the final scaling, rounded to uint8: so the model's input moves by at most
-    half a pixel level (the lesson measures it). Works on numpy arrays and inside ``tf.data``.
+    Exactly the course's in-model preprocessing (centre crop, antialiased resize), computed with
+    numpy (``tlcourse.preprocessing``: no TensorFlow needed), without the final scaling, rounded
+    to uint8: so the model's input moves by at most half a pixel level (the lesson measures it).
     """
-    import tensorflow as tf  # noqa: PLC0415
-
-    from tlcourse.backbones import preprocess_images  # noqa: PLC0415
-
-    images = tf.convert_to_tensor(images)
-    single = images.shape.rank == 3
-    batch = images[None] if single else images
-    pixels = preprocess_images(batch, preprocessing) * preprocessing.scale + preprocessing.offset
-    fixed = tf.cast(tf.round(tf.clip_by_value(pixels, 0.0, 255.0)), tf.uint8)
-    return fixed[0] if single else fixed
+    images = np.asarray(images)
+    if images.ndim == 3:
+        return numpy_fixed_input(images, preprocessing)
+    return np.stack([numpy_fixed_input(image, preprocessing) for image in images])
 
 
 def resize_with_pillow(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
@@ -155,7 +150,7 @@ def convert(model, quantization: str = "float32", representative_data: Callable 
             "(e.g. tlcourse.tflite.representative_dataset(images, labels, 100)); retrain.py uses training images"
         )
     function = _function(model, quantization)
-    converter = _converter(function)
+    converter = _converter(function, "the model being converted to TFLite")
     if quantization == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_data
@@ -166,18 +161,23 @@ def convert(model, quantization: str = "float32", representative_data: Callable 
         return converter.convert()
 
 
-def _converter(function):
+def _converter(function, source):
     """A TFLite converter for a ``tf.function`` with an input signature (or a concrete function), weights as constants.
 
     Keras 3 variables are not found by the converter, which would keep them as resource variables
-    (that the int8 calibrator cannot read, and that come out empty without it).
+    (that the int8 calibrator cannot read, and that come out empty without it). The frozen graph
+    is checked by ``tlcourse.safe_graph`` first (``source`` names the model in its error): the
+    converter runs parts of it (constant folding, int8 calibration), and LiteRT runs the result.
     """
     import tensorflow as tf  # noqa: PLC0415
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: PLC0415
 
+    from tlcourse import safe_graph  # noqa: PLC0415
+
     if not isinstance(function, tf.types.experimental.ConcreteFunction):
         function = function.get_concrete_function()
     frozen = convert_variables_to_constants_v2(function)
+    safe_graph.check_graph_def(frozen.graph.as_graph_def(), source)
     with quiet():  # "Please consider providing the trackable_obj argument": there are no variables left to track
         return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
@@ -203,9 +203,18 @@ def keras_on_fixed_input(model) -> Callable[[np.ndarray], np.ndarray]:
     return lambda images: run(tf.constant(np.asarray(images, dtype=np.uint8))).numpy()
 
 
-def write_tflite(model, path: str | Path, quantization: str = "float32", representative_data=None) -> None:
-    """Write ``convert(...)`` to ``path`` (in place; ``retrain.write_outputs`` makes it atomic)."""
-    Path(path).write_bytes(convert(model, quantization, representative_data))
+def write_tflite(
+    model, path: str | Path, quantization: str = "float32", representative_data=None, labels: list[str] | None = None
+) -> None:
+    """Write ``convert(...)`` to ``path``, with its TFLite metadata (``tlcourse.tflite_metadata``).
+
+    The metadata gives the input's size, pixel format and preprocessing, the output's meaning and,
+    with ``labels``, packs the labels file. In place; ``retrain.write_outputs`` makes it atomic.
+    """
+    from tlcourse.tflite_metadata import with_metadata  # noqa: PLC0415
+
+    content = convert(model, quantization, representative_data)
+    Path(path).write_bytes(with_metadata(content, labels, model_preprocessing(model), quantization))
 
 
 def calibration_images(records, preprocessing: Preprocessing, num_samples: int = CALIBRATION_IMAGES):
@@ -227,33 +236,28 @@ def calibration_images(records, preprocessing: Preprocessing, num_samples: int =
 
 
 def preprocessing_for_size(size: int) -> Preprocessing:
-    """The preprocessing of the backbone whose input is ``size`` pixels (a .tflite file holds only its size)."""
-    from tlcourse.backbones import REGISTRY  # noqa: PLC0415
-
-    for spec in REGISTRY.values():
-        if spec.input_size == size:
-            return spec.preprocessing
-    known = ", ".join(f"{spec.input_size} ({name})" for name, spec in REGISTRY.items())
+    """The preprocessing of the backbone whose input is ``size`` pixels (for a .tflite file without metadata)."""
+    for spec in PREPROCESSINGS.values():
+        if spec.size == size:
+            return spec
+    known = ", ".join(f"{spec.size} ({name})" for name, spec in PREPROCESSINGS.items())
     raise ValueError(f"no course backbone takes {size}-pixel images (known: {known}); pass its preprocessing")
 
 
 def interpreter_class():
-    """``(Interpreter class, runtime name)``: LiteRT's where installed, else TensorFlow's deprecated one."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    """``(Interpreter class, runtime name)``: LiteRT's (imported here: it starts in a fraction of a second)."""
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
 
-        return Interpreter, "ai-edge-litert"
-    except ImportError:
-        import tensorflow as tf  # noqa: PLC0415
-
-        return tf.lite.Interpreter, "tf.lite.Interpreter"
+    return Interpreter, "ai-edge-litert"
 
 
 class TFLiteClassifier:
     """A ``.tflite`` model the course wrote: ``classifier(images)``, uint8 ``[N, size, size, 3]`` -> probabilities.
 
     ``classifier.prepare(image)`` is ``resize_for_model`` for this model's input; ``input_size``,
-    ``input_dtype`` and ``runtime`` say what an app must feed it and what ran it here.
+    ``input_dtype`` and ``runtime`` say what an app must feed it and what ran it here. The
+    preprocessing and ``labels`` come from the file's metadata; a file without metadata gets the
+    preprocessing of the course backbone of its input size, and no labels (None).
     """
 
     def __init__(self, path: str | Path, preprocessing: Preprocessing | None = None, num_threads: int | None = None):
@@ -262,8 +266,12 @@ class TFLiteClassifier:
         content = path.read_bytes()
         if content[4:8] != b"TFL3":
             raise ValueError(f"{path}: not a TFLite model (no TFL3 identifier); is this the file retrain wrote?")
+        from tlcourse.tflite_metadata import read_metadata  # noqa: PLC0415
+
+        info = read_metadata(content, path)
+        self.labels = info.labels if info else None
         interpreter, self.runtime = interpreter_class()
-        with quiet():  # and tf.lite.Interpreter's deprecation notice, when it is the fallback
+        with quiet():  # LiteRT says which delegate it applies
             self._interpreter = interpreter(model_content=content, num_threads=num_threads)
             self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]
@@ -272,7 +280,7 @@ class TFLiteClassifier:
         self.input_dtype = np.dtype(self._input["dtype"])
         self.output_dtype = np.dtype(self._output["dtype"])
         self.quantization = "int8" if self.output_dtype != np.float32 else "float32"
-        self.preprocessing = preprocessing or preprocessing_for_size(self.input_size)
+        self.preprocessing = preprocessing or (info.preprocessing if info else preprocessing_for_size(self.input_size))
         if self.preprocessing.size != self.input_size:
             raise ValueError(f"{path}: input is {self.input_size} px but the preprocessing says {preprocessing.size}")
         self._batch = 1
@@ -325,16 +333,18 @@ class LiteRTNetwork:
 
     The engine behind ``Backbone.bottlenecks`` (preprocessed images -> bottlenecks) and behind
     labelling a folder (preprocessed images -> probabilities). ``function``: a ``tf.function`` with
-    an input signature, or a concrete function. Converted once (seconds) and kept at ``kept``
-    (written atomically, with a CRC-32: a damaged file is made again), so later runs only load it.
-    Any batch size; one call at a time.
+    an input signature, or a concrete function; None to load ``kept`` only. Converted once
+    (seconds) and kept at ``kept`` (written atomically, with a CRC-32: a damaged file is made
+    again), so later runs only load it (in a fraction of a second, without TensorFlow). ``source``
+    names the model in the error if ``tlcourse.safe_graph`` refuses its graph. Any batch size; one
+    call at a time; ``input_size`` is the side of the images it takes.
     """
 
-    def __init__(self, function, kept: Path | None = None, num_threads: int | None = None):
-        content = _read_kept(kept) if kept is not None else None
+    def __init__(self, function, kept: Path | None = None, num_threads: int | None = None, source="the network"):
+        content = read_kept(kept) if kept is not None else None
         if content is None:
             with quiet():
-                content = _converter(function).convert()
+                content = _converter(function, source).convert()
             if kept is not None:
                 from tlcourse.atomic import atomic_path  # noqa: PLC0415
 
@@ -345,7 +355,8 @@ class LiteRTNetwork:
             num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         with quiet():
             self._interpreter = interpreter(model_content=content, num_threads=num_threads)
-        self._input = self._interpreter.get_input_details()[0]["index"]
+        details = self._interpreter.get_input_details()[0]
+        self._input, self.input_size = details["index"], int(details["shape"][1])
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._shape = None
 
@@ -361,7 +372,7 @@ class LiteRTNetwork:
         return self._interpreter.get_tensor(self._output).copy()
 
 
-def _read_kept(path: Path) -> bytes | None:
+def read_kept(path: Path) -> bytes | None:
     """The flatbuffer kept at ``path``, or None if it is missing or damaged."""
     try:
         data = Path(path).read_bytes()

@@ -1,0 +1,117 @@
+"""A backbone's preprocessing, and the same preprocessing in numpy, without TensorFlow.
+
+``Preprocessing`` says what a backbone needs to see an image: a centre crop, a resize to its
+input size, then ``(x - offset) / scale``. Inside every model the course writes it runs as
+TensorFlow operations (``backbones.preprocess_images``: ``tf.image.resize`` with the antialiased
+``ScaleAndTranslate`` kernel when shrinking, ``ResizeBicubic``/``ResizeBilinear`` with half-pixel
+centres when enlarging). ``numpy_preprocess`` computes the very same thing with numpy, so that
+labelling with LiteRT needs no TensorFlow at all (importing TensorFlow takes longer than
+labelling an image): each axis's resize is a matrix, built with TensorFlow's kernels, sample
+positions and edge rules, in float32. ``tests/test_fast_label.py`` checks that both agree.
+
+Taught in ``notebooks/02_cache_bottlenecks.ipynb`` (the preprocessing) and
+``notebooks/11_deploy_to_phone.ipynb`` (the fixed-size input of a phone model).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Centre crop, resize, then ``(x - offset) / scale``: all a backbone needs to see an image."""
+
+    size: int
+    crop_fraction: float
+    method: str
+    offset: float
+    scale: float
+
+
+# Lite: bicubic resize of a 224/256 centre crop, then (x - 127) / 128 reproduces the ImageNet
+# predictions of the original checkpoints. Inception-v3: 299 px, scaled to [-1, 1].
+# Here, not in ``backbones.REGISTRY`` only, so that a .tflite file is labelled without TensorFlow.
+PREPROCESSINGS = {
+    "efficientnet_lite0": Preprocessing(224, 224 / 256, "bicubic", 127.0, 128.0),
+    "efficientnet_lite2": Preprocessing(260, 224 / 256, "bicubic", 127.0, 128.0),
+    "inception_v3": Preprocessing(299, 0.875, "bilinear", 127.5, 127.5),
+}
+
+
+def _keys_cubic(x: np.ndarray) -> np.ndarray:  # TensorFlow's "keyscubic" kernel (a = -0.5)
+    x = np.abs(x)
+    near = ((1.5 * x - 2.5) * x) * x + 1.0
+    far = ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0)).astype(np.float32)
+
+
+def _triangle(x: np.ndarray) -> np.ndarray:  # TensorFlow's "triangle" kernel (bilinear)
+    return np.maximum(1.0 - np.abs(x), 0.0).astype(np.float32)
+
+
+KERNELS = {"bicubic": _keys_cubic, "bilinear": _triangle}
+TABLE_STEPS = 1024  # ResizeBicubic reads its kernel from a table with this many steps between two pixels
+
+
+@functools.lru_cache(maxsize=64)
+def resize_weights(source: int, size: int, method: str) -> np.ndarray:
+    """The ``[size, source]`` float32 matrix that resizes one axis as ``tf.image.resize`` does.
+
+    Shrinking (antialiased, ``ScaleAndTranslate``): the kernel is widened by ``source / size``.
+    Enlarging (``ResizeBicubic``/``ResizeBilinear``, half-pixel centres): the plain kernel. Either
+    way, taps outside the image get no weight and each row's weights are renormalised to sum to 1.
+    """
+    if size >= source and method == "bicubic":
+        return _resize_bicubic_weights(source, size)
+    kernel = KERNELS[method]
+    if size < source:  # ScaleAndTranslate: 1 / (size / source), the kernel widened by it
+        inverse_scale = np.float32(1.0) / (np.float32(size) / np.float32(source))
+    else:  # ResizeBilinear
+        inverse_scale = np.float32(source) / np.float32(size)
+    kernel_scale = np.float32(max(float(inverse_scale), 1.0))
+    centres = (np.arange(size, dtype=np.float32) + np.float32(0.5)) * inverse_scale  # in source pixel units
+    sources = np.arange(source, dtype=np.float32) + np.float32(0.5)
+    weights = kernel((sources[None, :] - centres[:, None]) / kernel_scale)  # zero outside the kernel's radius
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _resize_bicubic_weights(source: int, size: int) -> np.ndarray:
+    """``ResizeBicubic``'s weights: the Keys kernel read from a table of 1024 steps, as TensorFlow does."""
+    steps = TABLE_STEPS
+    fractions = np.arange(steps + 1, dtype=np.float32) / np.float32(steps)
+    table = np.stack([_keys_cubic(fractions + 1), _keys_cubic(fractions)], axis=1)  # distance 1 + d, distance d
+    positions = (np.arange(size, dtype=np.float32) + np.float32(0.5)) * (np.float32(source) / np.float32(size))
+    positions -= np.float32(0.5)
+    starts = np.floor(positions).astype(np.int64)
+    offsets = np.rint((positions - starts) * np.float32(steps)).astype(np.int64)
+    taps = [table[offsets, 0], table[offsets, 1], table[steps - offsets, 1], table[steps - offsets, 0]]
+    weights = np.zeros((size, source), np.float32)
+    for tap, values in enumerate(taps):  # the four source pixels around each position; none outside the image
+        index = starts - 1 + tap
+        inside = (index >= 0) & (index < source)
+        weights[np.flatnonzero(inside), index[inside]] += values[inside]
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def numpy_preprocess(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """One uint8 RGB image ``[height, width, 3]`` -> the backbone's float32 input ``[size, size, 3]``."""
+    image = np.asarray(image)
+    height, width = image.shape[:2]
+    side = max(int(np.float32(min(height, width)) * np.float32(preprocessing.crop_fraction)), 1)
+    top, left = (height - side) // 2, (width - side) // 2
+    crop = image[top : top + side, left : left + side].astype(np.float32)
+    weights = resize_weights(side, preprocessing.size, preprocessing.method)
+    resized = np.einsum("kj,ijc->ikc", weights, crop, optimize=True)  # along each row first, as TensorFlow does
+    resized = np.einsum("ij,jkc->ikc", weights, resized, optimize=True)
+    pixels = np.clip(resized, 0.0, 255.0)
+    return ((pixels - np.float32(preprocessing.offset)) / np.float32(preprocessing.scale)).astype(np.float32)
+
+
+def numpy_fixed_input(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """``tflite.resize_for_model`` in numpy: the preprocessing without its scaling, rounded to uint8."""
+    pixels = numpy_preprocess(image, preprocessing) * np.float32(preprocessing.scale) + np.float32(preprocessing.offset)
+    return np.round(np.clip(pixels, 0.0, 255.0)).astype(np.uint8)
