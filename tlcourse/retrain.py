@@ -33,10 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, hardware, pipeline, tflite, train
-from tlcourse.atomic import atomic_path
-from tlcourse.data import scan_dataset
-from tlcourse.errors import TLCourseError, command_line
+from tlcourse.quiet import import_tensorflow
+
+import_tensorflow()  # first, so that a command line shows none of TensorFlow's start-up notes (its CUDA probe)
+
+from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, hardware, pipeline, tflite, train  # noqa: E402
+from tlcourse.atomic import atomic_path  # noqa: E402
+from tlcourse.data import scan_dataset  # noqa: E402
+from tlcourse.errors import TLCourseError, command_line  # noqa: E402
 
 SCALING = "beyond one machine"
 BEYOND = "beyond the tutorial (lesson 08: many classes)"
@@ -512,7 +516,7 @@ def write_outputs(
                 saved = stack.enter_context(atomic_path(config.saved_model_dir))
                 export.write_saved_model(model, saved, config.final_tensor_name)
             if "tflite" in paths:
-                tflite.write_tflite(model, temporary["tflite"], config.tflite_quantization, representative)
+                tflite.write_tflite(model, temporary["tflite"], config.tflite_quantization, representative, class_names)
     except OSError as error:
         advice = "free some disk space" if error.errno == errno.ENOSPC else "choose another output folder"
         raise OSError(
