@@ -455,7 +455,7 @@ def training_step(model: keras.Model, optimizers: list[tuple], num_classes: int,
     loss_function = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
     weights = [w for _, group in optimizers for w in group]
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)  # no tensor-dependent Python control flow to convert
     def step(x, y):
         with tf.GradientTape() as tape:
             loss = loss_function(tf.one_hot(y, num_classes), model(x, training=True))
