@@ -38,7 +38,8 @@ def test_ties_go_to_the_earlier_cheaper_recipe(small, lite0, tmp_path, monkeypat
     assert [t.name for t in search.trained] == ["first", "second"] and search.chosen.name == "first"
 
 
-def test_a_spent_budget_skips_the_later_recipes_but_runs_the_first(small, lite0, tmp_path):
+def test_a_spent_budget_skips_the_later_recipes_but_runs_the_first(small, lite0, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "validation_accuracy", lambda trained: pipeline.stats.Interval(0.5, 0.2, 0.8, 1, 2))
     recipes = [pipeline.HeadRecipe(name, train.TrainConfig(how_many_training_steps=20)) for name in ("a", "b")]
     search = pipeline.search(recipes, small, lite0, tmp_path, time_budget_minutes=1e-6, progress=False)
     assert [t.name for t in search.trained] == ["a"] and list(search.skipped) == ["b"]
