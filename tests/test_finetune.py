@@ -91,6 +91,15 @@ def test_fine_tuning_trains_on_views_and_keeps_its_best_epoch(stamps_dir, tmp_pa
     kept = tuned.evaluate("validation", dataset.class_names).accuracy
     assert kept == pytest.approx(max(tuned.history["val_accuracy"]))  # the best epoch's weights were kept
     assert kept > 1 / 3  # 3 labels
+    validation = prepared.splits["validation"]
+    no_validation = {
+        **prepared.splits,
+        "validation": train.Bottlenecks(validation.vectors[:0], validation.labels[:0], []),
+    }
+    blind = finetune.fine_tune(
+        dataset, lite0, tmp_path / "bn", config, False, prepared=dataclasses.replace(prepared, splits=no_validation)
+    )
+    assert blind.best_epoch == config.epochs  # nothing to choose by: the last epoch is kept
     other = dataclasses.replace(config, distortions=train.Distortions(flip_left_right=True))
     with pytest.raises(ValueError, match="prepare again"):
         finetune.fine_tune(dataset, lite0, tmp_path / "bn", other, False, prepared=prepared)

@@ -373,9 +373,9 @@ def fine_tune(
     One phase: every rate warms up from 0 (so the random new layer's first, noisy gradients
     cannot wreck the pretrained blocks), then decays on a cosine; each epoch shows every training
     image once, through one of its cached views drawn at random; the weights of the epoch with the
-    best validation accuracy are kept. ``prepared`` (from ``prepare``) runs several settings on the
-    same cache; ``deadline`` (a ``time.monotonic()`` value) ends training after the epoch that
-    passes it. Python: this; command line: ``retrain.py --fine_tune_blocks=N``.
+    best validation accuracy are kept (the last, without validation images). ``prepared`` (from
+    ``prepare``) runs several settings on the same cache; ``deadline`` (a ``time.monotonic()``
+    value) ends training after the epoch that passes it. Command line: ``retrain.py --fine_tune_blocks=N``.
     """
     prepared = prepared or prepare(dataset, backbone, bottleneck_dir, config, unfolded, progress)
     if prepared.blocks != config.blocks or prepared.distortions != config.distortions:
@@ -412,7 +412,7 @@ def fine_tune(
             history["seconds"].append(time.monotonic() - started)
             bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses):.3f}", val_acc=f"{accuracy:.1%}")
             _write_epoch(writer, epoch + 1, history)
-            if accuracy > best[0]:
+            if accuracy > best[0] or not len(validation):  # without validation images: the last epoch
                 best = (accuracy, model.get_weights(), epoch + 1)
             if deadline is not None and time.monotonic() > deadline and epoch + 1 < config.epochs:
                 break
