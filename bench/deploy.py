@@ -67,7 +67,7 @@ def megabytes(path: Path) -> float:
     return round(sum(p.stat().st_size for p in files) / 1e6, 2)
 
 
-# Lesson 08's tuned recipe for many labels: its answers are more confident than the tutorial's.
+# Lesson 09's tuned recipe for many labels: its answers are more confident than the tutorial's.
 TUNED = {
     "optimizer": "adam",
     "learning_rate": 0.001,

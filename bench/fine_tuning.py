@@ -1,4 +1,4 @@
-"""Fine-tuning on many_classes, as the tool does it: lesson 09's table and issue 27's targets.
+"""Fine-tuning on many_classes, as the tool does it: lesson 10's table and issue 27's targets.
 
     python bench/fine_tuning.py                               # 117 labels: the timed auto run, then the ablations
     python bench/fine_tuning.py --dataset many_classes_150    # 154 labels: the timed auto run only

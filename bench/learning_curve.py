@@ -1,4 +1,4 @@
-"""How many images a label needs: lesson 05's learning curve, in full.
+"""How many images a label needs: lesson 06's learning curve, in full.
 
     python bench/learning_curve.py            # stamps and all of many_classes, 5 draws a point
     python bench/learning_curve.py --quick    # 20 labels of many_classes, 3 draws: a fast check

@@ -1,4 +1,4 @@
-"""Reproduce lesson 08's table: the many-classes accuracy collapse and what wins accuracy back.
+"""Reproduce lesson 09's table: the many-classes accuracy collapse and what wins accuracy back.
 
     python bench/many_classes.py            # the whole table (about 40 minutes on 2 cores, caches included)
     python bench/many_classes.py --quick    # 25 labels, three recipes: a fast check

@@ -2,7 +2,7 @@
 
     python bench/precision.py          # an accuracy run: nice -n 19 is fine, nothing here is timed
 
-Two recipes of lesson 08 on its split: the tutorial's, and the frozen-feature recipe chosen on validation
+Two recipes of lesson 09 on its split: the tutorial's, and the frozen-feature recipe chosen on validation
 by ``bench/many_classes.py`` (with the L2 penalty it chose on validation, not tuned again). Each head is
 trained on float32 bottlenecks and on bfloat16 bottlenecks (same split, same seed) and scored on the same
 test images: top-1 and top-5 with 95% bootstrap intervals, and bfloat16 minus float32 by a paired

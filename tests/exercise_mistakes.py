@@ -982,7 +982,7 @@ def first_of_each_label_repeated(images, labels, num_samples):
 # written with the grader; those marked "issue 28" were reported passing or misdiagnosed by an outside review;
 # "own" ones were written afterwards without looking at the grader's variants.
 MISTAKES = {
-    "retrieval_scores": RETRIEVAL_MISTAKES,  # written with lesson 07's grader, in tests/test_exercises_embeddings.py
+    "retrieval_scores": RETRIEVAL_MISTAKES,  # written with lesson 08's grader, in tests/test_exercises_embeddings.py
     "split_for": [
         (split_keeps_nohash, "left out of the hash"),
         (split_fraction_position, "The percentages are percentages"),
@@ -1284,7 +1284,7 @@ CORRECT = {
 
 
 # ------------------------------------------------------------------------------------------ warmup_cosine
-# Lesson 09. Each wrong schedule differs from the right one only where the brief's classic mistake does.
+# Lesson 10. Each wrong schedule differs from the right one only where the brief's classic mistake does.
 
 
 def _schedule(step, peak, total_steps, warmup_steps, rise=None, decay=None, clamp=True):

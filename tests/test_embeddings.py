@@ -1,4 +1,4 @@
-"""The bottleneck as an embedding (lesson 07): neighbours, class means, AUROC, active labelling, the search tool."""
+"""The bottleneck as an embedding (lesson 08): neighbours, class means, AUROC, active labelling, the search tool."""
 
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""The representative-dataset exercise (lesson 11): the reference passes, plausible mistakes fail with their message."""
+"""The representative-dataset exercise (lesson 13): the reference passes, plausible mistakes fail with their message."""
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ MISTAKES = exercise_mistakes.MISTAKES[NAME]
 def test_registered_with_its_lesson():
     exercise = exercises.REGISTRY[NAME]
     assert (
-        exercise.lesson == "11_deploy_to_phone" and "notebooks/11_deploy_to_phone.ipynb" in exercise.reference.__doc__
+        exercise.lesson == "13_deploy_to_phone" and "notebooks/13_deploy_to_phone.ipynb" in exercise.reference.__doc__
     )
 
 

@@ -1,4 +1,4 @@
-"""The image-search scoring exercise (lesson 07): the reference passes, plausible mistakes fail with their message."""
+"""The image-search scoring exercise (lesson 08): the reference passes, plausible mistakes fail with their message."""
 
 import numpy as np
 import pytest
@@ -140,7 +140,7 @@ MISTAKES = [
 
 def test_registered_with_its_lesson():
     exercise = exercises.REGISTRY[NAME]
-    assert exercise.lesson == "07_embeddings" and "notebooks/07_embeddings.ipynb" in exercise.reference.__doc__
+    assert exercise.lesson == "08_embeddings" and "notebooks/08_embeddings.ipynb" in exercise.reference.__doc__
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -1,4 +1,4 @@
-"""The fine-tuning exercise (lesson 09): the reference passes, plausible mistakes fail with their message."""
+"""The fine-tuning exercise (lesson 10): the reference passes, plausible mistakes fail with their message."""
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ MISTAKES = exercise_mistakes.MISTAKES[NAME]
 
 def test_registered_with_its_lesson():
     exercise = exercises.REGISTRY[NAME]
-    assert exercise.lesson == "09_fine_tuning" and "notebooks/09_fine_tuning.ipynb" in exercise.reference.__doc__
+    assert exercise.lesson == "10_fine_tuning" and "notebooks/10_fine_tuning.ipynb" in exercise.reference.__doc__
 
 
 @pytest.mark.parametrize("reference", [finetuning.freeze_for_fine_tuning, finetune.freeze_for_fine_tuning])

@@ -227,7 +227,7 @@ def test_auto_under_the_flags_tries_the_flags_new_layer_first_then_fine_tuning_w
     assert [type(r) for r in config.recipes("inception_v3")] == [pipeline.HeadRecipe, pipeline.HeadRecipe]
 
 
-def test_the_lesson_08_flags_parse():
+def test_the_lesson_09_flags_parse():
     args = retrain.RetrainConfig.from_args(
         "--image_dir=d --optimizer=adam --learning_rate_schedule=cosine --l2=0.001 --label_smoothing=0.1 "
         "--early_stopping_patience=5 --standardize_bottlenecks --fine_tune_epochs=4 --recipe=auto "

@@ -15,15 +15,15 @@ def test_the_numbered_lessons_are_all_there():
         "01_prepare_dataset",
         "02_cache_bottlenecks",
         "03_retrain",
-        "04_label_new_images",
-        "05_your_data",
-        "06_why_features_transfer",
-        "07_embeddings",
-        "08_many_classes",
-        "09_fine_tuning",
-        "10_trust_a_score",
-        "11_deploy_to_phone",
-        "12_scaling_out",
+        "05_label_new_images",
+        "06_your_data",
+        "07_why_features_transfer",
+        "08_embeddings",
+        "09_many_classes",
+        "10_fine_tuning",
+        "11_calibration",
+        "13_deploy_to_phone",
+        "14_scaling_out",
     ]
     assert names == expected
     index = (NOTEBOOKS[0].parent / "README.md").read_text()
@@ -37,7 +37,7 @@ def test_notebook_is_stored_without_outputs_and_follows_the_skeleton(path):
         if cell["cell_type"] == "code":
             assert cell.get("outputs", []) == [] and cell.get("execution_count") is None, "strip outputs before commit"
     first = "".join(cells[0]["source"])
-    assert first.startswith("# ") and "What you will learn" in first
+    assert first.startswith(f"# {path.stem[:2]} · ") and "What you will learn" in first
     assert "colab-badge.svg" in first and "mybinder.org" in first and path.name in first
     assert "google.colab" in "".join(cells[1]["source"])
     markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")

@@ -1,4 +1,4 @@
-"""Lessons 05 and 06's helpers: the numpy layer, learning curves, planted signals, flipped labels,
+"""Lessons 06 and 07's helpers: the numpy layer, learning curves, planted signals, flipped labels,
 near-copies that leak across the split, and activations at several depths."""
 
 import numpy as np

@@ -384,7 +384,7 @@ def load_backbone(
 
     ``precision="bfloat16"`` is the faster path on hardware with bfloat16 units (``Backbone.to_bfloat16``).
     ``fold_batch_norms=False`` builds EfficientNet-Lite with real ``BatchNormalization`` layers
-    (the same weights; for fine-tuning, ``notebooks/09_fine_tuning.ipynb``); Inception-v3 has them anyway.
+    (the same weights; for fine-tuning, ``notebooks/10_fine_tuning.ipynb``); Inception-v3 has them anyway.
     ``engine`` computes the bottlenecks: ``None`` picks ``hardware.default_engine`` (LiteRT on a CPU).
     """
     if precision not in ("float32", "bfloat16"):

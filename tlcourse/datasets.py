@@ -235,7 +235,7 @@ def clipart(min_images: int = 20, data_dir: str | Path | None = None) -> Path:
 
 
 def many_classes(min_images: int = 10, data_dir: str | Path | None = None) -> Path:
-    """Over 100 labels for lesson 08: ``clipart`` folders plus the stamps' photo folders, each with
+    """Over 100 labels for lesson 09: ``clipart`` folders plus the stamps' photo folders, each with
     at least ``min_images`` unique images (labels prefixed ``clipart-`` and ``photo-``)."""
     data_dir = Path(data_dir or config.data_dir())
     classes = {f"clipart-{k}": v for k, v in clipart_classes(min_images, data_dir).items()}
@@ -300,7 +300,7 @@ def many_classes_150(min_images: int = 8, data_dir: str | Path | None = None) ->
     the image written (two PNG files of the same picture are one image). Labels are the folder
     paths, ``clipart-animals_birds``, ``stamps-food_fruit_cartoon``; file names keep the sub-folder
     an image came from, so no two images collide. The 117-label ``many_classes`` is unchanged.
-    Used by ``bench/many_classes.py`` (the seed's scenario) and ``notebooks/08_many_classes.ipynb``.
+    Used by ``bench/many_classes.py`` (the seed's scenario) and ``notebooks/09_many_classes.ipynb``.
     """
     data_dir = Path(data_dir or config.data_dir())
     destination = data_dir / f"many_classes_150_min{min_images}"

@@ -11,7 +11,7 @@ the accuracy at each depth says how much of what the network learnt helps *your*
 - ``probe_depths``: k-fold cross-validated accuracy of ``your_data.fit_linear`` at each depth,
   so every image is tested once by a layer that did not see it.
 
-Taught in ``notebooks/06_why_features_transfer.ipynb``.
+Taught in ``notebooks/07_why_features_transfer.ipynb``.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def probe_depths(
     """Depth name -> right/wrong of every image, each predicted by a layer trained on the other folds.
 
     The same layer and settings at every depth (nothing is tuned), so the depths are compared fairly.
-    ``folds``: a fold number per image (lesson 06 passes the learner's ``folds_for``); ``folds_for`` by default.
+    ``folds``: a fold number per image (lesson 07 passes the learner's ``folds_for``); ``folds_for`` by default.
     """
     labels = np.asarray(labels)
     folds = folds_for(labels, num_folds) if folds is None else np.asarray(folds)

@@ -9,7 +9,7 @@ convolution before it (the same function, half the memory traffic), and checks e
 real ``keras.layers.BatchNormalization`` layer with the checkpoint's scale, offset and moving
 statistics, for fine-tuning, where they must be seen to be frozen.
 
-Taught in ``notebooks/02_cache_bottlenecks.ipynb``; the unfolded build in ``notebooks/09_fine_tuning.ipynb``.
+Taught in ``notebooks/02_cache_bottlenecks.ipynb``; the unfolded build in ``notebooks/10_fine_tuning.ipynb``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Every function here works on cached bottlenecks (``tlcourse.train.cached_splits`
 - ``normalize`` / ``nearest``: cosine similarity by brute force, in chunks (enough up to about
   100,000 images: ``bench/embeddings.py`` measures it).
 - ``knn_predict`` and ``class_means`` / ``nearest_mean_predict``: two classifiers with no training,
-  set beside the trained layer along lesson 05's learning curve (``compare_on_curve``).
+  set beside the trained layer along lesson 06's learning curve (``compare_on_curve``).
 - ``retrieval_scores``: precision@k and mean average precision of an image search (the lesson's
   graded exercise; its reference is ``tlcourse.exercises.embeddings.retrieval_scores``).
 - ``add_labels_experiment``: new labels from five images each, by class means or by retraining.
@@ -16,7 +16,7 @@ Every function here works on cached bottlenecks (``tlcourse.train.cached_splits`
 - ``SearchIndex``: a file of normalised bottlenecks keyed by the backbone's fingerprint, written
   atomically; the command line ``python -m tlcourse.search`` builds and queries it.
 
-Taught in ``notebooks/07_embeddings.ipynb``.
+Taught in ``notebooks/08_embeddings.ipynb``.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def compare_on_curve(
     train: Bottlenecks, evaluate_on: Bottlenecks, num_classes: int, sizes=(1, 2, 5, 10, 20), seeds=(0, 1, 2)
 ) -> CurveComparison:
     """Each of ``CLASSIFIERS`` trained on ``size`` images a label (the same draw for all), scored on
-    ``evaluate_on``, for every size and seed: lesson 05's learning curve with two classifiers more."""
+    ``evaluate_on``, for every size and seed: lesson 06's learning curve with two classifiers more."""
     correct = {}
     for size in sizes:
         for name in CLASSIFIERS:

@@ -21,7 +21,7 @@ real batch norms), showing each image through one of its views each epoch. What 
 crop every epoch, which would have to go through the frozen part again.
 
 Python: ``fine_tune(...)``; command line: ``retrain.py --fine_tune_blocks=5`` (or ``--recipe=auto``).
-Taught in ``notebooks/09_fine_tuning.ipynb``.
+Taught in ``notebooks/10_fine_tuning.ipynb``.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def freeze_for_fine_tuning(model: keras.Model, num_blocks: int) -> None:
     trained block on trains (the head convolution and the new layer included), everything before
     it is frozen, and every ``BatchNormalization`` layer is frozen (so it also runs in inference
     mode). ``num_blocks=0`` trains only what follows the last block. Recompile after calling it.
-    The graded exercise ``freeze_for_fine_tuning`` of ``notebooks/09_fine_tuning.ipynb``.
+    The graded exercise ``freeze_for_fine_tuning`` of ``notebooks/10_fine_tuning.ipynb``.
     """
     layers = list(_all_layers(model))
     block_of = [int(m.group(1)) if (m := re.match(r"blocks\.(\d+)\.", layer.name)) else None for layer in layers]

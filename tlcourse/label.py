@@ -11,11 +11,11 @@ through the model's own preprocessing half, and the network half runs on whole b
 where that is the faster engine (``hardware.default_engine``; the conversion is kept in the model
 folder, keyed by the model file's hash). It does a little more work than caching (the new layer,
 the top-k sort): ``bench/performance.py`` measures labelling against the caching rate on small
-photos, and lesson 04 measures both in one cell.
+photos, and lesson 05 measures both in one cell.
 
 Shell: ``python label_image.py IMAGE_OR_FOLDER ... [--graph G] [--labels L] [--top_k 5] [--json]``.
 ``--threshold P`` answers "unknown" when the top score is not above ``P`` (chosen on validation
-in ``notebooks/10_trust_a_score.ipynb``). Taught in ``notebooks/04_label_new_images.ipynb``.
+in ``notebooks/11_calibration.ipynb``). Taught in ``notebooks/05_label_new_images.ipynb``.
 """
 
 from __future__ import annotations

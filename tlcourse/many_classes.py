@@ -1,4 +1,4 @@
-"""Many classes: reproduce the accuracy collapse, diagnose it, and win it back (lesson 08).
+"""Many classes: reproduce the accuracy collapse, diagnose it, and win it back (lesson 09).
 
 - ``restrict`` and ``class_subset`` make smaller problems out of one dataset, on the same split.
 - ``run_recipe`` trains one recipe (backbone + training settings) and measures it: top-1 and
@@ -8,7 +8,7 @@
 - ``RECIPES``: the tutorial's command and the techniques that win accuracy back, each a plain
   set of ``TrainConfig`` settings that ``retrain.py`` also takes as flags.
 
-Taught in ``notebooks/08_many_classes.ipynb``; the full table comes from ``bench/many_classes.py``.
+Taught in ``notebooks/09_many_classes.ipynb``; the full table comes from ``bench/many_classes.py``.
 """
 
 from __future__ import annotations

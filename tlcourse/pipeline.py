@@ -10,7 +10,7 @@ the benches and the lessons. A recipe is a config, not a dict of settings:
 
 ``search`` runs several recipes within a time budget, cheapest first, and keeps the one with the
 best validation accuracy; the test split is never looked at to choose. Taught in
-``notebooks/09_fine_tuning.ipynb``.
+``notebooks/10_fine_tuning.ipynb``.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def search(
     return Search(trained, validation, skipped, time_budget_minutes)
 
 
-# The tuned new layer of notebooks/08_many_classes.ipynb: Adam, a cosine schedule, early stopping on
+# The tuned new layer of notebooks/09_many_classes.ipynb: Adam, a cosine schedule, early stopping on
 # the whole validation split, standardised bottlenecks; its L2 penalty chosen from L2_GRID.
 TUNED_HEAD_SETTINGS = {
     "optimizer": "adam",

@@ -138,7 +138,7 @@ def show_misclassified(evaluation, max_images: int = 8, size: float = 2.2):
 
 
 def plot_accuracy_vs_classes(curves: dict[str, list]):
-    """Test accuracy against the number of labels, one line per recipe (08_many_classes).
+    """Test accuracy against the number of labels, one line per recipe (09_many_classes).
 
     ``curves``: recipe name -> results with ``num_classes`` and ``accuracy`` attributes. Several
     results with the same number of labels (random label subsets) are drawn as dots, their mean
@@ -164,7 +164,7 @@ def plot_accuracy_vs_classes(curves: dict[str, list]):
 
 
 def plot_per_class_accuracy(evaluation, train_counts: dict[str, int]):
-    """Each label's test accuracy against its number of training images (08_many_classes)."""
+    """Each label's test accuracy against its number of training images (09_many_classes)."""
     accuracy = evaluation.per_class_accuracy()
     names = [name for name in evaluation.class_names if not np.isnan(accuracy[name])]
     figure, axis = plt.subplots(figsize=(6.5, 4))
@@ -182,7 +182,7 @@ def plot_per_class_accuracy(evaluation, train_counts: dict[str, int]):
 
 
 def plot_recipes(results: list):
-    """Top-1 (with its 95% interval when known) and top-5 test accuracy of each recipe (08_many_classes)."""
+    """Top-1 (with its 95% interval when known) and top-5 test accuracy of each recipe (09_many_classes)."""
     names = [r.name for r in results]
     positions = np.arange(len(names))
     figure, axis = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
@@ -206,7 +206,7 @@ def plot_recipes(results: list):
 
 def plot_learning_rate_range(found: dict, chosen: float | None = None):
     """The range test's smoothed loss against the learning rate, its suggestion and ``chosen`` marked
-    (09_fine_tuning; ``finetune.learning_rate_range_test``)."""
+    (10_fine_tuning; ``finetune.learning_rate_range_test``)."""
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.plot(found["rates"], found["losses"])
     axis.set_xscale("log")

@@ -10,7 +10,7 @@ labelling an image): each axis's resize is a matrix, built with TensorFlow's ker
 positions and edge rules, in float32. ``tests/test_fast_label.py`` checks that both agree.
 
 Taught in ``notebooks/02_cache_bottlenecks.ipynb`` (the preprocessing) and
-``notebooks/11_deploy_to_phone.ipynb`` (the fixed-size input of a phone model).
+``notebooks/13_deploy_to_phone.ipynb`` (the fixed-size input of a phone model).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from tlcourse.data import scan_dataset  # noqa: E402
 from tlcourse.errors import TLCourseError, command_line  # noqa: E402
 
 SCALING = "beyond one machine"
-BEYOND = "beyond the tutorial (lesson 08: many classes)"
+BEYOND = "beyond the tutorial (lesson 09: many classes)"
 
 
 def _setting(default, help: str, choices=None, group: str | None = None):
@@ -75,7 +75,7 @@ class _Names(dict):
         return self.prefix + name
 
 
-# Settings that do not apply with fine_tune_blocks, and why (lesson 09). The others apply: see fine_tune_config.
+# Settings that do not apply with fine_tune_blocks, and why (lesson 10). The others apply: see fine_tune_config.
 FINE_TUNING_REFUSES = {
     "how_many_training_steps": "fine-tuning trains in epochs: use {fine_tune_epochs}",
     "eval_step_interval": "fine-tuning measures the whole validation split after every epoch",
@@ -155,14 +155,14 @@ class RetrainConfig:
     standardize_bottlenecks: bool = _setting(False, "scale each feature by the training mean and std", group=BEYOND)
     fine_tune_blocks: int = _setting(
         0,
-        "also train the backbone's last N blocks (EfficientNet-Lite) on cached augmented views (lesson 09)",
+        "also train the backbone's last N blocks (EfficientNet-Lite) on cached augmented views (lesson 10)",
         group=BEYOND,
     )
     fine_tune_epochs: int = _setting(8, "epochs of fine-tuning (the best on validation is kept)", group=BEYOND)
     recipe: str = _setting(
         "flags",
         "flags: train as the flags say; auto: try the flags' new layer, a tuned new layer and the top blocks "
-        "fine-tuned, and keep the best on validation (lesson 09)",
+        "fine-tuned, and keep the best on validation (lesson 10)",
         list(RECIPES),
         BEYOND,
     )

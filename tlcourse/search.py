@@ -7,7 +7,7 @@ The index holds one normalised bottleneck per image of the folder (computed thro
 cache, so an image already cached costs nothing), with the backbone's fingerprint; it is written
 atomically. A query computes its images' bottlenecks with the same backbone and refuses an index
 made by another one. Brute-force cosine similarity: ``bench/embeddings.py`` measures how long a
-query takes at 10,000 and 100,000 images. Taught in ``notebooks/07_embeddings.ipynb``.
+query takes at 10,000 and 100,000 images. Taught in ``notebooks/08_embeddings.ipynb``.
 """
 
 from __future__ import annotations

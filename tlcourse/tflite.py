@@ -20,7 +20,7 @@ module ``ai_edge_litert.interpreter``, wheels for Linux, macOS and Windows), bec
 ``tf.lite.Interpreter`` is deprecated and scheduled for removal from TensorFlow. LiteRT runs only
 its built-in operations (no TensorFlow "Flex" ones, which can read and write files).
 
-Taught in ``notebooks/11_deploy_to_phone.ipynb``.
+Taught in ``notebooks/13_deploy_to_phone.ipynb``.
 """
 
 from __future__ import annotations

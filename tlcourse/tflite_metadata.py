@@ -16,7 +16,7 @@ The input tensor says: an RGB image (``ImageProperties``, its size), raw pixel v
 resize in ``preprocessing.json``. The output tensor: class probabilities (``FeatureProperties``,
 stats 0 to 1), the labels file as ``TENSOR_AXIS_LABELS``, and for an int8 model how to read its
 uint8 values. ``read_metadata`` reads it all back without TensorFlow. Written by
-``tflite.write_tflite`` (the model of ``notebooks/11_deploy_to_phone.ipynb``), which does not show it yet.
+``tflite.write_tflite`` (the model of ``notebooks/13_deploy_to_phone.ipynb``), which does not show it yet.
 """
 
 from __future__ import annotations

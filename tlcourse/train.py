@@ -91,7 +91,7 @@ class TrainConfig:
     distortions: Distortions = field(default_factory=Distortions)
     num_distorted_variants: int = 4
     final_tensor_name: str = "final_result"
-    # Beyond the tutorial (lesson 08, many classes); the defaults reproduce the tutorial.
+    # Beyond the tutorial (lesson 09, many classes); the defaults reproduce the tutorial.
     optimizer: str = "sgd"  # "sgd" or "adam"
     learning_rate_schedule: str = "constant"  # or "cosine": decays to 0 over the training steps
     l2: float = 0.0  # L2 penalty on the new layer's weights

@@ -2,7 +2,7 @@
 
 - ``RetrainPanel`` (03_retrain): sliders for steps, learning rate and batch size and a backbone
   menu; retrains the new layer on cached bottlenecks in seconds and redraws the curves.
-- ``UploadPanel`` (04_label_new_images): upload a photo and see its top 5 labels. Only images
+- ``UploadPanel`` (05_label_new_images): upload a photo and see its top 5 labels. Only images
   are accepted, up to a size limit, and files are only ever written inside the upload folder.
 
 Each panel's action is an ordinary method (``run``, ``handle_upload``), so it can be called and

@@ -1,6 +1,6 @@
 """Your data decides what the new layer can learn: how many images, and which ones.
 
-The experiments of ``notebooks/05_your_data.ipynb``, each a plain function on cached bottlenecks:
+The experiments of ``notebooks/06_your_data.ipynb``, each a plain function on cached bottlenecks:
 
 - ``fit_linear``: the new layer (a softmax on standardised bottlenecks, an L2 penalty, each label
   weighted equally, like the tutorial's balanced batches), fitted in numpy on all the training
@@ -12,7 +12,7 @@ The experiments of ``notebooks/05_your_data.ipynb``, each a plain function on ca
 - ``near_copy`` / ``write_with_near_copies``: near-duplicates that leak across the split, and
   ``find_near_duplicates`` (the lesson's graded exercise) to find them.
 
-``bench/learning_curve.py`` runs the full learning curve; ``tlcourse.depths`` (lesson 06) uses
+``bench/learning_curve.py`` runs the full learning curve; ``tlcourse.depths`` (lesson 07) uses
 ``fit_linear`` too.
 """
 
@@ -29,7 +29,7 @@ from PIL import Image
 
 from tlcourse.atomic import atomic_path
 from tlcourse.data import Dataset
-from tlcourse.exercises.data_quality import folds_for  # lesson 06 has the learner write it: one function
+from tlcourse.exercises.data_quality import folds_for  # lesson 07 has the learner write it: one function
 from tlcourse.images import load_image
 from tlcourse.train import Bottlenecks
 
@@ -75,7 +75,7 @@ def fit_linear(
 
     Every label gets the same total weight whatever its number of images (the tutorial's balanced
     batches do the same on average). The result depends only on the data: no seed is needed.
-    Taught in ``notebooks/05_your_data.ipynb``.
+    Taught in ``notebooks/06_your_data.ipynb``.
     """
     vectors = np.asarray(vectors, np.float32)
     labels = np.asarray(labels, np.int64)
@@ -176,7 +176,7 @@ def learning_curve(
 ) -> list[CurvePoint]:
     """Accuracy on ``evaluate_on`` of the layer trained on ``size`` images per label, for every
     size and seed (each seed draws other images). ``None`` in ``sizes`` means all of them.
-    Taught in ``notebooks/05_your_data.ipynb``; the full run is ``bench/learning_curve.py``."""
+    Taught in ``notebooks/06_your_data.ipynb``; the full run is ``bench/learning_curve.py``."""
     points = []
     for size in sizes:
         for seed in seeds if size is not None else seeds[:1]:  # "all" is the same draw for every seed
@@ -222,7 +222,7 @@ def summarize_curve(points: list[CurvePoint]) -> list[dict]:
 
 def plot_learning_curve(curves: dict[str, list[CurvePoint]]):
     """Accuracy against training images per label: the mean over seeds, and a band from the lowest to
-    the highest seed (05_your_data). "All" (every training image) is drawn at twice the largest size."""
+    the highest seed (06_your_data). "All" (every training image) is drawn at twice the largest size."""
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.5, 4))
@@ -364,7 +364,7 @@ def show_top_losses(
     true_labels=None,
 ):
     """The training images the layer disagrees with most: given label, its own answer, the loss
-    (05_your_data). ``flipped`` (optional) marks the images whose label was changed on purpose;
+    (06_your_data). ``flipped`` (optional) marks the images whose label was changed on purpose;
     ``losses`` (optional) ranks by other losses than the layer's own (``out_of_fold_losses``);
     ``true_labels`` (optional, when you planted the errors) are shown instead of the layer's answer."""
     import matplotlib.pyplot as plt

@@ -867,13 +867,13 @@ register(
 
 
 # ---------------------------------------------------------------------------------------------
-# top_k_accuracy (04_label_new_images)
+# top_k_accuracy (05_label_new_images)
 
 
 def top_k_accuracy(probabilities, labels, k):
     """The share of images whose true label is among the k most probable.
 
-    Taught in notebooks/04_label_new_images.ipynb.
+    Taught in notebooks/05_label_new_images.ipynb.
     """
     import numpy as np
 
@@ -950,7 +950,7 @@ def _grade_top_k_accuracy(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="top_k_accuracy",
-        lesson="04_label_new_images",
+        lesson="05_label_new_images",
         signature="(probabilities, labels, k: int) -> float",
         reference=top_k_accuracy,
         grade=_grade_top_k_accuracy,
@@ -959,13 +959,13 @@ register(
 
 
 # ---------------------------------------------------------------------------------------------
-# balanced_accuracy (04_label_new_images): class imbalance measured per label
+# balanced_accuracy (05_label_new_images): class imbalance measured per label
 
 
 def balanced_accuracy(labels, predictions):
     """The mean, over the labels that have images, of each label's recall (the share of its images predicted right).
 
-    Taught in notebooks/04_label_new_images.ipynb.
+    Taught in notebooks/05_label_new_images.ipynb.
     """
     import numpy as np
 
@@ -1049,7 +1049,7 @@ def _grade_balanced_accuracy(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="balanced_accuracy",
-        lesson="04_label_new_images",
+        lesson="05_label_new_images",
         signature="(labels [N], predictions [N]) -> float",
         reference=balanced_accuracy,
         grade=_grade_balanced_accuracy,

@@ -13,7 +13,7 @@ from tlcourse.exercises.core import Exercise, GradingFailure, as_float, register
 def expected_calibration_error(probabilities, labels, num_bins):
     """Expected calibration error: equal-width bins on the top probability, |accuracy - confidence| weighted.
 
-    Taught in notebooks/10_trust_a_score.ipynb.
+    Taught in notebooks/11_calibration.ipynb.
     """
     import numpy as np
 
@@ -224,7 +224,7 @@ def _grade_expected_calibration_error(candidate, rng: np.random.Generator) -> No
 register(
     Exercise(
         name="expected_calibration_error",
-        lesson="10_trust_a_score",
+        lesson="11_calibration",
         signature="(probabilities [N, C], labels [N], num_bins: int) -> float",
         reference=expected_calibration_error,
         grade=_grade_expected_calibration_error,
@@ -239,7 +239,7 @@ register(
 def fit_temperature(logits, labels):
     """The temperature T > 0 that minimises the mean negative log-likelihood of softmax(logits / T).
 
-    Taught in notebooks/10_trust_a_score.ipynb.
+    Taught in notebooks/11_calibration.ipynb.
     """
     import math
 
@@ -391,7 +391,7 @@ def _grade_fit_temperature(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="fit_temperature",
-        lesson="10_trust_a_score",
+        lesson="11_calibration",
         signature="(logits [N, C], labels [N]) -> float",
         reference=fit_temperature,
         grade=_grade_fit_temperature,

@@ -10,7 +10,7 @@ from tlcourse.exercises.core import Exercise, GradingFailure, describe, register
 def find_near_duplicates(vectors, threshold):
     """Every pair (i, j), i < j, of rows whose cosine similarity is at least ``threshold``.
 
-    Taught in notebooks/05_your_data.ipynb.
+    Taught in notebooks/06_your_data.ipynb.
     """
     import numpy as np
 
@@ -202,7 +202,7 @@ def _grade_find_near_duplicates(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="find_near_duplicates",
-        lesson="05_your_data",
+        lesson="06_your_data",
         signature="(vectors [N, D], threshold: float) -> list[tuple[int, int]]",
         reference=find_near_duplicates,
         grade=_grade_find_near_duplicates,
@@ -211,13 +211,13 @@ register(
 
 
 # ---------------------------------------------------------------------------------------------
-# folds_for (06_why_features_transfer): stratified k-fold cross-validation
+# folds_for (07_why_features_transfer): stratified k-fold cross-validation
 
 
 def folds_for(labels, num_folds=5, seed=0):
     """A fold number for each image, each label's images dealt out evenly over the folds (stratified).
 
-    Taught in notebooks/06_why_features_transfer.ipynb; ``tlcourse.your_data.folds_for`` is this function.
+    Taught in notebooks/07_why_features_transfer.ipynb; ``tlcourse.your_data.folds_for`` is this function.
     """
     import numpy as np
 
@@ -305,7 +305,7 @@ def _grade_folds_for(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="folds_for",
-        lesson="06_why_features_transfer",
+        lesson="07_why_features_transfer",
         signature="(labels [N], num_folds: int, seed: int) -> fold numbers [N] in 0 .. num_folds - 1",
         reference=folds_for,
         grade=_grade_folds_for,

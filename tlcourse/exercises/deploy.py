@@ -19,7 +19,7 @@ def representative_dataset(images, labels, num_samples):
     yields min(num_samples, N) items, each a list holding one float32 array [1, size, size, 3] of
     raw 0-255 pixels (the float model's input: the model scales pixels itself). Take the labels in
     turn (one image of each label, then a second of each, ...), so that every label is calibrated.
-    Taught in notebooks/11_deploy_to_phone.ipynb.
+    Taught in notebooks/13_deploy_to_phone.ipynb.
     """
     import numpy as np
 
@@ -169,7 +169,7 @@ def _grade(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="representative_dataset",
-        lesson="11_deploy_to_phone",
+        lesson="13_deploy_to_phone",
         signature="(images [N, size, size, 3] uint8, labels [N], num_samples) -> a function yielding [float32 array]",
         reference=representative_dataset,
         grade=_grade,
@@ -178,13 +178,13 @@ register(
 
 
 # ---------------------------------------------------------------------------------------------
-# shard_of (12_scaling_out): which process caches an image, from its content alone
+# shard_of (14_scaling_out): which process caches an image, from its content alone
 
 
 def shard_of(content, num_shards):
     """The shard of an image from its bytes: SHA-256, the first 16 hex digits as an integer, modulo num_shards.
 
-    Taught in notebooks/12_scaling_out.ipynb; the rule of ``tlcourse.bottlenecks.in_shard``.
+    Taught in notebooks/14_scaling_out.ipynb; the rule of ``tlcourse.bottlenecks.in_shard``.
     """
     import hashlib
 
@@ -255,7 +255,7 @@ def _grade_shard_of(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="shard_of",
-        lesson="12_scaling_out",
+        lesson="14_scaling_out",
         signature="(content: bytes, num_shards: int) -> int in 0 .. num_shards - 1",
         reference=shard_of,
         grade=_grade_shard_of,

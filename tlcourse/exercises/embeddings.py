@@ -21,7 +21,7 @@ def retrieval_scores(similarities, query_labels, index_labels, k):
        end of the ranking (not only the first k).
     4. A query whose label no indexed image has is left out of both means (it has nothing to find).
     Returns (precision_at_k, mean_average_precision): means over the queries, two floats.
-    Taught in notebooks/07_embeddings.ipynb; tlcourse.embeddings.search_scores uses it.
+    Taught in notebooks/08_embeddings.ipynb; tlcourse.embeddings.search_scores uses it.
     """
     import numpy as np
 
@@ -194,7 +194,7 @@ def _wrong_answers(similarities, query_labels, index_labels, k, expected):
 register(
     Exercise(
         name="retrieval_scores",
-        lesson="07_embeddings",
+        lesson="08_embeddings",
         signature="(similarities [Q, N], query_labels [Q], index_labels [N], k) -> (precision_at_k, mean_ap)",
         reference=retrieval_scores,
         grade=_grade,

@@ -16,7 +16,7 @@ def freeze_for_fine_tuning(model, num_blocks):
     Blocks are the layers named ``blocks.{i}.…`` (the highest ``i`` is the top block). Layers before
     the lowest trained block are frozen; every ``keras.layers.BatchNormalization`` layer is frozen.
     The backbone may be nested in ``model`` as a sub-model: open it (``layer.layers``). Returns nothing.
-    Taught in notebooks/09_fine_tuning.ipynb.
+    Taught in notebooks/10_fine_tuning.ipynb.
     """
     import re
 
@@ -159,7 +159,7 @@ def _grade(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="freeze_for_fine_tuning",
-        lesson="09_fine_tuning",
+        lesson="10_fine_tuning",
         signature="(model, num_blocks) -> None (sets layer.trainable in place)",
         reference=freeze_for_fine_tuning,
         grade=_grade,
@@ -178,7 +178,7 @@ def warmup_cosine(step, peak, total_steps, warmup_steps):
     step: an int or an int array of steps (0 is the first); 0 <= warmup_steps < total_steps.
     Returns a float for an int ``step``, a float array of ``step``'s shape for an array.
     The formula of ``tlcourse.finetune.WarmupCosine``, the schedule of the package's recipe.
-    Taught in notebooks/09_fine_tuning.ipynb.
+    Taught in notebooks/10_fine_tuning.ipynb.
     """
     import numpy as np
 
@@ -416,7 +416,7 @@ def _grade_warmup_cosine(candidate, rng: np.random.Generator) -> None:
 register(
     Exercise(
         name="warmup_cosine",
-        lesson="09_fine_tuning",
+        lesson="10_fine_tuning",
         signature="(step: int or int array, peak, total_steps, warmup_steps) -> float or float array",
         reference=warmup_cosine,
         grade=_grade_warmup_cosine,
