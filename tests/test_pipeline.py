@@ -2,10 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.test_retrain import config_for, small_stamps
-from tlcourse import data, pipeline, retrain, train
+from tlcourse import data, finetune, pipeline, retrain, train
+from tlcourse.images import load_image
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,7 @@ def test_retrain_auto_writes_the_table_and_the_model_it_chose(stamps_dir, tmp_pa
         "new layer, as the flags say",
         "tuned new layer (L2 chosen on validation)",
         "top 1 blocks fine-tuned",
+        "top 1 blocks fine-tuned, averaged with the tuned new layer",
     ]
     chosen = max(tried, key=lambda row: (row["validation_accuracy"], -tried.index(row)))
     assert [row["chosen"] for row in tried] == [row is chosen for row in tried]
@@ -85,3 +88,46 @@ def test_retrain_auto_writes_the_table_and_the_model_it_chose(stamps_dir, tmp_pa
     assert result.final_validation_accuracy == pytest.approx(chosen["validation_accuracy"])
     printed = capsys.readouterr().out
     assert "chosen on validation: " + chosen["recipe"] in printed and "Final validation accuracy" in printed
+
+
+def test_an_averaged_recipe_reuses_its_members_and_chooses_the_weight_on_validation(
+    small, lite0, tmp_path, monkeypatch
+):
+    head = pipeline.HeadRecipe("head", train.TrainConfig(how_many_training_steps=50))
+    tuned = pipeline.FineTuneRecipe("tuned", finetune.FineTuneConfig(blocks=1, epochs=1, num_distorted_variants=0))
+    averaged = pipeline.AveragedRecipe(
+        "averaged", head, (tuned,), head_weights=(0.1, 0.3)
+    )  # neither is 0.5: a swap would show
+    # Stamps are easy: a perfect first recipe would stop the search (tested above), so every recipe scores alike.
+    monkeypatch.setattr(pipeline, "validation_accuracy", lambda trained: pipeline.stats.Interval(0.5, 0.2, 0.8, 1, 2))
+    calls = []
+    fine_tune = pipeline.FineTuneRecipe.train
+    monkeypatch.setattr(
+        pipeline.FineTuneRecipe, "train", lambda self, *a, **k: calls.append(1) or fine_tune(self, *a, **k)
+    )
+    search = pipeline.search([head, tuned, averaged], small, lite0, tmp_path, progress=False)
+    assert [t.name for t in search.trained] == ["head", "tuned", "averaged"] and len(calls) == 1
+    first, second, result = search.trained
+    weight = result.notes["head_weight"]
+    scores = result.notes["validation_accuracy_by_head_weight"]
+    assert weight == max(scores, key=lambda w: (scores[w], -w))
+    # The averaged model is the weighted sum of its members' probabilities, on the same images.
+    validation = result.splits["validation"]
+    frozen = first.classifier.predict(
+        finetune.bottlenecks_through_top(finetune.split_backbone(lite0, 1)[1], validation).vectors, verbose=0
+    )
+    expected = weight * frozen + (1 - weight) * second.classifier.predict(validation.vectors, verbose=0)
+    np.testing.assert_allclose(result.classifier.predict(validation.vectors, verbose=0), expected, atol=1e-5)
+    assert scores[weight] == pytest.approx(np.mean(expected.argmax(1) == validation.labels))
+    # What retrain writes (raw images in, preprocessing inside) gives the same probabilities.
+    image = load_image(validation.records[0].path)
+    np.testing.assert_allclose(result.exported(lite0)(image[None]).numpy()[0], expected[0], atol=1e-4)
+
+
+def test_an_averaged_recipe_is_skipped_when_a_member_did_not_run(small, lite0, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "validation_accuracy", lambda trained: pipeline.stats.Interval(0.5, 0.2, 0.8, 1, 2))
+    head = pipeline.HeadRecipe("head", train.TrainConfig(how_many_training_steps=20))
+    tuned = pipeline.FineTuneRecipe("tuned", finetune.FineTuneConfig(blocks=1, epochs=1))
+    averaged = pipeline.AveragedRecipe("averaged", head, (tuned,))
+    search = pipeline.search([head, averaged], small, lite0, tmp_path, progress=False)
+    assert [t.name for t in search.trained] == ["head"] and "did not all run" in search.skipped["averaged"]

@@ -6,7 +6,9 @@ the benches and the lessons. A recipe is a config, not a dict of settings:
 - ``HeadRecipe``: a new layer on the frozen backbone's cached bottlenecks (``train.train_head``),
   optionally with its L2 penalty chosen on validation from a grid;
 - ``FineTuneRecipe``: the backbone's top blocks and a new layer on cached activations
-  (``finetune.fine_tune``).
+  (``finetune.fine_tune``);
+- ``AveragedRecipe``: a new layer's and fine-tuned models' probabilities averaged, the new layer's
+  weight chosen on validation.
 
 ``search`` runs several recipes within a time budget, cheapest first, and keeps the one with the
 best validation accuracy; the test split is never looked at to choose. Taught in
@@ -59,7 +61,9 @@ class HeadRecipe:
     config: train.TrainConfig
     l2_grid: tuple[float, ...] = ()
 
-    def train(self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None) -> Trained:
+    def train(
+        self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None, earlier=None
+    ) -> Trained:
         started = time.perf_counter()
         config = self.config
         report = bottlenecks.cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)
@@ -104,7 +108,9 @@ class FineTuneRecipe:
     name: str
     config: finetune.FineTuneConfig
 
-    def train(self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None) -> Trained:
+    def train(
+        self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None, earlier=None
+    ) -> Trained:
         started = time.perf_counter()
         unfolded = _unfolded(backbone)
         tuned = finetune.fine_tune(
@@ -133,7 +139,92 @@ class FineTuneRecipe:
         )
 
 
-Recipe = HeadRecipe | FineTuneRecipe
+@dataclass(frozen=True)
+class AveragedRecipe:
+    """A frozen-feature recipe's probabilities averaged with fine-tuned ones; the frozen layer's weight
+    is chosen on validation from ``head_weights`` (0: the fine-tuned models alone).
+
+    Fine-tuning gains on labels with many training images and can lose on labels with few, where
+    the frozen layer, with far fewer weights to fit, errs less; averaging keeps some of each. Members
+    already trained in the same search (``earlier``, by name) are reused, not trained again.
+    """
+
+    name: str
+    head: HeadRecipe
+    fine_tuned: tuple[FineTuneRecipe, ...]
+    head_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+    def __post_init__(self):
+        if not self.fine_tuned or len({recipe.config.blocks for recipe in self.fine_tuned}) != 1:
+            raise ValueError("an averaged recipe needs fine-tuned members that all fine-tune the same blocks")
+
+    def members(self) -> tuple[Recipe, ...]:
+        return (self.head, *self.fine_tuned)
+
+    def train(
+        self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None, earlier=None
+    ) -> Trained:
+        started = time.perf_counter()
+        earlier = earlier or {}
+        members = [
+            earlier.get(recipe.name) or recipe.train(dataset, backbone, bottleneck_dir, progress, strategy, deadline)
+            for recipe in self.members()
+        ]
+        head, tuned = members[0], members[1:]
+        lower, top = finetune.split_backbone(backbone, self.fine_tuned[0].config.blocks, _unfolded(backbone))
+        # On the fine-tuned models' inputs (the cached activations), the frozen layer sees its bottleneck
+        # through the pretrained top, which is the whole backbone's bottleneck within float rounding.
+        activations = keras.Input(tuned[0].classifier.input.shape[1:], name="activations")
+        bottleneck = top(keras.layers.Reshape(top.input.shape[1:], name="to_image")(activations), training=False)
+        frozen_part = keras.Model(activations, head.classifier(bottleneck), name="frozen_layer")
+        tuned_part = [
+            keras.Model(activations, t.classifier(activations), name=f"fine_tuned_{i}") for i, t in enumerate(tuned)
+        ]
+
+        validation = tuned[0].splits["validation"]
+        if not len(validation):
+            raise ValueError("choosing the new layer's weight needs validation images: raise validation_percentage")
+        frozen_probabilities = frozen_part.predict(validation.vectors, verbose=0)
+        tuned_probabilities = np.mean([part.predict(validation.vectors, verbose=0) for part in tuned_part], axis=0)
+        scores = {
+            weight: float(
+                np.mean(
+                    (weight * frozen_probabilities + (1 - weight) * tuned_probabilities).argmax(1) == validation.labels
+                )
+            )
+            for weight in self.head_weights
+        }
+        weight = max(scores, key=lambda w: (scores[w], -w))  # ties: the smaller weight of the frozen layer
+        classifier = _weighted_average(
+            activations, [frozen_part, *tuned_part], [weight] + [(1 - weight) / len(tuned)] * len(tuned)
+        )
+        images = keras.Input(backbone.network.input.shape[1:], name="images")
+        model = keras.Model(images, classifier(lower.network(images)), name=f"{backbone.name}_averaged")
+        own_seconds = time.perf_counter() - started - sum(t.seconds for t in members if t.name not in earlier)
+        return Trained(
+            self.name,
+            model,
+            classifier,
+            tuned[0].splits,
+            dataset.class_names,
+            own_seconds + sum(t.seconds for t in members),
+            {"members": [t.name for t in members], "head_weights": list(self.head_weights)},
+            tuned[0].failures,
+            True,
+            {"head_weight": weight, "validation_accuracy_by_head_weight": scores},
+        )
+
+
+def _weighted_average(inputs, parts: list[keras.Model], weights: list[float]) -> keras.Model:
+    """``inputs`` -> the weighted sum of ``parts``' outputs (weights summing to 1), built of plain layers."""
+    outputs = [
+        keras.layers.Rescaling(w, name=f"weight_{i}")(part(inputs))
+        for i, (part, w) in enumerate(zip(parts, weights, strict=True))
+    ]
+    return keras.Model(inputs, keras.layers.Add(name="averaged")(outputs), name="averaged")
+
+
+Recipe = HeadRecipe | FineTuneRecipe | AveragedRecipe
 
 
 def _unfolded(backbone):
@@ -217,15 +308,22 @@ def search(
     deadline = time.monotonic() + 60 * time_budget_minutes
     trained, validation, skipped = [], [], {}
     for recipe in recipes:
+        earlier = {t.name: t for t in trained}
         if validation and max(v.value for v in validation) == 1.0:
             skipped[recipe.name] = "an earlier recipe was right on every validation image"
             continue
-        if trained and time.monotonic() >= deadline:  # the first, cheapest recipe always runs
+        if isinstance(recipe, AveragedRecipe) and not all(m.name in earlier for m in recipe.members()):
+            skipped[recipe.name] = "the recipes it averages did not all run"
+            continue
+        # The first, cheapest recipe always runs; an average of recipes that ran costs seconds.
+        if trained and time.monotonic() >= deadline and not isinstance(recipe, AveragedRecipe):
             skipped[recipe.name] = f"the time budget ({time_budget_minutes:g} min) was spent"
             continue
         if progress:
             print(f"recipe: {recipe.name}", flush=True)
-        trained.append(recipe.train(dataset, backbone, Path(bottleneck_dir), progress, deadline=deadline))
+        trained.append(
+            recipe.train(dataset, backbone, Path(bottleneck_dir), progress, deadline=deadline, earlier=earlier)
+        )
         validation.append(validation_accuracy(trained[-1]))
     return Search(trained, validation, skipped, time_budget_minutes)
 
@@ -248,14 +346,17 @@ L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
 
 def auto_recipes(given: train.TrainConfig, fine_tune: finetune.FineTuneConfig | None) -> list[Recipe]:
     """What ``retrain.py --recipe=auto`` tries, cheapest first: the new layer the flags describe, the
-    tuned new layer, and (for a backbone that can be fine-tuned) the top blocks fine-tuned."""
+    tuned new layer, and (for a backbone that can be fine-tuned) the top blocks fine-tuned, then
+    averaged with the tuned new layer (which costs seconds once both have run)."""
     shared = {"seed": given.seed, "final_tensor_name": given.final_tensor_name, "summaries_dir": given.summaries_dir}
-    recipes: list[Recipe] = [
-        HeadRecipe("new layer, as the flags say", given),
-        HeadRecipe(
-            "tuned new layer (L2 chosen on validation)", train.TrainConfig(**TUNED_HEAD_SETTINGS, **shared), L2_GRID
-        ),
-    ]
+    tuned = HeadRecipe(
+        "tuned new layer (L2 chosen on validation)", train.TrainConfig(**TUNED_HEAD_SETTINGS, **shared), L2_GRID
+    )
+    recipes: list[Recipe] = [HeadRecipe("new layer, as the flags say", given), tuned]
     if fine_tune is not None:
-        recipes.append(FineTuneRecipe(f"top {fine_tune.blocks} blocks fine-tuned", fine_tune))
+        fine_tuned = FineTuneRecipe(f"top {fine_tune.blocks} blocks fine-tuned", fine_tune)
+        recipes += [
+            fine_tuned,
+            AveragedRecipe(f"{fine_tuned.name}, averaged with the tuned new layer", tuned, (fine_tuned,)),
+        ]
     return recipes

@@ -161,8 +161,8 @@ class RetrainConfig:
     fine_tune_epochs: int = _setting(8, "epochs of fine-tuning (the best on validation is kept)", group=BEYOND)
     recipe: str = _setting(
         "flags",
-        "flags: train as the flags say; auto: try the flags' new layer, a tuned new layer and the top blocks "
-        "fine-tuned, and keep the best on validation (lesson 10)",
+        "flags: train as the flags say; auto: try the flags' new layer, a tuned new layer, the top blocks "
+        "fine-tuned and that averaged with the tuned layer, and keep the best on validation (lesson 10)",
         list(RECIPES),
         BEYOND,
     )
