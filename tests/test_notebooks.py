@@ -15,6 +15,7 @@ def test_the_numbered_lessons_are_all_there():
         "01_prepare_dataset",
         "02_cache_bottlenecks",
         "03_retrain",
+        "04_intervals",
         "05_label_new_images",
         "06_your_data",
         "07_why_features_transfer",
@@ -22,6 +23,7 @@ def test_the_numbered_lessons_are_all_there():
         "09_many_classes",
         "10_fine_tuning",
         "11_calibration",
+        "12_unknown_images",
         "13_deploy_to_phone",
         "14_scaling_out",
     ]

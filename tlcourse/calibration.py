@@ -16,7 +16,8 @@
 A label is kept when its score is *above* the threshold, and "unknown" otherwise, here and in
 ``label_image.py``: a threshold of 0 changes nothing, a threshold of 1 rejects everything.
 
-Taught in ``notebooks/11_calibration.ipynb``.
+Taught in ``notebooks/11_calibration.ipynb`` (calibration, temperature) and
+``notebooks/12_unknown_images.ipynb`` (the threshold).
 """
 
 from __future__ import annotations

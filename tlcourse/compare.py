@@ -11,7 +11,7 @@ models answer differently are listed, with both answers.
 
 ``--split`` takes the images of one split of the course's hash split (``validation`` by default:
 choose between models on validation images, then measure the chosen one on test once); ``all``
-takes every image, for a folder neither model was trained on. Lesson ``11_calibration`` teaches
+takes every image, for a folder neither model was trained on. Lesson ``04_intervals`` teaches
 the paired comparison this command runs.
 """
 

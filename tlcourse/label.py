@@ -15,7 +15,7 @@ photos, and lesson 05 measures both in one cell.
 
 Shell: ``python label_image.py IMAGE_OR_FOLDER ... [--graph G] [--labels L] [--top_k 5] [--json]``.
 ``--threshold P`` answers "unknown" when the top score is not above ``P`` (chosen on validation
-in ``notebooks/11_calibration.ipynb``). Taught in ``notebooks/05_label_new_images.ipynb``.
+in ``notebooks/12_unknown_images.ipynb``). Taught in ``notebooks/05_label_new_images.ipynb``.
 """
 
 from __future__ import annotations

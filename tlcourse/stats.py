@@ -4,7 +4,7 @@ A test set of 13 or 652 images gives an accuracy with noise in it. Every accurac
 compares carries an interval from here, and two recipes are compared on the *same* images with a
 paired test, which sees much smaller differences than two separate intervals do.
 
-Taught in ``notebooks/11_calibration.ipynb``; used by ``bench/many_classes.py`` and the lessons.
+Taught in ``notebooks/04_intervals.ipynb``; used by ``bench/many_classes.py`` and the lessons.
 """
 
 from __future__ import annotations
