@@ -6,6 +6,14 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+MAX_WORDS = 1900  # of markdown prose a lesson: a learner reads pages between runs, not chapters
+# Lessons not brought to the course's shape yet, and why; each must still need its exception.
+NOT_YET = {"10_fine_tuning": "the lead's lesson, shortened separately (2,816 words on 2026-12-04)"}
+
+
+def markdown_of(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
 
 
 def test_the_numbered_lessons_are_all_there():
@@ -42,8 +50,21 @@ def test_notebook_is_stored_without_outputs_and_follows_the_skeleton(path):
     assert first.startswith(f"# {path.stem[:2]} · ") and "What you will learn" in first
     assert "colab-badge.svg" in first and "mybinder.org" in first and path.name in first
     assert "google.colab" in "".join(cells[1]["source"])
-    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    markdown = markdown_of(path)
     assert "## Summary" in markdown and "## Exercises" in markdown
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     if path.stem != "00_check_setup":  # every lesson has the learner do something: a graded function or a prediction
         assert "tlc.exercises.check(" in code or "tlc.course.reveal(" in code
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_lesson_is_pages_not_a_chapter_with_answers_and_further_research(path):
+    markdown = markdown_of(path)
+    words = len(markdown.split())
+    shaped = words <= MAX_WORDS and "<details>" in markdown and "Further research" in markdown
+    if path.stem in NOT_YET:
+        assert not shaped, f"{path.stem} is in shape now: remove it from NOT_YET"
+    else:
+        assert words <= MAX_WORDS, f"{path.stem}: {words} words of prose, more than {MAX_WORDS}: cut repetition"
+        assert "<details>" in markdown, f"{path.stem}: its Why questions need answers in <details> cells"
+        assert "Further research" in markdown, f"{path.stem}: add a short Further research list"
