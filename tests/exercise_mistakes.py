@@ -1461,3 +1461,343 @@ def schedule_float32(step, peak, total_steps, warmup_steps):
 
 
 CORRECT["warmup_cosine"] = [schedule_other_way, schedule_float32]
+
+
+# ------------------------------------------------------------------------------------------- standardize
+# Lesson 09. Written as a learner would, each with the guard against a spread of 0 unless that is the mistake.
+
+
+def _spread(values, axis=0, keepdims=False):
+    spread = values.std(axis=axis, keepdims=keepdims)
+    return np.where(spread == 0, 1.0, spread)
+
+
+def standardize_pooled(train, validation, test):
+    everything = np.vstack([train, validation, test])
+    mean, spread = everything.mean(axis=0), _spread(everything)
+    return (train - mean) / spread, (validation - mean) / spread, (test - mean) / spread
+
+
+def standardize_train_and_validation_pooled(train, validation, test):
+    seen = np.vstack([train, validation])
+    mean, spread = seen.mean(axis=0), _spread(seen)
+    return (train - mean) / spread, (validation - mean) / spread, (test - mean) / spread
+
+
+def standardize_each_split_itself(train, validation, test):
+    return tuple((split - split.mean(axis=0)) / _spread(split) for split in (train, validation, test))
+
+
+def standardize_with_validation_statistics(train, validation, test):
+    mean, spread = validation.mean(axis=0), _spread(validation)
+    return (train - mean) / spread, (validation - mean) / spread, (test - mean) / spread
+
+
+def standardize_with_test_statistics(train, validation, test):
+    mean, spread = test.mean(axis=0), _spread(test)
+    return (train - mean) / spread, (validation - mean) / spread, (test - mean) / spread
+
+
+def standardize_no_epsilon(train, validation, test):
+    mean, spread = train.mean(axis=0), train.std(axis=0)
+    return (train - mean) / spread, (validation - mean) / spread, (test - mean) / spread
+
+
+def standardize_by_variance(train, validation, test):
+    mean, variance = train.mean(axis=0), train.var(axis=0) + 1e-8
+    return (train - mean) / variance, (validation - mean) / variance, (test - mean) / variance
+
+
+def standardize_each_image(train, validation, test):
+    return tuple(
+        (split - split.mean(axis=1, keepdims=True)) / _spread(split, 1, True) for split in (train, validation, test)
+    )
+
+
+def standardize_one_number(train, validation, test):
+    mean, spread = train.mean(), train.std()
+    return (train - mean) / spread, (validation - mean) / spread, (test - mean) / spread
+
+
+def standardize_only_centred(train, validation, test):
+    mean = train.mean(axis=0)
+    return train - mean, validation - mean, test - mean
+
+
+def standardize_train_only(train, validation, test):
+    return (train - train.mean(axis=0)) / _spread(train), validation, test
+
+
+def standardize_in_place(train, validation, test):
+    mean, spread = train.mean(axis=0), _spread(train)
+    for split in (train, validation, test):
+        split -= mean
+        split /= spread
+    return train, validation, test
+
+
+def standardize_returns_statistics(train, validation, test):
+    return train.mean(axis=0), _spread(train)
+
+
+def standardize_drops_constant_features(train, validation, test):
+    keep = train.std(axis=0) > 0
+    mean, spread = train.mean(axis=0)[keep], train.std(axis=0)[keep]
+    return tuple((split[:, keep] - mean) / spread for split in (train, validation, test))
+
+
+def standardize_squared_spread_guard(train, validation, test):
+    """Guards the variance but forgets the square root."""
+    mean, variance = train.mean(axis=0), np.maximum(train.var(axis=0), 1e-12)
+    return tuple((split - mean) / variance for split in (train, validation, test))
+
+
+def standardize_epsilon_inside_sqrt(train, validation, test):
+    """A correct answer: the epsilon inside the square root, as batch normalisation does."""
+    mean, spread = train.mean(axis=0), np.sqrt(train.var(axis=0) + 1e-8)
+    return tuple((split - mean) / spread for split in (train, validation, test))
+
+
+def standardize_sample_spread_floored(train, validation, test):
+    """A correct answer: the sample standard deviation (ddof=1), floored like the package's new layer."""
+    mean, spread = train.mean(axis=0), np.maximum(train.std(axis=0, ddof=1), 1e-3)
+    return tuple((split - mean) / spread for split in (train, validation, test))
+
+
+MISTAKES["standardize"] = [
+    (standardize_pooled, "all three splits pooled. That is the leak"),
+    (standardize_train_and_validation_pooled, "training and validation pooled"),
+    (standardize_each_split_itself, "each split was standardised with its own mean and spread"),
+    (standardize_with_validation_statistics, "the statistics came from the validation split"),
+    (standardize_with_test_statistics, "the statistics came from the test split"),
+    (standardize_no_epsilon, "whose training values are all 1.5 (spread 0)"),
+    (standardize_by_variance, "divided by its variance"),
+    (standardize_squared_spread_guard, "divided by its variance"),
+    (standardize_each_image, "each image (a row) was standardised"),
+    (standardize_one_number, "one mean and one spread were taken over the whole training array"),
+    (standardize_only_centred, "centred but not divided by their spread"),
+    (standardize_train_only, "validation and test came back unchanged"),
+    (standardize_in_place, "changed its input `train` in place"),
+    (standardize_returns_statistics, "should return the three standardised splits"),
+    (standardize_drops_constant_features, "keeps the shape of its input"),
+]
+CORRECT["standardize"] = [standardize_epsilon_inside_sqrt, standardize_sample_spread_floored]
+
+
+# ---------------------------------------------------------------------------------- choose_on_validation
+
+
+def choose_on_test(candidates, train, score):
+    models = [train(c) for c in candidates]
+    scores = [score(m, "test") for m in models]
+    best = int(np.argmax(scores))
+    return candidates[best], models[best], score(models[best], "validation")
+
+
+def choose_on_training_score(candidates, train, score):
+    models = [train(c) for c in candidates]
+    best = int(np.argmax([score(m, "train") for m in models]))
+    return candidates[best], models[best], score(models[best], "validation")
+
+
+def choose_lowest(candidates, train, score):
+    models = [train(c) for c in candidates]
+    scores = [score(m, "validation") for m in models]
+    best = int(np.argmin(scores))
+    return candidates[best], models[best], scores[best]
+
+
+def choose_ties_to_the_later(candidates, train, score):
+    best = None
+    for candidate in candidates:
+        model = train(candidate)
+        value = score(model, "validation")
+        if best is None or value >= best[2]:
+            best = (candidate, model, value)
+    return best
+
+
+def choose_first(candidates, train, score):
+    model = train(candidates[0])
+    return candidates[0], model, score(model, "validation")
+
+
+def choose_last(candidates, train, score):
+    best = None
+    for candidate in candidates:
+        model = train(candidate)
+        value = score(model, "validation")
+        best = (candidate, model, value)  # forgot to compare
+    return best
+
+
+def choose_returns_test_score(candidates, train, score):
+    candidate, model, _ = exercises_reference_choice(candidates, train, score)
+    return candidate, model, score(model, "test")
+
+
+def choose_prints_test_scores(candidates, train, score):
+    best = None
+    for candidate in candidates:
+        model = train(candidate)
+        value = score(model, "validation")
+        print(f"{candidate}: validation {value:.2f}, test {score(model, 'test'):.2f}")
+        if best is None or value > best[2]:
+            best = (candidate, model, value)
+    return best
+
+
+def choose_on_validation_plus_test(candidates, train, score):
+    models = [train(c) for c in candidates]
+    totals = [score(m, "validation") + score(m, "test") for m in models]
+    best = int(np.argmax(totals))
+    return candidates[best], models[best], score(models[best], "validation")
+
+
+def choose_returns_index(candidates, train, score):
+    models = [train(c) for c in candidates]
+    best = int(np.argmax([score(m, "validation") for m in models]))
+    return best, models[best], score(models[best], "validation")
+
+
+def choose_returns_last_model(candidates, train, score):
+    best, model = None, None
+    for candidate in candidates:
+        model = train(candidate)
+        value = score(model, "validation")
+        if best is None or value > best[1]:
+            best = (candidate, value)
+    return best[0], model, best[1]
+
+
+def choose_returns_pair(candidates, train, score):
+    candidate, _, value = exercises_reference_choice(candidates, train, score)
+    return candidate, value
+
+
+def exercises_reference_choice(candidates, train, score):
+    from tlcourse.exercises.tuning import choose_on_validation  # noqa: PLC0415
+
+    return choose_on_validation(candidates, train, score)
+
+
+def choose_with_max_builtin(candidates, train, score):
+    """A correct answer: max keeps the first of equal keys; the chosen candidate is trained again."""
+    chosen = max(candidates, key=lambda candidate: score(train(candidate), "validation"))
+    model = train(chosen)
+    return chosen, model, score(model, "validation")
+
+
+MISTAKES["choose_on_validation"] = [
+    (choose_on_test, "best TEST score"),
+    (choose_on_validation_plus_test, "best TEST score"),
+    (choose_on_training_score, "best TRAINING score"),
+    (choose_lowest, "LOWEST validation score"),
+    (choose_ties_to_the_later, "kept the later, more complex one"),
+    (choose_first, "returned the first candidate"),
+    (choose_last, "returned the last candidate"),
+    (choose_returns_test_score, "returned its TEST score"),
+    (choose_prints_test_scores, "scored models on the test split along the way"),
+    (choose_returns_index, "is not one of the candidates"),
+    (choose_returns_last_model, "return the model that train(candidate) gave"),
+    (choose_returns_pair, "should return three things"),
+]
+CORRECT["choose_on_validation"] = [choose_with_max_builtin]
+
+
+# ----------------------------------------------------------------------------------------- adjust_for_prior
+
+
+def _frequencies(counts):
+    counts = np.asarray(counts, dtype=float)
+    return counts / counts.sum()
+
+
+def prior_not_renormalised(probabilities, training_counts, new_counts):
+    return probabilities * _frequencies(new_counts) / _frequencies(training_counts)
+
+
+def prior_counts_not_renormalised(probabilities, training_counts, new_counts):
+    return probabilities * np.asarray(new_counts) / np.asarray(training_counts)
+
+
+def prior_upside_down(probabilities, training_counts, new_counts):
+    adjusted = probabilities * _frequencies(training_counts) / _frequencies(new_counts)
+    return adjusted / adjusted.sum(axis=1, keepdims=True)
+
+
+def prior_new_only(probabilities, training_counts, new_counts):
+    adjusted = probabilities * _frequencies(new_counts)
+    return adjusted / adjusted.sum(axis=1, keepdims=True)
+
+
+def prior_training_only(probabilities, training_counts, new_counts):
+    adjusted = probabilities / _frequencies(training_counts)
+    return adjusted / adjusted.sum(axis=1, keepdims=True)
+
+
+def prior_columns_renormalised(probabilities, training_counts, new_counts):
+    adjusted = probabilities * _frequencies(new_counts) / _frequencies(training_counts)
+    return adjusted / adjusted.sum(axis=0)
+
+
+def prior_ratio_added_to_logits(probabilities, training_counts, new_counts):
+    logits = np.log(probabilities) + _frequencies(new_counts) / _frequencies(training_counts)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def prior_logits_multiplied(probabilities, training_counts, new_counts):
+    logits = np.log(probabilities) * (_frequencies(new_counts) / _frequencies(training_counts))
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def prior_added(probabilities, training_counts, new_counts):
+    adjusted = np.clip(probabilities + _frequencies(new_counts) - _frequencies(training_counts), 0, None)
+    return adjusted / adjusted.sum(axis=1, keepdims=True)
+
+
+def prior_unchanged(probabilities, training_counts, new_counts):
+    return probabilities
+
+
+def prior_predictions(probabilities, training_counts, new_counts):
+    adjusted = probabilities * _frequencies(new_counts) / _frequencies(training_counts)
+    return adjusted.argmax(axis=1)
+
+
+def prior_in_place(probabilities, training_counts, new_counts):
+    probabilities *= _frequencies(new_counts) / _frequencies(training_counts)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    return probabilities
+
+
+def prior_counts_renormalised(probabilities, training_counts, new_counts):
+    """A correct answer: counts in place of frequencies cancel in the renormalisation."""
+    adjusted = probabilities * np.asarray(new_counts) / np.asarray(training_counts)
+    return adjusted / adjusted.sum(axis=1, keepdims=True)
+
+
+def prior_on_the_log_scale(probabilities, training_counts, new_counts):
+    """A correct answer: log p + log q - log p_train, then a softmax."""
+    logits = np.log(probabilities) + np.log(_frequencies(new_counts)) - np.log(_frequencies(training_counts))
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+MISTAKES["adjust_for_prior"] = [
+    (prior_not_renormalised, "the rows no longer add up to 1"),
+    (prior_counts_not_renormalised, "new count / training count and stopped there"),
+    (prior_upside_down, "the ratio is upside down"),
+    (prior_new_only, "did not divide by the training ones"),
+    (prior_training_only, "never multiplied by the new ones"),
+    (prior_columns_renormalised, "each row (one image over the labels)"),
+    (prior_ratio_added_to_logits, "added the ratio q / p to the log-probabilities"),
+    (prior_logits_multiplied, "multiplied the log-probabilities (or logits) by the ratio"),
+    (prior_added, "Bayes' rule multiplies"),
+    (prior_unchanged, "came back unchanged"),
+    (prior_predictions, "the same shape"),
+    (prior_in_place, "changed its input `probabilities` in place"),
+]
+CORRECT["adjust_for_prior"] = [prior_counts_renormalised, prior_on_the_log_scale]

@@ -22,7 +22,7 @@ from tlcourse.exercises.core import (
 )
 
 # Topic modules, imported in this order; each registers its exercises. A module listed here must exist.
-TOPICS = ("basics", "data_quality", "confidence", "finetuning", "deploy", "embeddings")
+TOPICS = ("basics", "imbalance", "data_quality", "tuning", "confidence", "finetuning", "deploy", "embeddings")
 
 for _topic in TOPICS:
     importlib.import_module(f"tlcourse.exercises.{_topic}")
