@@ -167,6 +167,10 @@ BREAKAGES = {
         lambda p: (p / "images" / "coat" / "4.jpg").unlink(),
         "images/ holds 8 images, the audit kept 9",
     ),
+    "an audit file damaged by hand": (
+        lambda p: (p / "audit.json").write_text('{"drop": '),
+        "step 1: audit.json cannot be read (",
+    ),
     # step 2: the learning curve and your answer
     "no learning curve": (_remove("learning_curve.json"), "step 2: learning_curve.json is missing"),
     "a curve measured on test": (
@@ -202,6 +206,10 @@ BREAKAGES = {
         "model/model_int8.tflite is missing",
     ),
     # step 4: the threshold chosen on validation
+    "a damaged threshold file": (
+        lambda p: (p / "threshold.json").write_bytes(b"\xff\xfe"),
+        "step 4: threshold.json cannot be read (",
+    ),
     "no threshold": (_remove("threshold.json"), "step 4: threshold.json is missing"),
     "a threshold set by hand": (
         lambda p: _edit(p / "threshold.json", threshold=0.5),
@@ -365,3 +373,10 @@ def test_apply_decisions_refuses_decisions_it_cannot_use(tmp_path, drop, keep, m
     with pytest.raises(capstone.CapstoneError, match=message):
         capstone.apply_decisions(tmp_path / "project", dataset, _audit(dataset), drop, keep)
     assert not (tmp_path / "project" / "images").exists()
+
+
+def test_answer_learning_curve_takes_yes_or_no(project):
+    with pytest.raises(capstone.CapstoneError, match="answer 'yes' or 'no'"):
+        capstone.answer_learning_curve(project, "maybe", "the validation split is small")
+    capstone.answer_learning_curve(project, "no", "the curve is flat from 10 images a label")
+    assert any("you answered 'no'" in problem for problem in capstone.check(project))

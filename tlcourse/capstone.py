@@ -306,6 +306,8 @@ def answer_learning_curve(project, answer: str | None, why: str) -> None:
     path = Path(project) / CURVE
     if not path.is_file():
         raise CapstoneError(f"{path} is missing: run capstone.learning_curve first")
+    if answer is not None and answer not in ANSWERS:
+        raise CapstoneError(f"answer 'yes' or 'no' (or None for not yet), not {answer!r}")
     content = _read_json(path)
     content.update(answer=answer, why=why)
     _write_json(path, content)
@@ -521,12 +523,23 @@ def summary(project=None) -> str:
     return f"{len(problems)} thing(s) to do:\n" + "\n".join(f"- {problem}" for problem in problems)
 
 
-def _check_audit(project: Path, problems: list[str]) -> dict | None:
-    path = project / AUDIT
+def _load(project: Path, path: Path, step: int, how: str, problems: list[str]) -> dict | None:
+    """A step's file, or None with a problem saying it is missing or cannot be read, and ``how`` to make it."""
+    name = path.relative_to(project).as_posix()
     if not path.is_file():
-        problems.append(f"step 1: {AUDIT} is missing: run capstone.audit and capstone.apply_decisions")
+        problems.append(f"step {step}: {name} is missing: {how}")
         return None
-    found = _read_json(path)
+    try:
+        return _read_json(path)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        problems.append(f"step {step}: {name} cannot be read ({error}); {how} again")
+        return None
+
+
+def _check_audit(project: Path, problems: list[str]) -> dict | None:
+    found = _load(project, project / AUDIT, 1, "run capstone.audit and capstone.apply_decisions", problems)
+    if found is None:
+        return None
     decided = {**found["drop"], **found["keep"]}
     undecided = [
         image for image in Audit(**{k: found[k] for k in Audit.__dataclass_fields__}).flagged if image not in decided
@@ -555,11 +568,9 @@ def _check_audit(project: Path, problems: list[str]) -> dict | None:
 
 
 def _check_curve(project: Path, problems: list[str]) -> None:
-    path = project / CURVE
-    if not path.is_file():
-        problems.append(f"step 2: {CURVE} is missing: run capstone.learning_curve")
+    curve = _load(project, project / CURVE, 2, "run capstone.learning_curve", problems)
+    if curve is None:
         return
-    curve = _read_json(path)
     if curve["evaluated_on"] != "validation":
         problems.append(f"step 2: the learning curve was measured on {curve['evaluated_on']}: measure it on validation")
     if curve.get("answer") not in ANSWERS:
@@ -583,12 +594,9 @@ def _check_curve(project: Path, problems: list[str]) -> None:
 
 def _check_model(project: Path, found: dict | None, problems: list[str]) -> dict | None:
     paths = model_paths(project)
-    if not paths["report"].is_file():
-        problems.append(
-            f"step 3: {paths['report'].relative_to(project)} is missing: run retrain with capstone.retrain_config"
-        )
+    report = _load(project, paths["report"], 3, "run retrain with capstone.retrain_config", problems)
+    if report is None:
         return None
-    report = _read_json(paths["report"])
     if Path(report["settings"]["image_dir"]).resolve() != (project / IMAGES).resolve():
         problems.append(
             f"step 3: the model was trained on {report['settings']['image_dir']}, not on the audited {IMAGES}/"
@@ -627,11 +635,9 @@ def _stale(project: Path, content: dict, step: str, problems: list[str]) -> bool
 
 
 def _check_threshold(project: Path, problems: list[str]) -> dict | None:
-    path = project / THRESHOLD
-    if not path.is_file():
-        problems.append(f"step 4: {THRESHOLD} is missing: run capstone.choose_threshold")
+    content = _load(project, project / THRESHOLD, 4, "run capstone.choose_threshold", problems)
+    if content is None:
         return None
-    content = _read_json(path)
     _stale(project, content, "4", problems)
     scores = content["validation_scores"]
     chosen = calibration.choose_threshold(scores["known"], scores["unknown"])
@@ -644,11 +650,9 @@ def _check_threshold(project: Path, problems: list[str]) -> dict | None:
 
 
 def _check_int8(project: Path, problems: list[str]) -> dict | None:
-    path = project / INT8
-    if not path.is_file():
-        problems.append(f"step 5: {INT8} is missing: run capstone.int8_agreement")
+    content = _load(project, project / INT8, 5, "run capstone.int8_agreement", problems)
+    if content is None:
         return None
-    content = _read_json(path)
     if not _stale(project, content, "5", problems):
         int8 = model_paths(project)["int8"]
         if int8.is_file() and content["int8_sha256"] != file_hash(int8):
