@@ -70,6 +70,7 @@ def project(tmp_path):
         project / "learning_curve.json",
         {
             "evaluated_on": "validation",
+            "images": 9,
             "rows": [],
             "half_per_label": 2,
             "all_minus_half": {"value": 0.05, "low": 0.01, "high": 0.09, "p_value": 0.03},
@@ -173,6 +174,10 @@ BREAKAGES = {
     ),
     # step 2: the learning curve and your answer
     "no learning curve": (_remove("learning_curve.json"), "step 2: learning_curve.json is missing"),
+    "a curve of an earlier copy": (
+        lambda p: _edit(p / "learning_curve.json", images=10),
+        "step 2: the curve was measured on 10 images, the audit now keeps 9",
+    ),
     "a curve measured on test": (
         lambda p: _edit(p / "learning_curve.json", evaluated_on="test"),
         "the learning curve was measured on test",

@@ -291,6 +291,7 @@ def learning_curve(project, splits: dict, class_names: list[str], sizes=(2, 5, 1
     doubling = stats.paired_comparison(right["half"], right["all"])
     content = {
         "evaluated_on": "validation",
+        "images": sum(len(split) for split in splits.values()),  # to tell a curve of an earlier images/ copy
         "rows": rows,
         "half_per_label": half,
         "all_minus_half": doubling.to_json(),
@@ -507,7 +508,7 @@ def check(project=None) -> list[str]:
         return [f"{project}: no project folder yet; start with step 1 (capstone.audit, then capstone.apply_decisions)"]
     problems: list[str] = []
     found = _check_audit(project, problems)
-    _check_curve(project, problems)
+    _check_curve(project, found, problems)
     report = _check_model(project, found, problems)
     threshold = _check_threshold(project, problems)
     int8 = _check_int8(project, problems)
@@ -567,10 +568,15 @@ def _check_audit(project: Path, problems: list[str]) -> dict | None:
     return found
 
 
-def _check_curve(project: Path, problems: list[str]) -> None:
+def _check_curve(project: Path, found: dict | None, problems: list[str]) -> None:
     curve = _load(project, project / CURVE, 2, "run capstone.learning_curve", problems)
     if curve is None:
         return
+    if found is not None and curve["images"] != found["kept_images"]:
+        problems.append(
+            f"step 2: the curve was measured on {curve['images']} images, the audit now keeps "
+            f"{found['kept_images']}: run capstone.learning_curve again"
+        )
     if curve["evaluated_on"] != "validation":
         problems.append(f"step 2: the learning curve was measured on {curve['evaluated_on']}: measure it on validation")
     if curve.get("answer") not in ANSWERS:
