@@ -726,7 +726,7 @@ def _check_card(project, found, report, threshold, int8, problems: list[str]) ->
         needs(
             "Unknown images",
             _says_number(body["Unknown images"], threshold["threshold"], 2),
-            f"the threshold ({threshold['threshold']:.2f})",
+            f"the threshold ({threshold['threshold']:.3f})",
         )
     if int8 is not None:
         share = int8["agree"] / int8["images"]
