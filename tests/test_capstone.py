@@ -211,6 +211,10 @@ BREAKAGES = {
         "model/model_int8.tflite is missing",
     ),
     # step 4: the threshold chosen on validation
+    "a curve file of an earlier version": (
+        lambda p: (p / "learning_curve.json").write_text('{"evaluated_on": "validation", "rows": []}'),
+        "step 2: learning_curve.json has no images, all_minus_half, answer, why; run capstone.learning_curve again",
+    ),
     "a damaged threshold file": (
         lambda p: (p / "threshold.json").write_bytes(b"\xff\xfe"),
         "step 4: threshold.json cannot be read (",

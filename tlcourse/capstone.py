@@ -524,17 +524,32 @@ def summary(project=None) -> str:
     return f"{len(problems)} thing(s) to do:\n" + "\n".join(f"- {problem}" for problem in problems)
 
 
+# What each step's file must hold for the checker to read it (a file by an earlier version, or edited by hand, may not).
+REQUIRED = {
+    AUDIT: ("leaks", "suspects", "unknown_labels", "drop", "keep", "kept_images"),
+    CURVE: ("evaluated_on", "images", "all_minus_half", "answer", "why"),
+    "model.report.json": ("accuracy", "num_images", "class_names", "per_class_accuracy", "settings", "recipe"),
+    THRESHOLD: ("chosen_on", "model_sha256", "expected_calibration_error", "threshold", "validation_scores"),
+    INT8: ("split", "model_sha256", "int8_sha256", "images", "agree"),
+}
+
+
 def _load(project: Path, path: Path, step: int, how: str, problems: list[str]) -> dict | None:
-    """A step's file, or None with a problem saying it is missing or cannot be read, and ``how`` to make it."""
+    """A step's file, or None with a problem saying it is missing, unreadable or incomplete, and ``how`` to make it."""
     name = path.relative_to(project).as_posix()
     if not path.is_file():
         problems.append(f"step {step}: {name} is missing: {how}")
         return None
     try:
-        return _read_json(path)
+        content = _read_json(path)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         problems.append(f"step {step}: {name} cannot be read ({error}); {how} again")
         return None
+    missing = [field for field in REQUIRED[path.name] if not isinstance(content, dict) or field not in content]
+    if missing:
+        problems.append(f"step {step}: {name} has no {', '.join(missing)}; {how} again")
+        return None
+    return content
 
 
 def _check_audit(project: Path, problems: list[str]) -> dict | None:
