@@ -34,6 +34,7 @@ def test_the_numbered_lessons_are_all_there():
         "12_unknown_images",
         "13_deploy_to_phone",
         "14_scaling_out",
+        "15_capstone",
     ]
     assert names == expected
     index = (NOTEBOOKS[0].parent / "README.md").read_text()

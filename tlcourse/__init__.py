@@ -17,6 +17,7 @@ SUBMODULES = (
     "backbones",
     "bottlenecks",
     "calibration",
+    "capstone",
     "compare",
     "course",
     "config",
