@@ -32,6 +32,7 @@ SUBMODULES = (
     "images",
     "label",
     "many_classes",
+    "model_card",
     "plots",
     "retrain",
     "search",
