@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 SUBMODULES = (
     "atomic",
     "backbones",
+    "book",
     "bottlenecks",
     "calibration",
     "compare",
