@@ -547,8 +547,9 @@ def write_outputs(
                 if config.tflite_quantization == "int8":
                     agreement = model_card.int8_agreement(model, temporary["tflite"], test_records)
             model_card.add_files(report["model_card"], written, agreement)
-            temporary["report"].write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-            card = model_card.to_markdown(report["model_card"], paths["graph"].name)
+            text = json.dumps(report, indent=2, default=str)
+            temporary["report"].write_text(text, encoding="utf-8")
+            card = model_card.to_markdown(json.loads(text)["model_card"], paths["graph"].name)  # as the report says
             temporary["model_card"].write_text(card, encoding="utf-8")
     except OSError as error:
         advice = "free some disk space" if error.errno == errno.ENOSPC else "choose another output folder"
