@@ -82,7 +82,8 @@ def test_the_card_beside_the_model_holds_the_reports_numbers_and_the_written_fil
     quoted = {f"{card['calibration']['ece']:.3f}", f"{card['calibration']['mean_top_score']:.1%}"}
     for interval in [card["test_accuracy"], *card["per_label_accuracy"].values()]:
         quoted |= {f"{interval[key]:.1%}" for key in ("value", "low", "high")}
-    assert set(card_numbers(markdown.split("## Files")[0])) - {"0.0", "0.01"} <= quoted  # settings aside
+    measured = [line for line in markdown.split("## Files")[0].splitlines() if not line.startswith("- Settings:")]
+    assert set(card_numbers("\n".join(measured))) <= quoted  # no figure the report does not hold
 
 
 @pytest.mark.slow
