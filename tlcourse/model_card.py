@@ -164,7 +164,7 @@ def to_markdown(card: dict, title: str = "the model") -> str:
     lines = [
         f"# Model card: {title}",
         "",
-        "Written by tlcourse (`retrain.py`); the same content is in the JSON report, under `model_card`.",
+        "Written by tlcourse; `retrain.py` keeps the same content in its JSON report, under `model_card`.",
         "",
         "## Data",
         "",
