@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 STAMPS := data/stamps/.complete
 
-.PHONY: demo test check lab data bench reliability clean
+.PHONY: demo test check lab data bench book reliability clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ reliability: $(INSTALLED) $(STAMPS)
 
 lab: $(INSTALLED) $(STAMPS)
 	$(VENV)/bin/jupyter lab notebooks
+
+# The course as a static site: every lesson executed at full size, rendered with its outputs and
+# figures and Binder/Colab buttons into runs/book/_build/html (tlcourse/book.py).
+book: $(INSTALLED) $(STAMPS)
+	$(PY) -m tlcourse.book
 
 bench: $(INSTALLED) $(STAMPS)
 	$(PY) bench/caching.py

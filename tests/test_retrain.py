@@ -201,8 +201,8 @@ def test_final_validation_accuracy_is_the_written_models_on_the_whole_validation
 def test_label_image_reads_every_output_format_alike_and_batches_a_folder(stamps_dir, tmp_path):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
     result = retrain.retrain(
-        # float32: LiteRT cannot convert a bfloat16 model (the default on a CPU with bfloat16 units), so
-        # only a float32 one gets the kept conversion checked at the end
+        # float32 (the default on a CPU with bfloat16 units is bfloat16): every format then gives the same
+        # answers to 1e-4 (a bfloat16 model's LiteRT conversion is its float32 copy: tested below)
         config_for(tmp_path, image_dir, saved_model_dir=tmp_path / "out" / "saved", precision="float32"),
         progress=False,
     )
@@ -223,6 +223,7 @@ def test_label_image_reads_every_output_format_alike_and_batches_a_folder(stamps
     if tlc.hardware.default_engine()[0] == "litert":  # the folders above were labelled by LiteRT
         kept = tlc.config.models_dir() / "labelling"
         assert (kept / f"{file_hash(tmp_path / 'out' / 'g.pb')[:16]}-v{tlc.backbones.LITERT_VERSION}.litert").is_file()
+        assert label.kept_conversion(tmp_path / "out" / "saved").is_file()  # a SavedModel folder's too
         assert len(list(kept.glob("*.litert"))) <= label.KEPT_CONVERSIONS
 
 
@@ -306,15 +307,35 @@ def test_distortions_are_cached_once_and_reused(tmp_path, capsys):
     assert second.count(" 0 computed") == 3
 
 
-def test_bfloat16_precision_caches_apart_and_its_model_labels_images(stamps_dir, tmp_path):
+def test_bfloat16_precision_caches_apart_and_its_model_labels_images(stamps_dir, tmp_path, monkeypatch):
     image_dir = small_stamps(stamps_dir, tmp_path / "images", per_label=8)
     retrain.retrain(config_for(tmp_path, image_dir, precision="float32"), progress=False)
-    result = retrain.retrain(config_for(tmp_path, image_dir, precision="bfloat16"), progress=False)
+    saved = tmp_path / "out" / "saved"
+    result = retrain.retrain(
+        config_for(tmp_path, image_dir, precision="bfloat16", saved_model_dir=saved), progress=False
+    )
     assert result.evaluation.accuracy > 0.5
     assert len(list((tmp_path / "bn").iterdir())) == 2  # one cache folder per precision
-    photos = sorted((stamps_dir / "fruit").iterdir())[-3:]
-    for labelled in label.label_images(photos, tmp_path / "out" / "g.pb", tmp_path / "out" / "labels.txt"):
-        assert labelled.error is None and abs(sum(score for _, score in labelled.top) - 1) < 1e-3
+    out, photos = tmp_path / "out", sorted((stamps_dir / "fruit").iterdir())[-3:]
+    monkeypatch.setenv("TLCOURSE_HOME", str(tmp_path / "home"))  # kept conversions of this test's models only
+    keras_model = keras.models.load_model(out / "g.keras")
+    assert keras_model.get_layer("efficientnet_lite0_bfloat16").layers[1].compute_dtype == "bfloat16"
+    answers = [keras_model(load_image(photo)[None], training=False).numpy()[0].argmax() for photo in photos]
+    # the float32 copy: the same weights (the bfloat16 backbone keeps float32 ones) computed in float32
+    copy = tlc.backbones.load_backbone("efficientnet_lite0").exported_classifier(keras_model.layers[-1])
+    expected = [copy(load_image(photo)[None], training=False).numpy()[0] for photo in photos]
+    names = label.read_labels(out / "labels.txt")
+    for model in ("g.pb", "g.keras", "saved"):  # LiteRT has no bfloat16 kernels: each gets a float32 copy converted
+        if tlc.hardware.default_engine()[0] == "litert":
+            assert label.litert_labeller(out / model) is None, model  # nothing kept yet
+        labelled = label.label_images(photos, out / model, out / "labels.txt", batch_size=2)  # a folder: converted
+        for result, answer, probabilities in zip(labelled, answers, expected, strict=True):
+            assert result.error is None and result.top[0][0] == names[answer], model  # the bfloat16 model's answer
+            scores = dict(result.top)
+            np.testing.assert_allclose([scores[name] for name in names], probabilities, atol=1e-4, err_msg=model)
+        if tlc.hardware.default_engine()[0] == "litert":
+            assert label.kept_conversion(out / model).is_file(), model  # the SavedModel's too
+            assert label.litert_labeller(out / model) is not None, model  # next time, without TensorFlow
     with pytest.raises(retrain.SettingError, match="^precision: fine_tune_blocks fine-tunes in float32"):
         config_for(tmp_path, image_dir, precision="bfloat16", fine_tune_blocks=1)
 

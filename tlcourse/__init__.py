@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 SUBMODULES = (
     "atomic",
     "backbones",
+    "book",
     "bottlenecks",
     "calibration",
     "capstone",
@@ -33,6 +34,7 @@ SUBMODULES = (
     "images",
     "label",
     "many_classes",
+    "model_card",
     "plots",
     "retrain",
     "search",

@@ -28,6 +28,17 @@ def file_hash(path: str | Path, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
+def content_hash(path: str | Path) -> str:
+    """SHA-256 hex digest of a file (``file_hash``), or of a folder: its files' relative paths and digests."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_hash(path)
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{item.relative_to(path).as_posix()}\0{file_hash(item)}\n".encode())
+    return digest.hexdigest()
+
+
 def _hash_algorithm(expected: str) -> str:
     # Keras publishes md5 sums (32 hex digits); we publish sha256 (64).
     return "md5" if len(expected) == 32 else "sha256"

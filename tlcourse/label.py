@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from tlcourse import config, safe_graph, tflite
 from tlcourse.calibration import check_threshold
 from tlcourse.data import walk_files
-from tlcourse.download import file_hash
+from tlcourse.download import content_hash
 from tlcourse.errors import ModelFileError, TLCourseError, command_line
 from tlcourse.images import ImageError, load_image
 from tlcourse.preprocessing import Preprocessing, numpy_preprocess
@@ -200,21 +200,25 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
     return classifier
 
 
-def kept_conversion(path: Path) -> Path | None:
-    """Where the LiteRT conversion of the model file ``path`` is kept (None for a SavedModel folder)."""
-    if not path.is_file():  # a SavedModel folder has no one file to hash: converted again each run
-        return None
-    return config.models_dir() / "labelling" / f"{file_hash(path)[:16]}-v{tflite.LITERT_VERSION}.litert"
+def kept_conversion(path: Path) -> Path:
+    """Where the LiteRT conversion of the model at ``path`` (a file, or a SavedModel folder) is kept.
+
+    Named by the model's content (``content_hash``: a folder hashes every file in it), so a model
+    written again under the same name is converted again.
+    """
+    return config.models_dir() / "labelling" / f"{content_hash(path)[:16]}-v{tflite.LITERT_VERSION}.litert"
 
 
 def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "final_result") -> Callable | None:
     """``classifier.classify_preprocessed`` run by LiteRT, where that is this machine's faster engine; else None.
 
-    The conversion (seconds) is kept in the model folder under the model file's hash, so it is
-    made once per model file (the ``KEPT_CONVERSIONS`` last used are kept, older ones removed),
+    The conversion (seconds) is kept in the model folder under the model's hash, so it is made
+    once per model file or SavedModel (the ``KEPT_CONVERSIONS`` last used are kept, older ones removed),
     with the model's preprocessing beside it when ``numpy_preprocess`` reproduces it: later runs
     then label without TensorFlow (``litert_labeller``). A model LiteRT cannot convert is labelled
-    by TensorFlow, with a warning.
+    by TensorFlow, with a warning. A model that computes in bfloat16 (trained under the
+    ``mixed_bfloat16`` policy) is converted as its float32 copy (``tflite``): LiteRT has no
+    bfloat16 kernels.
     """
     from tlcourse import hardware  # noqa: PLC0415
 
@@ -228,18 +232,17 @@ def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "fina
     except Exception as error:
         warnings.warn(f"{path}: LiteRT could not convert the model ({error}); labelling with TensorFlow", stacklevel=2)
         return None
-    if kept is not None:
-        preprocessing = _checked_preprocessing(classifier, network.input_size)
-        if preprocessing is not None and not kept.with_suffix(".json").is_file():
-            from tlcourse.atomic import atomic_path  # noqa: PLC0415
+    preprocessing = _checked_preprocessing(classifier, network.input_size)
+    if preprocessing is not None and not kept.with_suffix(".json").is_file():
+        from tlcourse.atomic import atomic_path  # noqa: PLC0415
 
-            about = {"preprocessing": dataclasses.asdict(preprocessing), "final_tensor_name": final_tensor_name}
-            with atomic_path(kept.with_suffix(".json"), keep_suffix=True) as temporary:
-                temporary.write_text(json.dumps(about), encoding="utf-8")
-        kept.touch()  # used now: the last to go
-        for old in sorted(kept.parent.glob("*.litert"), key=lambda p: p.stat().st_mtime)[:-KEPT_CONVERSIONS]:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".json").unlink(missing_ok=True)
+        about = {"preprocessing": dataclasses.asdict(preprocessing), "final_tensor_name": final_tensor_name}
+        with atomic_path(kept.with_suffix(".json"), keep_suffix=True) as temporary:
+            temporary.write_text(json.dumps(about), encoding="utf-8")
+    kept.touch()  # used now: the last to go
+    for old in sorted(kept.parent.glob("*.litert"), key=lambda p: p.stat().st_mtime)[:-KEPT_CONVERSIONS]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
     return network
 
 
@@ -276,7 +279,7 @@ def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> Lite
         model = tflite.TFLiteClassifier(path)
         return LiteRTLabeller(model.prepare, model, model.labels)
     kept = kept_conversion(path)
-    if kept is None or not kept.with_suffix(".json").is_file() or tflite.read_kept(kept) is None:
+    if not kept.with_suffix(".json").is_file() or tflite.read_kept(kept) is None:
         return None
     try:
         about = json.loads(kept.with_suffix(".json").read_text(encoding="utf-8"))

@@ -37,7 +37,18 @@ from tlcourse.quiet import import_tensorflow
 
 import_tensorflow()  # first, so that a command line shows none of TensorFlow's start-up notes (its CUDA probe)
 
-from tlcourse import backbones, bottlenecks, efficientnet_lite, export, finetune, hardware, pipeline, tflite, train  # noqa: E402
+from tlcourse import (  # noqa: E402
+    backbones,
+    bottlenecks,
+    efficientnet_lite,
+    export,
+    finetune,
+    hardware,
+    model_card,
+    pipeline,
+    tflite,
+    train,
+)
 from tlcourse.atomic import atomic_path  # noqa: E402
 from tlcourse.data import scan_dataset  # noqa: E402
 from tlcourse.errors import TLCourseError, command_line  # noqa: E402
@@ -321,6 +332,7 @@ class RetrainConfig:
             "keras": graph.with_suffix(".keras"),
             "labels": Path(self.output_labels),
             "report": graph.with_suffix(".report.json"),
+            "model_card": model_card.card_path(graph),
             **({"tflite": Path(self.output_tflite)} if self.output_tflite else {}),
         }
 
@@ -478,8 +490,18 @@ def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
             "tried": search.table(),
             "skipped": search.skipped,
         }
+    report["model_card"] = model_card.build(
+        dataset, backbone, report["recipe"], evaluation, recipe_search=report.get("recipe_search")
+    )
     model = trained.exported(backbone)
-    paths = write_outputs(config, model, dataset.class_names, report, calibration_records=dataset.split("train"))
+    paths = write_outputs(
+        config,
+        model,
+        dataset.class_names,
+        report,
+        calibration_records=dataset.split("train"),
+        test_records=test.records,
+    )
     return RetrainResult(paths, evaluation, final_validation_accuracy, report)
 
 
@@ -491,11 +513,13 @@ def _sample(split: train.Bottlenecks, size: int, seed: int) -> train.Bottlenecks
 
 
 def write_outputs(
-    config: RetrainConfig, model, class_names: list[str], report: dict, calibration_records=None
+    config: RetrainConfig, model, class_names: list[str], report: dict, calibration_records=None, test_records=()
 ) -> dict[str, Path]:
     """Write every output to a temporary name first, then move them all into place together.
 
     ``calibration_records`` (training images) calibrate an int8 TFLite model (``tflite_quantization``).
+    ``report["model_card"]`` (``model_card.build``) gets the model files' hashes and, for an int8
+    model, its agreement with ``model`` on ``test_records``; it is written beside the model too.
     Returns the paths written (``config.output_paths()``, and ``saved_model`` when asked for).
     """
     paths = config.output_paths()
@@ -511,12 +535,22 @@ def write_outputs(
             export.write_frozen_graph(model, temporary["graph"], config.final_tensor_name)
             model.save(temporary["keras"])
             temporary["labels"].write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
-            temporary["report"].write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+            written = {paths[name].name: temporary[name] for name in ("graph", "keras", "labels")}
             if config.saved_model_dir:
                 saved = stack.enter_context(atomic_path(config.saved_model_dir))
                 export.write_saved_model(model, saved, config.final_tensor_name)
+                written[Path(config.saved_model_dir).name] = saved
+            agreement = None
             if "tflite" in paths:
                 tflite.write_tflite(model, temporary["tflite"], config.tflite_quantization, representative, class_names)
+                written[paths["tflite"].name] = temporary["tflite"]
+                if config.tflite_quantization == "int8":
+                    agreement = model_card.int8_agreement(model, temporary["tflite"], test_records)
+            model_card.add_files(report["model_card"], written, agreement)
+            text = json.dumps(report, indent=2, default=str)
+            temporary["report"].write_text(text, encoding="utf-8")
+            card = model_card.to_markdown(json.loads(text)["model_card"], paths["graph"].name)  # as the report says
+            temporary["model_card"].write_text(card, encoding="utf-8")
     except OSError as error:
         advice = "free some disk space" if error.errno == errno.ENOSPC else "choose another output folder"
         raise OSError(
@@ -525,7 +559,7 @@ def write_outputs(
         ) from error
     tensors = f"input 'image:0' uint8 [batch, height, width, 3], output '{config.final_tensor_name}:0'"
     print(f"wrote {paths['graph']} ({tensors})")
-    print(f"wrote {paths['labels']}, {paths['keras']}, {paths['report']}")
+    print(f"wrote {paths['labels']}, {paths['keras']}, {paths['report']}, {paths['model_card']}")
     if config.saved_model_dir:
         paths["saved_model"] = Path(config.saved_model_dir)
         print(f"wrote SavedModel {config.saved_model_dir}")

@@ -177,9 +177,62 @@ def _converter(function, source):
     if not isinstance(function, tf.types.experimental.ConcreteFunction):
         function = function.get_concrete_function()
     frozen = convert_variables_to_constants_v2(function)
-    safe_graph.check_graph_def(frozen.graph.as_graph_def(), source)
+    graph_def = frozen.graph.as_graph_def()
+    safe_graph.check_graph_def(graph_def, source)
+    if _has_bfloat16(graph_def):  # LiteRT has no bfloat16 kernels: convert a float32 copy
+        feeds, fetches = [t.name for t in frozen.inputs], [t.name for t in frozen.outputs]
+        graph_def = _in_float32(graph_def)
+        imported = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+        frozen = imported.prune(feeds=feeds, fetches=fetches)
     with quiet():  # "Please consider providing the trackable_obj argument": there are no variables left to track
         return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+
+
+def _nodes(graph_def):
+    """Every node of a GraphDef, those of its function library included."""
+    return [*graph_def.node, *(node for function in graph_def.library.function for node in function.node_def)]
+
+
+def _has_bfloat16(graph_def) -> bool:
+    from tensorflow.core.framework import types_pb2  # noqa: PLC0415
+
+    bfloat16 = types_pb2.DT_BFLOAT16
+    return any(
+        attr.type == bfloat16 or bfloat16 in attr.list.type or attr.tensor.dtype == bfloat16
+        for node in _nodes(graph_def)
+        for attr in node.attr.values()
+    )
+
+
+def _in_float32(graph_def):
+    """A copy of a frozen graph computing in float32 where it computed in bfloat16.
+
+    A model trained under Keras' ``mixed_bfloat16`` policy keeps float32 weights and casts them to
+    bfloat16 where they are used; here every bfloat16 type becomes float32 (the casts then change
+    nothing) and every bfloat16 constant is widened to float32, exactly. The answers are the
+    float32 network's with the trained weights: they agree with the bfloat16 model's to about its
+    rounding (``tests/test_tflite.py`` measures it).
+    """
+    import tensorflow as tf  # noqa: PLC0415
+    from tensorflow.core.framework import types_pb2  # noqa: PLC0415
+
+    bfloat16, float32 = types_pb2.DT_BFLOAT16, types_pb2.DT_FLOAT
+    copy = tf.compat.v1.GraphDef()
+    copy.CopyFrom(graph_def)
+    for node in _nodes(copy):
+        for attr in node.attr.values():
+            if attr.type == bfloat16:
+                attr.type = float32
+            for index, kind in enumerate(attr.list.type):
+                if kind == bfloat16:
+                    attr.list.type[index] = float32
+            if attr.HasField("tensor") and attr.tensor.dtype == bfloat16:
+                attr.tensor.CopyFrom(tf.make_tensor_proto(tf.make_ndarray(attr.tensor).astype(np.float32)))
+    for function in copy.library.function:
+        for argument in [*function.signature.input_arg, *function.signature.output_arg]:
+            if argument.type == bfloat16:
+                argument.type = float32
+    return copy
 
 
 def keras_on_fixed_input(model) -> Callable[[np.ndarray], np.ndarray]:
