@@ -35,6 +35,7 @@ SUBMODULES = (
     "label",
     "many_classes",
     "model_card",
+    "pipeline",
     "plots",
     "retrain",
     "search",
