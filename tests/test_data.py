@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from tests.images_factory import encoded, jpeg, rgb, write
-from tlcourse.data import scan_dataset, split_for
+from tlcourse.data import ImageFolderError, scan_dataset, split_for
 
 
 def make_dataset(root, labels=("cat", "dog"), per_label=20):
@@ -55,14 +55,14 @@ def test_bad_files_are_reported_with_reasons_and_the_rest_kept(tmp_path):
 
 def test_labels_differing_only_by_case_are_an_error_naming_both(tmp_path):
     root = make_dataset(tmp_path / "d", labels=("Cat", "cat", "dog"), per_label=3)
-    with pytest.raises(ValueError, match="'Cat' and 'cat'"):
+    with pytest.raises(ImageFolderError, match="'Cat' and 'cat'"):
         scan_dataset(root)
 
 
 def test_fewer_than_two_labels_is_an_error(tmp_path):
     root = make_dataset(tmp_path / "d", labels=("cat",), per_label=5)
     (root / "empty_label").mkdir()
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ImageFolderError, match="at least 2"):
         scan_dataset(root)
 
 
@@ -110,12 +110,12 @@ def test_percentages_are_parameters(tmp_path):
     dataset = scan_dataset(root, validation_percentage=30, testing_percentage=30)
     shares = {split: len(dataset.split(split)) / len(dataset.images) for split in ("train", "validation", "test")}
     assert 0.15 < shares["validation"] < 0.45 and 0.15 < shares["test"] < 0.45
-    with pytest.raises(ValueError, match="less than 100"):
+    with pytest.raises(ImageFolderError, match="less than 100"):
         scan_dataset(root, validation_percentage=60, testing_percentage=50)
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="not a folder"):
+    with pytest.raises(ImageFolderError, match="not a folder"):
         scan_dataset(tmp_path / "nope")
 
 

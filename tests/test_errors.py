@@ -9,14 +9,35 @@ import pytest
 import tensorflow as tf
 
 from tlcourse import label
+from tlcourse.data import ImageFolderError
 from tlcourse.datasets import DatasetError
 from tlcourse.download import DownloadError
-from tlcourse.errors import ModelFileError, TLCourseError, command_line
+from tlcourse.embeddings import SearchIndexError
+from tlcourse.errors import ModelFileError, TLCourseError, UsageError, command_line
 from tlcourse.images import ImageError
+from tlcourse.retrain import SettingError
+from tlcourse.safe_graph import UnsafeModelError
+from tlcourse.tflite import TFLiteExportError
+from tlcourse.tflite_metadata import MetadataError
 from tlcourse.torch_weights import UnsafeWeightsError
 
+FAMILY = [
+    ImageError,
+    UnsafeWeightsError,
+    DownloadError,
+    DatasetError,
+    ModelFileError,
+    ImageFolderError,
+    UsageError,
+    SettingError,
+    TFLiteExportError,
+    MetadataError,
+    UnsafeModelError,
+    SearchIndexError,
+]
 
-@pytest.mark.parametrize("error", [ImageError, UnsafeWeightsError, DownloadError, DatasetError, ModelFileError])
+
+@pytest.mark.parametrize("error", FAMILY)
 def test_the_courses_errors_are_one_family_and_keep_their_builtin_base(error):
     assert issubclass(error, TLCourseError)
     assert issubclass(error, (ValueError, RuntimeError))  # existing `except ValueError` code keeps working
@@ -32,10 +53,14 @@ def test_the_handler_prints_one_line_for_a_user_mistake_and_lets_bugs_through(ca
     assert failing(DownloadError("could not download x; put the file there yourself"))() == 1
     assert capsys.readouterr().err == "error: could not download x; put the file there yourself\n"
     assert failing(FileNotFoundError("labels.txt: not found"))() == 1
+    assert capsys.readouterr().err == "error: labels.txt: not found\n"
+    assert failing(SettingError("{a} and {b} cannot go together"))() == 2  # the command line itself: as argparse
+    assert capsys.readouterr().err == "error: a and b cannot go together\n"
     assert failing(KeyboardInterrupt())() == 130
     assert command_line(lambda argv=None: None)() == 0
-    with pytest.raises(ZeroDivisionError):  # a bug in the course is not the user's mistake: full traceback
-        failing(ZeroDivisionError("division by zero"))()
+    for bug in (ZeroDivisionError("division by zero"), ValueError("operands could not be broadcast")):
+        with pytest.raises(type(bug)):  # a bug in the course is not the user's mistake: full traceback
+            failing(bug)()
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +105,28 @@ def test_label_image_on_a_damaged_savedmodel_from_the_shell(damaged_models, phot
     )  # fmt: skip
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert f"error: {path}: this SavedModel folder cannot be read" in run.stderr
+
+
+def test_a_labels_file_that_does_not_match_the_model_is_named(tmp_path, photo, capsys):
+    model = keras.Sequential(
+        [keras.Input((None, None, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, "softmax")]
+    )
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    graph, labels = tmp_path / "model.keras", tmp_path / "labels.txt"
+    code = label.main([str(photo("chelsea.png")), f"--graph={graph}", f"--labels={labels}"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err == (
+        f"error: {graph}: the model has 3 outputs but {labels} lists 2 labels; "
+        "pass the labels file retrain wrote with this model (--labels)\n"
+    )
+
+
+def test_every_command_line_goes_through_the_one_handler():
+    from tlcourse import backbones, compare, datasets, demo, retrain, search  # noqa: PLC0415
+    from tlcourse.exercises import __main__ as exercises_main  # noqa: PLC0415
+
+    for module in (backbones, compare, datasets, demo, label, retrain, search, exercises_main):
+        main = getattr(module, "main", None) or module._main
+        assert main.__wrapped__.__module__ == module.__name__  # functools.wraps by errors.command_line

@@ -26,7 +26,7 @@ from PIL import Image
 
 from tests.images_factory import encoded, jpeg, labelled_folder, rgb, write
 from tlcourse import atomic, bottlenecks, datasets, download, label, retrain
-from tlcourse.data import scan_dataset
+from tlcourse.data import ImageFolderError, scan_dataset
 from tlcourse.images import load_image
 
 pytestmark = pytest.mark.reliability
@@ -141,7 +141,7 @@ def test_folder_level_problems_are_clear_errors(tmp_path, folders, message):
     for name, count in folders.items():
         for i in range(count):
             write(root / name / f"{i}.jpg", jpeg(seed=zlib.crc32(f"{name}{i}".encode())))
-    with pytest.raises(ValueError, match=message) as error:
+    with pytest.raises(ImageFolderError, match=message) as error:
         scan_dataset(root)
     record("bad_input_cases", str(root) in str(error.value))
     assert str(root) in str(error.value)

@@ -13,6 +13,7 @@ import pytest
 
 from tests.images_factory import labelled_folder
 from tlcourse import backbones, label, retrain, tflite
+from tlcourse.errors import ModelFileError
 from tlcourse.images import load_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def test_int8_without_representative_images_is_refused_with_a_clear_message(tmp_
 
 def test_a_file_that_is_not_tflite_is_refused(tmp_path):
     (tmp_path / "fake.tflite").write_bytes(b"not a model at all")
-    with pytest.raises(ValueError, match="not a TFLite model"):
+    with pytest.raises(ModelFileError, match="not a TFLite model"):
         tflite.TFLiteClassifier(tmp_path / "fake.tflite")
 
 

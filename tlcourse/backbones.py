@@ -35,7 +35,7 @@ from tlcourse import config, efficientnet_lite, hardware
 from tlcourse import images as decoding
 from tlcourse.atomic import atomic_path
 from tlcourse.download import DownloadError, download, file_hash
-from tlcourse.errors import ModelFileError, TLCourseError, command_line
+from tlcourse.errors import ModelFileError, TLCourseError, UsageError, command_line
 from tlcourse.export import INPUT_NAME
 from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing
 from tlcourse.tflite import LITERT_VERSION
@@ -443,8 +443,9 @@ def fetch_default_backbone(model_dir: str | Path | None = None, announce: bool =
         return DEFAULT_OFFLINE
 
 
+@command_line  # exit codes: tlcourse.errors
 def _main(argv: list[str] | None = None) -> int:
-    from tlcourse.images import load_image  # here: keeps `import tlcourse.backbones` light
+    from tlcourse.images import ImageError, load_image  # here: keeps `import tlcourse.backbones` light
 
     parser = argparse.ArgumentParser(
         prog="python -m tlcourse.backbones", description="Print what a pretrained backbone sees: ImageNet top 5."
@@ -456,13 +457,12 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     backbone = load_backbone(args.architecture, args.model_dir)
     if not backbone.has_imagenet_classifier:
-        print(f"{backbone.name} has no ImageNet classifier here; try --architecture efficientnet_lite0.")
-        return 2
+        raise UsageError(f"{backbone.name} has no ImageNet classifier here; try --architecture efficientnet_lite0.")
     failures = 0
     for photo in args.photos:
         try:
             image = load_image(photo)
-        except ValueError as error:
+        except ImageError as error:
             print(f"{photo}: {error}", file=sys.stderr)
             failures += 1
             continue
@@ -471,8 +471,6 @@ def _main(argv: list[str] | None = None) -> int:
             print(f"  {index:4d}  {name:<30s} {probability:.3f}")
     return 1 if failures else 0
 
-
-_main = command_line(_main)
 
 if __name__ == "__main__":
     sys.exit(_main())

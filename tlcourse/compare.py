@@ -146,7 +146,7 @@ def compare(
     )
 
 
-@command_line  # a user's mistake prints "error: ..." and exits 1, never a traceback
+@command_line  # exit codes: tlcourse.errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tlcourse.compare", description="Is model B really better than model A? A paired test."

@@ -27,11 +27,16 @@ from pathlib import Path
 
 from PIL import Image
 
+from tlcourse.errors import TLCourseError
 from tlcourse.images import ACCEPTED_FORMATS, MAX_PIXELS
 
 SPLITS = ("train", "validation", "test")
 DEBRIS = {".ds_store", "thumbs.db", "desktop.ini", "icon\r"}
 MAX_NUM_IMAGES_PER_CLASS = 2**27 - 1  # ~134M, as in retrain.py: the hash resolution of the split
+
+
+class ImageFolderError(TLCourseError, ValueError):
+    """A folder of images that cannot be used as given (not a folder, too few labels, clashing labels)."""
 
 
 @dataclass(frozen=True)
@@ -170,11 +175,14 @@ def scan_dataset(root: str | Path, validation_percentage: float = 10.0, testing_
     """Scan ``root`` (one sub-folder per label) into a ``Dataset``; see the module docstring."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise ValueError(f"{root}: not a folder. Point image_dir at a folder with one sub-folder per label.")
+        raise ImageFolderError(f"{root}: not a folder. Point image_dir at a folder with one sub-folder per label.")
     if not (
         0 <= validation_percentage and 0 <= testing_percentage and validation_percentage + testing_percentage < 100
     ):
-        raise ValueError("validation and testing percentages must be >= 0 and add up to less than 100")
+        raise ImageFolderError(
+            f"{root}: validation and testing percentages must be >= 0 and add up to less than 100 "
+            f"(got {validation_percentage:g} and {testing_percentage:g})"
+        )
     root = root.resolve()
     label_folders = sorted((p for p in root.iterdir() if p.is_dir() and not is_ignored(p.name)), key=lambda p: p.name)
     skipped, notes = [], []
@@ -187,7 +195,9 @@ def scan_dataset(root: str | Path, validation_percentage: float = 10.0, testing_
     clashes = [names for names in by_normal.values() if len(names) > 1]
     if clashes:
         described = "; ".join(" and ".join(repr(n) for n in names) for names in clashes)
-        raise ValueError(f"{root}: label folders {described} differ only by case or spelling; merge or rename them.")
+        raise ImageFolderError(
+            f"{root}: label folders {described} differ only by case or spelling; merge or rename them."
+        )
 
     candidates = []  # (label, path, relative, sha256)
     for folder in label_folders:
@@ -226,7 +236,7 @@ def scan_dataset(root: str | Path, validation_percentage: float = 10.0, testing_
         if per_label[folder.name] == 0:
             notes.append(f"label {folder.name!r} has no usable images and was left out")
     if len(class_names) < 2:
-        raise ValueError(
+        raise ImageFolderError(
             f"{root}: found {len(class_names)} label(s) with usable images; a classifier needs at least 2. "
             "Put each label's images in its own sub-folder."
         )

@@ -399,18 +399,17 @@ DATASETS = {
 }
 
 
+@command_line  # exit codes: tlcourse.errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tlcourse.datasets", description="Prepare a course dataset.")
     parser.add_argument("name", choices=sorted(DATASETS))
     args = parser.parse_args(argv)
-    folder = DATASETS[args.name]()  # a failure prints "error: ..." (command_line below), no traceback
+    folder = DATASETS[args.name]()
     labels = sorted(p.name for p in folder.iterdir() if p.is_dir())
     images = sum(1 for p in folder.rglob("*") if p.is_file() and p.name != COMPLETE)
     print(f"{args.name}: {images} images in {len(labels)} labels at {folder}")
     return 0
 
-
-main = command_line(main)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,8 +11,10 @@ import sys
 
 from tlcourse import config, datasets, label, retrain
 from tlcourse.data import scan_dataset
+from tlcourse.errors import command_line
 
 
+@command_line  # exit codes: tlcourse.errors
 def main() -> int:
     image_dir = datasets.stamps()
     run = config.project_root() / "runs" / "demo"

@@ -1,14 +1,23 @@
 """One family of errors for the course's own failures, and one handler for every command line.
 
 Every error the course raises on purpose (a bad image, an unsafe weights file, a failed download,
-a dataset that cannot be built, a damaged model file) derives from ``TLCourseError``, and its
-message says what went wrong and what to do. Each subclass also keeps the built-in base it has
-always had (``ValueError``, ``RuntimeError``), so existing ``except ValueError`` code still works.
+a dataset that cannot be built, a damaged model file, settings that cannot go together) derives
+from ``TLCourseError``, and its message says what went wrong and what to do. Each subclass also
+keeps the built-in base it has always had (``ValueError``, ``RuntimeError``), so existing
+``except ValueError`` code still works.
 
-``command_line(main)`` wraps a ``main(argv) -> int`` entry point: a user's mistake (one of the
-course's errors, a bad value, a missing or unreadable file) prints ``error: ...`` on stderr and
-exits non-zero, never a traceback; Ctrl-C exits with 130. A bug still shows its traceback.
-Used by ``retrain.py``, ``label_image.py``, ``python -m tlcourse.datasets`` and ``python -m tlcourse.backbones``.
+``command_line(main)`` wraps a ``main(argv) -> int`` entry point, with one exit-code policy for
+every command (``retrain.py``, ``label_image.py``, ``python -m tlcourse.search``, ``.compare``,
+``.datasets``, ``.backbones``, ``.exercises``, ``.demo``):
+
+- 0: done;
+- 1: a user's mistake in what the command was given (one of the course's errors, a missing or
+  unreadable file: ``TLCourseError`` or ``OSError``), printed as ``error: ...`` on stderr, never a
+  traceback; a command that goes on past failed items (an unreadable image) also ends with 1;
+- 2: the command line itself is wrong (``UsageError``, as argparse's own usage errors);
+- 130: interrupted (Ctrl-C).
+
+Any other exception, ``ValueError`` included, is a bug in the course and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -17,9 +26,17 @@ import functools
 import sys
 from collections.abc import Callable
 
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # argparse's own code for a usage error
+EXIT_INTERRUPTED = 130
+
 
 class TLCourseError(Exception):
     """Base class of the course's own errors; the message says what went wrong and what to do."""
+
+
+class UsageError(TLCourseError, ValueError):
+    """A command line that cannot run as typed (settings that cannot go together, no input given)."""
 
 
 class ModelFileError(TLCourseError, ValueError):
@@ -31,7 +48,7 @@ class DatasetError(TLCourseError, RuntimeError):
 
 
 # What a user can cause by what they typed or the files they gave: reported in one line, no traceback.
-USER_ERRORS = (TLCourseError, ValueError, OSError)
+USER_ERRORS = (TLCourseError, OSError)
 
 
 def report(error: BaseException, file=None) -> None:
@@ -39,8 +56,8 @@ def report(error: BaseException, file=None) -> None:
     print(f"error: {error}", file=file or sys.stderr, flush=True)
 
 
-def command_line(main: Callable[..., int | None], status: int = 1) -> Callable[..., int]:
-    """``main`` wrapped for the shell: user errors print ``error: ...`` and return ``status``; Ctrl-C 130."""
+def command_line(main: Callable[..., int | None]) -> Callable[..., int]:
+    """``main`` wrapped for the shell, with the exit codes of the module docstring."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> int:
@@ -48,9 +65,9 @@ def command_line(main: Callable[..., int | None], status: int = 1) -> Callable[.
             return main(*args, **kwargs) or 0
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr, flush=True)
-            return 130
+            return EXIT_INTERRUPTED
         except USER_ERRORS as error:
             report(error)
-            return status
+            return EXIT_USAGE if isinstance(error, UsageError) else EXIT_FAILED
 
     return wrapped

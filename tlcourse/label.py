@@ -39,7 +39,7 @@ from tlcourse import config, safe_graph, tflite
 from tlcourse.calibration import check_threshold
 from tlcourse.data import walk_files
 from tlcourse.download import content_hash
-from tlcourse.errors import ModelFileError, TLCourseError, command_line
+from tlcourse.errors import ModelFileError, TLCourseError, UsageError, command_line
 from tlcourse.images import ImageError, load_image
 from tlcourse.preprocessing import Preprocessing, numpy_preprocess
 from tlcourse.quiet import import_tensorflow
@@ -340,10 +340,13 @@ def label_images(
     if threshold is not None:
         threshold = check_threshold(threshold)
     class_names = None if labels is None else read_labels(labels)
+    labels_source = labels  # named when the labels do not fit the model
     results = [Labelled(path) for path in image_paths(inputs)]
     labeller = _read_model(litert_labeller, Path(graph), final_tensor_name)
     if class_names is None:  # the labels packed in a .tflite model, else the classic default file
-        class_names = labeller.labels if labeller is not None and labeller.labels else read_labels(DEFAULT_LABELS)
+        packed = labeller.labels if labeller is not None else None
+        labels_source = "the labels packed in the model" if packed else DEFAULT_LABELS
+        class_names = packed or read_labels(DEFAULT_LABELS)
     errors: dict[str, str] = {}
     if labeller is not None:
         batches = _litert_batches(results, labeller, batch_size, errors)
@@ -351,7 +354,14 @@ def label_images(
         batches = _tensorflow_batches(results, Path(graph), final_tensor_name, batch_size, errors)
     with tqdm(total=len(results), unit="img", desc="labelling", disable=not progress or len(results) < 2) as bar:
         for indices, probabilities in batches:
-            for index, row in zip(indices, np.asarray(probabilities), strict=True):
+            probabilities = np.asarray(probabilities)
+            if probabilities.shape[1] != len(class_names):
+                outputs = probabilities.shape[1]
+                raise ModelFileError(
+                    f"{graph}: the model has {outputs} outputs but {labels_source} lists {len(class_names)} labels; "
+                    "pass the labels file retrain wrote with this model (--labels)"
+                )
+            for index, row in zip(indices, probabilities, strict=True):
                 results[index].top = _top_k(row, class_names, top_k)
                 if threshold is not None:
                     results[index].unknown = bool(np.max(row) <= threshold)
@@ -405,7 +415,7 @@ def _probability(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1 (e.g. 0.6), not {text!r}") from None
 
 
-@command_line  # a user's mistake prints "error: ..." and exits non-zero, never a traceback
+@command_line  # exit codes: tlcourse.errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="label_image.py", description="Label images with a retrained model.")
     parser.add_argument("images", nargs="*", help="image files or folders")
@@ -438,15 +448,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give at least one image or folder, e.g.: python label_image.py image_name.jpg")
     paths = image_paths(inputs)
     if not paths:
-        print(f"error: no files in {', '.join(inputs)}; give image files or folders that hold them", file=sys.stderr)
-        return 2
-    try:
-        results = label_images(
-            paths, args.graph, args.labels, args.top_k, args.output_layer, progress=True, threshold=args.threshold
-        )
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(f"no files in {', '.join(inputs)}; give image files or folders that hold them")
+    results = label_images(
+        paths, args.graph, args.labels, args.top_k, args.output_layer, progress=True, threshold=args.threshold
+    )
     if args.json:
         print(json.dumps([result.to_json() for result in results], indent=2))
     else:

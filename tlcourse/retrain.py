@@ -51,7 +51,7 @@ from tlcourse import (  # noqa: E402
 )
 from tlcourse.atomic import atomic_path  # noqa: E402
 from tlcourse.data import scan_dataset  # noqa: E402
-from tlcourse.errors import TLCourseError, command_line  # noqa: E402
+from tlcourse.errors import UsageError, command_line  # noqa: E402
 
 SCALING = "beyond one machine"
 BEYOND = "beyond the tutorial (lesson 09: many classes)"
@@ -62,7 +62,7 @@ def _setting(default, help: str, choices=None, group: str | None = None):
     return field(default=default, metadata={"help": help, "choices": choices, "group": group})
 
 
-class SettingError(TLCourseError, ValueError):
+class SettingError(UsageError):
     """Settings that cannot go together. The message names parameters; the command line shows flags.
 
     ``template`` writes every parameter as ``{name}``: ``str(error)`` fills in the names as they
@@ -570,7 +570,7 @@ def write_outputs(
     return paths
 
 
-@command_line  # a user's mistake prints "error: ..." and exits 1, never a traceback
+@command_line  # exit codes: tlcourse.errors
 def main(argv: list[str] | None = None) -> int:
     config = RetrainConfig.from_args(argv)
     if (

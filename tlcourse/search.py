@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tlcourse import bottlenecks, config
 from tlcourse.backbones import load_backbone
-from tlcourse.data import ImageRecord, SkippedFile, check_image_file
+from tlcourse.data import ImageFolderError, ImageRecord, SkippedFile, check_image_file
 from tlcourse.download import file_hash
 from tlcourse.embeddings import SearchIndex
 from tlcourse.errors import command_line
@@ -55,7 +55,7 @@ def build_index(folder, backbone, bottleneck_dir=None, progress: bool = False) -
         raise NotADirectoryError(f"{folder}: not a folder; give the folder of images to index")
     vectors, records, skipped = bottlenecks_of(image_paths([folder]), backbone, bottleneck_dir, progress)
     if not records:
-        raise ValueError(f"{folder}: no usable image in this folder (JPEG, PNG, GIF, BMP or WebP files)")
+        raise ImageFolderError(f"{folder}: no usable image in this folder (JPEG, PNG, GIF, BMP or WebP files)")
     paths, sha256 = [str(record.path) for record in records], [record.sha256 for record in records]
     return SearchIndex(vectors, paths, sha256, backbone.name, backbone.fingerprint), skipped
 
@@ -107,7 +107,7 @@ def print_nearest_indexed(paths, graph, top_k: int = 3, as_json: bool = False) -
             print(f"  {result['image']}: {nearest}")
 
 
-@command_line  # a user's mistake prints "error: ..." and exits non-zero, never a traceback
+@command_line  # exit codes: tlcourse.errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tlcourse.search", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)

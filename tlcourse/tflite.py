@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tlcourse.errors import ModelFileError, TLCourseError
 from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing, numpy_fixed_input
 from tlcourse.quiet import quiet
 
@@ -43,7 +44,7 @@ CALIBRATION_IMAGES = 100  # TensorFlow's guidance: a few hundred at most; 100 ca
 _PIL_METHODS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
-class TFLiteExportError(ValueError):
+class TFLiteExportError(TLCourseError, ValueError):
     """A TFLite export that cannot be made as asked; the message says what to change."""
 
 
@@ -318,7 +319,7 @@ class TFLiteClassifier:
         path = Path(path)
         content = path.read_bytes()
         if content[4:8] != b"TFL3":
-            raise ValueError(f"{path}: not a TFLite model (no TFL3 identifier); is this the file retrain wrote?")
+            raise ModelFileError(f"{path}: not a TFLite model (no TFL3 identifier); is this the file retrain wrote?")
         from tlcourse.tflite_metadata import read_metadata  # noqa: PLC0415
 
         info = read_metadata(content, path)
@@ -335,7 +336,9 @@ class TFLiteClassifier:
         self.quantization = "int8" if self.output_dtype != np.float32 else "float32"
         self.preprocessing = preprocessing or (info.preprocessing if info else preprocessing_for_size(self.input_size))
         if self.preprocessing.size != self.input_size:
-            raise ValueError(f"{path}: input is {self.input_size} px but the preprocessing says {preprocessing.size}")
+            raise ModelFileError(
+                f"{path}: input is {self.input_size} px but the preprocessing says {self.preprocessing.size}"
+            )
         self._batch = 1
 
     def prepare(self, images):

@@ -31,6 +31,7 @@ import flatbuffers
 import numpy as np
 from flatbuffers import number_types, table
 
+from tlcourse.errors import TLCourseError
 from tlcourse.preprocessing import Preprocessing
 
 METADATA_NAME = "TFLITE_METADATA"  # the Model.metadata entry that names the buffer (tflite-support's name)
@@ -56,7 +57,7 @@ SUBGRAPH = {"name": 0, "input_tensor_metadata": 2, "output_tensor_metadata": 3}
 MODEL = {"name": 0, "description": 1, "version": 2, "subgraph_metadata": 3, "min_parser_version": 7}
 
 
-class MetadataError(ValueError):
+class MetadataError(TLCourseError, ValueError):
     """TFLite metadata that cannot be written or read as the course writes it."""
 
 

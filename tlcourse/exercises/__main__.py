@@ -19,11 +19,8 @@ import sys
 from pathlib import Path
 
 from tlcourse import exercises
+from tlcourse.errors import UsageError, command_line
 from tlcourse.exercises import core
-
-
-class UsageError(Exception):
-    pass
 
 
 def load_function(spec: str, default_name: str):
@@ -60,6 +57,7 @@ def load_function(spec: str, default_name: str):
     return function
 
 
+@command_line  # exit codes: tlcourse.errors (2 for a usage error, 1 for an answer that did not pass)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tlcourse.exercises", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -83,21 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "fill":
         try:
-            notebook = json.loads(args.notebook.read_text(encoding="utf-8"))
-            filled = exercises.fill_stubs(notebook)
-        except (OSError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            filled = exercises.fill_stubs(json.loads(args.notebook.read_text(encoding="utf-8")))
+        except ValueError as error:  # not JSON, or a check of an exercise that does not exist
+            raise UsageError(f"{args.notebook}: {error}") from None
         args.output.write_text(json.dumps(filled, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {args.output}")
         return 0
-    try:
-        if args.name not in exercises.REGISTRY:
-            raise UsageError(f"no exercise named {args.name!r}; the exercises are: {', '.join(exercises.names())}")
-        function = load_function(args.function, args.name)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.name not in exercises.REGISTRY:
+        raise UsageError(f"no exercise named {args.name!r}; the exercises are: {', '.join(exercises.names())}")
+    function = load_function(args.function, args.name)
     outcome = exercises.grade(args.name, function, args.seed)
     text = core.report(outcome, in_lesson=False)
     if not outcome.passed:
