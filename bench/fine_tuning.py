@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 
 import tlcourse as tlc  # noqa: E402
-from tlcourse import finetune, many_classes, pipeline, stats, train  # noqa: E402
+from tlcourse import finetune, many_classes, pipeline, stats  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 # Not measured here: /work/shared/FACTS.md section 7 (measured on an H200 GPU with PyTorch, 2026-11-28), on
@@ -182,7 +182,7 @@ def main() -> int:
     bottleneck_dir = tlc.config.project_root() / "runs" / f"bench_{stem}"
     shutil.rmtree(bottleneck_dir, ignore_errors=True)
     backbone = tlc.backbones.load_backbone("efficientnet_lite0")
-    tutorial = train.TrainConfig(**many_classes.TUTORIAL)
+    tutorial = many_classes.TUTORIAL
 
     images = {split: len(dataset.split(split)) for split in tlc.data.SPLITS}
     print(f"{args.dataset}: {len(dataset.class_names)} labels, images {images}", flush=True)

@@ -23,6 +23,7 @@ run goes on where it stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -45,6 +46,8 @@ from tlcourse.many_classes import (  # noqa: E402
     RECIPES,
     Experiment,
     RecipeResult,
+    Row,
+    as_measured,
     choose_on_validation,
     class_subset,
     compare,
@@ -82,10 +85,9 @@ def run_rows(experiment: Experiment, recipes: dict, label: str) -> tuple[list[Re
     """Every recipe once; a recipe that fails is reported as not run (with its error), not hidden."""
     table, failed = [], {}
     names = sorted(experiment.dataset.class_names)
-    for name, (backbone, settings, distortions) in recipes.items():
-        key = {"labels": names, "recipe": name, "backbone": backbone, "settings": settings, "distortions": distortions}
+    for name, row in recipes.items():
         try:
-            result = remembered(key, lambda: experiment.run(name, backbone, settings, distortions)[0])  # noqa: B023
+            result = remembered(key_of(names, row), lambda: experiment.run(*row)[0])  # noqa: B023
         except Exception as error:  # noqa: BLE001 - e.g. fine-tuning being rewritten: report it and go on
             traceback.print_exc()
             failed[name] = f"{type(error).__name__}: {error}"
@@ -100,11 +102,21 @@ def run_rows(experiment: Experiment, recipes: dict, label: str) -> tuple[list[Re
     return table, failed
 
 
+def key_of(labels: list[str], row: Row, **extra) -> dict:
+    """What a remembered result was measured with: the labels, the backbone and the whole recipe."""
+    spec = dataclasses.asdict(row.recipe)
+    return {"labels": labels, "recipe": row.recipe.name, "backbone": row.backbone, "spec": spec, **extra}
+
+
+def frozen_features(table: list[RecipeResult]) -> list[RecipeResult]:
+    """The rows that train a new layer on frozen features (not the fine-tuning rows)."""
+    return [r for r in table if isinstance(RECIPES[r.name].recipe, tlc.pipeline.HeadRecipe)]
+
+
 def describe_rows(table: list[RecipeResult]) -> tuple[list[dict], RecipeResult, RecipeResult]:
     """Rows as JSON with intervals and paired comparisons; the recipe chosen on validation, overall and frozen."""
     by_name = {r.name: r for r in table}
-    frozen = [r for r in table if "fine_tune_blocks" not in r.settings]
-    chosen, chosen_frozen = choose_on_validation(table), choose_on_validation(frozen)
+    chosen, chosen_frozen = choose_on_validation(table), choose_on_validation(frozen_features(table))
     rows = []
     for result in table:
         base = CHANGES_FROM.get(result.name)
@@ -162,24 +174,17 @@ def curve_json(results: list[RecipeResult]) -> list[dict]:
     ]
 
 
-def curve_recipe(result: RecipeResult) -> tuple:
-    """A measured recipe with its tuned values fixed (the L2 chosen on all labels is not re-tuned per subset)."""
-    settings = {key: value for key, value in result.settings.items() if key != "distortions"}
-    return result.backbone, settings, result.settings.get("distortions")
-
-
 def run_curve(experiment: Experiment, recipe: RecipeResult, sizes) -> list[RecipeResult]:
-    backbone, settings, distortions = curve_recipe(recipe)
+    row = as_measured(RECIPES[recipe.name], recipe.settings)  # the L2 chosen on all labels, not re-tuned per subset
     results = []
     for size in sizes:
         for seed in SUBSET_SEEDS:
             subset = restrict(experiment.dataset, class_subset(experiment.dataset, size, seed))
-            key = {"labels": subset.class_names, "recipe": recipe.name, "settings": settings, "curve": True}
 
             def measure(subset=subset):
-                return experiment.run(recipe.name, backbone, settings, distortions, subset)[0]
+                return experiment.run(*row, subset)[0]
 
-            result = remembered({**key, "distortions": distortions, "backbone": backbone}, measure)
+            result = remembered(key_of(subset.class_names, row, curve=True), measure)
             result.subset_seed = seed
             results.append(result)
             print(f"[curve] {recipe.name}: {size} labels, subset {seed}: {result.accuracy:.1%}", flush=True)
@@ -356,7 +361,7 @@ def main() -> int:
     rest = [name for name in recipes if name not in first]
     if "+ label smoothing 0.1" in rest:
         main_row("+ label smoothing 0.1")
-    curve(describe_rows([r for r in table if "fine_tune_blocks" not in r.settings])[1].name)
+    curve(describe_rows(frozen_features(table))[1].name)
     if not args.quick:
         seed_row("+ label smoothing 0.1")
     for name in rest:

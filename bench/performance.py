@@ -334,14 +334,13 @@ def thread_settings(folder: Path) -> dict:
 
 def stamps_run(backbone, cache) -> dict:
     dataset = tlc.data.scan_dataset(tlc.datasets.stamps())
-    tlc.bottlenecks.cache_bottlenecks(dataset.images, backbone, cache, progress=False)
-    splits = {s: tlc.train.gather(dataset, s, backbone, cache) for s in tlc.data.SPLITS}
-    config = tlc.train.TrainConfig(how_many_training_steps=1000, train_batch_size=100)
+    tlc.bottlenecks.cache_bottlenecks(dataset.images, backbone, cache, progress=False)  # not part of the time
+    recipe = tlc.pipeline.HeadRecipe("tutorial", tlc.train.TrainConfig(how_many_training_steps=1000))
     started = time.perf_counter()
-    head, _ = tlc.train.train_head(splits["train"], splits["validation"], 5, config, progress=False)
+    trained = tlc.pipeline.run(recipe, dataset, backbone, cache, progress=False)  # gathers the cached splits, trains
     seconds = time.perf_counter() - started
-    accuracy = tlc.train.evaluate(head, splits["test"], dataset.class_names).accuracy
-    return {"accuracy": accuracy, "test_vectors": splits["test"].vectors, "seconds": seconds}
+    accuracy = trained.evaluate("test").accuracy
+    return {"accuracy": accuracy, "test_vectors": trained.splits["test"].vectors, "seconds": seconds}
 
 
 def label_one_image(model: dict, image: Path, rounds: int) -> dict:

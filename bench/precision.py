@@ -17,6 +17,7 @@ Writes bench/results/precision.{json,md}; bottlenecks go to runs/bottlenecks (re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -28,21 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tlcourse as tlc  # noqa: E402
-from tlcourse.many_classes import RECIPES, Experiment  # noqa: E402
+from tlcourse.many_classes import RECIPES, Experiment, as_measured  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 PRECISIONS = ("float32", "bfloat16")
 
 
-def frozen_recipe() -> tuple[str, dict]:
+def frozen_recipe() -> tlc.pipeline.HeadRecipe:
     """The frozen-feature recipe chosen on validation by bench/many_classes.py, with the L2 it chose."""
     measured = json.loads((RESULTS / "many_classes.json").read_text())
     name = measured["chosen_frozen_on_validation"]
     row = next(row for row in measured["techniques"] if row["name"] == name)
-    _, settings, _ = RECIPES[name]
-    if settings.get("l2") == "tuned":
-        settings = {**settings, "l2": row["settings"]["l2"]}
-    return name, settings
+    return as_measured(RECIPES[name], row["settings"]).recipe
 
 
 def top_k_right(evaluation, k: int) -> np.ndarray:
@@ -84,19 +82,19 @@ def main() -> int:
     bottleneck_dir = tlc.config.project_root() / "runs" / "bottlenecks"
     dataset = tlc.data.scan_dataset(tlc.datasets.many_classes())
     experiments = {p: Experiment(dataset, bottleneck_dir, progress=True, precision=p) for p in PRECISIONS}
-    name, settings = frozen_recipe()
-    recipes = {"tutorial": RECIPES["tutorial"][1], name: settings}
 
     rows = []
-    for recipe, recipe_settings in recipes.items():
+    for recipe in (RECIPES["tutorial"].recipe, frozen_recipe()):
         runs = {}
         for precision, experiment in experiments.items():
-            _, evaluation = experiment.run(recipe, "efficientnet_lite0", recipe_settings)
+            _, evaluation = experiment.run("efficientnet_lite0", recipe)
             runs[precision] = scored(evaluation)
-            print(f"{recipe} [{precision}]: top-1 {runs[precision]['top-1'].mean():.1%}", flush=True)
-        _, evaluation = experiments["float32"].run(recipe, "efficientnet_lite0", {**recipe_settings, "seed": 1})
+            print(f"{recipe.name} [{precision}]: top-1 {runs[precision]['top-1'].mean():.1%}", flush=True)
+        seed_1 = dataclasses.replace(recipe, config=dataclasses.replace(recipe.config, seed=1))
+        _, evaluation = experiments["float32"].run("efficientnet_lite0", seed_1)
         runs["float32, seed 1"] = scored(evaluation)
-        row = {"recipe": recipe, "settings": recipe_settings, "test_images": len(runs["float32"]["top-1"])}
+        settings = dataclasses.asdict(recipe.config)
+        row = {"recipe": recipe.name, "settings": settings, "test_images": len(runs["float32"]["top-1"])}
         for metric in ("top-1", "top-5"):
             row[metric] = {arm: interval_json(run[metric]) for arm, run in runs.items()}
             row[f"{metric} bfloat16 - float32"] = difference_json(runs["float32"][metric], runs["bfloat16"][metric])

@@ -1,7 +1,9 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
-from tlcourse import many_classes, train
+from tlcourse import many_classes, pipeline, train
 from tlcourse.data import scan_dataset
 
 
@@ -46,9 +48,9 @@ def test_restrict_and_subsets_keep_the_split(tmp_path):
 
 def test_a_recipe_runs_and_reports_what_it_measured(tmp_path, stamps_dir):
     experiment = many_classes.Experiment(scan_dataset(stamps_dir), tmp_path / "bn")
-    settings = {**many_classes.TUNED, "how_many_training_steps": 200, "standardize_bottlenecks": True, "l2": "tuned"}
-    result, test = experiment.run("tuned", "efficientnet_lite0", settings)
-    assert result.num_classes == 5 and result.accuracy == test.accuracy > 0.6
+    config = dataclasses.replace(many_classes.TUNED, how_many_training_steps=200)
+    result, test = experiment.run("efficientnet_lite0", pipeline.HeadRecipe("tuned", config, many_classes.L2_GRID))
+    assert result.name == "tuned" and result.num_classes == 5 and result.accuracy == test.accuracy > 0.6
     assert result.top5_accuracy == 1.0  # five labels: the true one is always in the top 5
     assert result.settings["l2"] in many_classes.L2_GRID
 
@@ -87,24 +89,43 @@ def test_results_carry_their_per_image_correctness_and_interval():
     assert again == a and again.correct.sum() == 60
 
 
+def _changed(recipe: pipeline.HeadRecipe) -> set[str]:
+    """The settings a head recipe changes from ``TrainConfig``'s defaults (and whether it tunes its L2)."""
+    config, default = recipe.config, train.TrainConfig()
+    changed = {f.name for f in dataclasses.fields(default) if getattr(config, f.name) != getattr(default, f.name)}
+    return changed | ({"l2_grid"} if recipe.l2_grid else set())
+
+
 def test_the_ladder_adds_one_idea_at_a_time_on_one_backbone():
     names = list(many_classes.LADDER)
-    assert {backbone for backbone, _, _ in many_classes.LADDER.values()} == {"efficientnet_lite0"}
+    assert {row.backbone for row in many_classes.LADDER.values()} == {"efficientnet_lite0"}
+    assert all(name == row.recipe.name for name, row in many_classes.RECIPES.items())
     for previous, name in zip(names[:-1], names[1:], strict=True):
         assert many_classes.CHANGES_FROM[name] == previous
-        before, after = many_classes.LADDER[previous], many_classes.LADDER[name]
-        assert set(before[1]) <= set(after[1]), f"{name} drops a setting of {previous}"
-        assert before[1:] != after[1:], f"{name} changes nothing"
+        before, after = many_classes.LADDER[previous].recipe, many_classes.LADDER[name].recipe
+        assert _changed(before) <= _changed(after), f"{name} drops a setting of {previous}"
+        assert dataclasses.replace(before, name=name) != after, f"{name} changes nothing"
     # the rows that change the features are not rungs of the ladder
     assert not set(many_classes.OTHER_FEATURES) & set(many_classes.LADDER)
-    lite2 = next(name for name, (backbone, _, _) in many_classes.OTHER_FEATURES.items() if backbone.endswith("lite2"))
+    lite2 = next(name for name, row in many_classes.OTHER_FEATURES.items() if row.backbone.endswith("lite2"))
     base = many_classes.CHANGES_FROM[lite2]
-    assert many_classes.RECIPES[lite2][1:] == many_classes.RECIPES[base][1:]  # only the backbone differs
+    assert many_classes.RECIPES[lite2].backbone != many_classes.RECIPES[base].backbone
+    assert dataclasses.replace(many_classes.RECIPES[lite2].recipe, name=base) == many_classes.RECIPES[base].recipe
+
+
+def test_a_measured_row_keeps_the_l2_it_chose():
+    row = many_classes.RECIPES["+ tuned L2"]
+    fixed = many_classes.as_measured(row, {"l2": 1e-3})
+    assert fixed.backbone == row.backbone and fixed.recipe.l2_grid == () and fixed.recipe.config.l2 == 1e-3
+    assert dataclasses.replace(fixed.recipe.config, l2=row.recipe.config.l2) == row.recipe.config
+    tutorial = many_classes.RECIPES["tutorial"]
+    assert many_classes.as_measured(tutorial, {"l2": 0.5}) == tutorial  # chose nothing: nothing to fix
 
 
 def test_the_labels_curve_draws_several_subsets_per_size(tmp_path, stamps_dir):
     experiment = many_classes.Experiment(scan_dataset(stamps_dir), tmp_path / "bn")
-    recipes = {"quick": ("efficientnet_lite0", {**many_classes.TUTORIAL, "how_many_training_steps": 50}, None)}
+    quick = pipeline.HeadRecipe("quick", dataclasses.replace(many_classes.TUTORIAL, how_many_training_steps=50))
+    recipes = {"quick": many_classes.Row("efficientnet_lite0", quick)}
     curve = experiment.accuracy_vs_classes([2, 5], "quick", seeds=(0, 1, 2), recipes=recipes)
     assert [(r.num_classes, r.subset_seed) for r in curve] == [(2, 0), (2, 1), (2, 2), (5, 0)]
     assert all(len(r.correct) == len(r.test_correct) > 0 for r in curve)

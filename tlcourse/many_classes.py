@@ -5,8 +5,8 @@
   top-5 test accuracy, train and validation accuracy.
 - Diagnosis: ``most_confused_pairs``, ``top_k_accuracy``, per-class accuracy against images per
   class (``plots.plot_per_class_accuracy``).
-- ``RECIPES``: the tutorial's command and the techniques that win accuracy back, each a plain
-  set of ``TrainConfig`` settings that ``retrain.py`` also takes as flags.
+- ``RECIPES``: the tutorial's command and the techniques that win accuracy back, each a backbone
+  and a ``pipeline`` recipe (a ``TrainConfig`` whose fields ``retrain.py`` also takes as flags).
 
 Taught in ``notebooks/09_many_classes.ipynb``; the full table comes from ``bench/many_classes.py``.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,29 +24,46 @@ from tlcourse import backbones, bottlenecks, finetune, pipeline, stats, train
 from tlcourse.data import SPLITS, Dataset
 from tlcourse.exercises.tuning import choose_on_validation as choose  # lesson 09 has the learner write it: one rule
 
-TUTORIAL = {"how_many_training_steps": 1000, "train_batch_size": 100, "learning_rate": 0.01}
-# A better optimiser and schedule, early stopping on the whole validation set (what retrain.py's
-# --recipe=auto tries as its tuned new layer, with standardised bottlenecks and its L2 chosen).
-TUNED = {key: value for key, value in pipeline.TUNED_HEAD_SETTINGS.items() if key != "standardize_bottlenecks"}
-AUGMENT = {"flip_left_right": True, "random_crop": 10, "random_scale": 15, "random_brightness": 15}
-_STANDARDIZED = {**TUTORIAL, "standardize_bottlenecks": True}
-_TUNED_L2 = {**TUNED, "standardize_bottlenecks": True, "l2": "tuned"}
-_SMOOTHED = {**_TUNED_L2, "label_smoothing": 0.1}
+L2_GRID = pipeline.L2_GRID
+TUTORIAL = train.TrainConfig(how_many_training_steps=1000, train_batch_size=100, learning_rate=0.01)
+# A better optimiser and schedule, early stopping on the whole validation set, standardised
+# bottlenecks: what retrain.py's --recipe=auto tries as its tuned new layer (with its L2 chosen).
+TUNED = train.TrainConfig(**pipeline.TUNED_HEAD_SETTINGS)
+AUGMENT = train.Distortions(flip_left_right=True, random_crop=10, random_scale=15, random_brightness=15)
+LITE0 = "efficientnet_lite0"
 
-# name -> (backbone, TrainConfig settings, distortions or None).
+
+class Row(NamedTuple):
+    """A row of the lesson's table: which backbone, and how the new layer (or the top blocks) train."""
+
+    backbone: str
+    recipe: pipeline.Recipe
+
+
+def _rows(backbone: str, recipes: list[pipeline.Recipe]) -> dict[str, Row]:
+    return {recipe.name: Row(backbone, recipe) for recipe in recipes}
+
+
+_SMOOTHED = dataclasses.replace(TUNED, label_smoothing=0.1)
 # The ladder: each of these rows adds one idea to the row before it, on frozen Lite0 features.
-LADDER = {
-    "tutorial": ("efficientnet_lite0", TUTORIAL, None),
-    "+ standardized bottlenecks": ("efficientnet_lite0", _STANDARDIZED, None),
-    "+ Adam, cosine schedule, early stopping": ("efficientnet_lite0", {**TUNED, "standardize_bottlenecks": True}, None),
-    "+ tuned L2": ("efficientnet_lite0", _TUNED_L2, None),
-    "+ label smoothing 0.1": ("efficientnet_lite0", _SMOOTHED, None),
-    "+ cached augmentation": ("efficientnet_lite0", _SMOOTHED, AUGMENT),
-}
+LADDER = _rows(
+    LITE0,
+    [
+        pipeline.HeadRecipe("tutorial", TUTORIAL),
+        pipeline.HeadRecipe("+ standardized bottlenecks", dataclasses.replace(TUTORIAL, standardize_bottlenecks=True)),
+        pipeline.HeadRecipe("+ Adam, cosine schedule, early stopping", TUNED),
+        pipeline.HeadRecipe("+ tuned L2", TUNED, L2_GRID),
+        pipeline.HeadRecipe("+ label smoothing 0.1", _SMOOTHED, L2_GRID),
+        pipeline.HeadRecipe("+ cached augmentation", dataclasses.replace(_SMOOTHED, distortions=AUGMENT), L2_GRID),
+    ],
+)
 # Not rungs of the ladder: each changes the features themselves.
 OTHER_FEATURES = {
-    "Lite2 instead of Lite0 (tuned L2 settings)": ("efficientnet_lite2", _TUNED_L2, None),
-    "fine-tune the top 5 blocks (Lite0, the tool's recipe)": ("efficientnet_lite0", {"fine_tune_blocks": 5}, None),
+    **_rows("efficientnet_lite2", [pipeline.HeadRecipe("Lite2 instead of Lite0 (tuned L2 settings)", TUNED, L2_GRID)]),
+    **_rows(
+        LITE0,
+        [pipeline.FineTuneRecipe("fine-tune the top 5 blocks (Lite0, the tool's recipe)", finetune.FineTuneConfig())],
+    ),
 }
 RECIPES = {**LADDER, **OTHER_FEATURES}
 # The row each recipe changes exactly one thing from (None: a separate recipe, compared with the chosen one).
@@ -55,7 +73,6 @@ CHANGES_FROM = {
     "Lite2 instead of Lite0 (tuned L2 settings)": "+ tuned L2",
     "fine-tune the top 5 blocks (Lite0, the tool's recipe)": None,
 }
-L2_GRID = pipeline.L2_GRID
 
 
 def restrict(dataset: Dataset, class_names: list[str]) -> Dataset:
@@ -165,14 +182,17 @@ class Experiment:
     def splits(self, dataset: Dataset, backbone) -> dict[str, train.Bottlenecks]:
         return {split: train.gather(dataset, split, backbone, self.bottleneck_dir) for split in SPLITS}
 
-    def run(self, name, backbone_name, settings, distortions=None, dataset: Dataset | None = None):
-        """Train one recipe on ``dataset`` (default: the whole one); returns (RecipeResult, Evaluation)."""
+    def run(self, backbone_name: str, recipe: pipeline.Recipe, dataset: Dataset | None = None):
+        """Train ``recipe`` on ``dataset`` (default: the whole one); returns (RecipeResult, Evaluation).
+
+        ``experiment.run(*RECIPES[name])`` runs a row of the lesson's table.
+        """
         dataset = dataset or self.dataset
         backbone = self.backbone(backbone_name)
-        trained = pipeline.run(recipe(name, settings, distortions), dataset, backbone, self.bottleneck_dir, False)
+        trained = pipeline.run(recipe, dataset, backbone, self.bottleneck_dir, False)
         test = trained.evaluate("test")
         result = RecipeResult(
-            name=name,
+            name=recipe.name,
             backbone=backbone_name,
             num_classes=len(dataset.class_names),
             accuracy=test.accuracy,
@@ -180,13 +200,13 @@ class Experiment:
             train_accuracy=trained.evaluate("train").accuracy,
             validation_accuracy=trained.evaluate("validation").accuracy,
             seconds=trained.seconds,
-            settings={**trained.settings, "distortions": distortions},
+            settings=trained.settings,
             test_correct=_right_or_wrong(test),
         )
         return result, test
 
     def accuracy_vs_classes(
-        self, sizes, recipe: str = "tutorial", seeds=(0, 1, 2), recipes: dict | None = None
+        self, sizes, recipe: str = "tutorial", seeds=(0, 1, 2), recipes: dict[str, Row] | None = None
     ) -> list[RecipeResult]:
         """The recipe's test accuracy on random subsets of ``sizes`` labels, one subset per seed.
 
@@ -194,30 +214,24 @@ class Experiment:
         is measured on several subsets (``subset_seed`` tells them apart); a size equal to the
         number of labels is measured once.
         """
-        backbone_name, settings, distortions = (recipes or RECIPES)[recipe]
+        row = (recipes or RECIPES)[recipe]
         results = []
         for size in sizes:
             for seed in seeds if size < len(self.dataset.class_names) else seeds[:1]:
                 subset = restrict(self.dataset, class_subset(self.dataset, size, seed))
-                result, _ = self.run(recipe, backbone_name, settings, distortions, subset)
+                result, _ = self.run(*row, subset)
                 result.subset_seed = seed
                 results.append(result)
         return results
 
 
-def recipe(name: str, settings: dict, distortions: dict | None = None) -> pipeline.Recipe:
-    """The pipeline recipe of a row of ``RECIPES``: ``fine_tune_blocks`` makes a fine-tuning recipe
-    (its other settings are ``FineTuneConfig`` fields), ``"l2": "tuned"`` a new layer whose L2 is
-    chosen on validation from ``L2_GRID``; an unknown setting raises ``TypeError``."""
-    settings = dict(settings)
-    if "fine_tune_blocks" in settings:
-        blocks = settings.pop("fine_tune_blocks")
-        return pipeline.FineTuneRecipe(name, finetune.FineTuneConfig(blocks=blocks, **settings))
-    grid = L2_GRID if settings.get("l2") == "tuned" else ()
-    if grid:
-        settings["l2"] = 0.0
-    config = train.TrainConfig(**settings, distortions=train.Distortions(**(distortions or {})))
-    return pipeline.HeadRecipe(name, config, grid)
+def as_measured(row: Row, settings: dict) -> Row:
+    """``row`` with the L2 penalty its measured result chose (``RecipeResult.settings``), not chosen again:
+    for a curve's label subsets, or the same recipe at another precision."""
+    recipe = row.recipe
+    if isinstance(recipe, pipeline.HeadRecipe) and recipe.l2_grid:
+        recipe = dataclasses.replace(recipe, config=dataclasses.replace(recipe.config, l2=settings["l2"]), l2_grid=())
+    return Row(row.backbone, recipe)
 
 
 def _right_or_wrong(evaluation: train.Evaluation) -> str:
