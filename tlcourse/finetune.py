@@ -327,11 +327,9 @@ def prepare(dataset: Dataset, backbone, bottleneck_dir, config: FineTuneConfig, 
     splits = {name: train.gather(dataset, name, lower, bottleneck_dir) for name in SPLITS}
     views = [splits["train"]]
     if config.distortions.active and config.num_distorted_variants > 0:
-        settings = train.TrainConfig(
-            distortions=config.distortions, num_distorted_variants=config.num_distorted_variants
-        )
-        train.cache_distorted_variants(dataset, lower, bottleneck_dir, settings, progress)
-        views += train.gather_distorted(dataset, lower, bottleneck_dir, settings)
+        distorted = config.distortions, config.num_distorted_variants
+        train.cache_distorted_variants(dataset, lower, bottleneck_dir, *distorted, progress)
+        views += train.gather_distorted(dataset, lower, bottleneck_dir, *distorted)
     # An image whose view failed to decode is left out of training, so that every view lines up.
     common = set.intersection(*({r.sha256 for r in view.records} for view in views))
     keep = [[i for i, r in enumerate(view.records) if r.sha256 in common] for view in views]

@@ -69,8 +69,9 @@ class HeadRecipe:
         report = bottlenecks.cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)
         distorted = None
         if config.distortions.active and config.num_distorted_variants > 0:
-            train.cache_distorted_variants(dataset, backbone, bottleneck_dir, config, progress)
-            distorted = train.gather_distorted(dataset, backbone, bottleneck_dir, config)
+            views = config.distortions, config.num_distorted_variants
+            train.cache_distorted_variants(dataset, backbone, bottleneck_dir, *views, progress)
+            distorted = train.gather_distorted(dataset, backbone, bottleneck_dir, *views)
         splits = {name: train.gather(dataset, name, backbone, bottleneck_dir) for name in SPLITS}
         notes = {}
         if self.l2_grid:

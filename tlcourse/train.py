@@ -148,31 +148,36 @@ def cached_splits(dataset: Dataset, backbone, bottleneck_dir=None, progress: boo
     return {name: gather(dataset, name, backbone, bottleneck_dir) for name in SPLITS}
 
 
-def cache_distorted_variants(dataset: Dataset, backbone, bottleneck_dir, config: TrainConfig, progress=True):
-    """Cache ``num_distorted_variants`` distorted bottlenecks of every training image (once).
+def cache_distorted_variants(
+    dataset: Dataset, backbone, bottleneck_dir, distortions: Distortions, num_variants: int, progress=True
+):
+    """Cache ``num_variants`` bottlenecks of every training image seen through ``distortions`` (once).
 
     Variant ``k`` of an image is the same on every run: its randomness comes from the image's
     content and ``k``, so the cache stays valid and training with distortions stays fast.
     """
-    for variant in range(config.num_distorted_variants):
+    for variant in range(num_variants):
 
         def transform(image, seed, variant=variant):
-            return config.distortions.apply(image, tf.stack([seed, tf.constant(variant, tf.int64)]))
+            return distortions.apply(image, tf.stack([seed, tf.constant(variant, tf.int64)]))
 
         bottleneck_cache.cache_bottlenecks(
             dataset.split("train"),
             backbone,
             bottleneck_dir,
             progress=progress,
-            variant=config.distortions.variant_name(variant),
+            variant=distortions.variant_name(variant),
             transform=transform,
         )
 
 
-def gather_distorted(dataset: Dataset, backbone, bottleneck_dir, config: TrainConfig) -> list[Bottlenecks]:
+def gather_distorted(
+    dataset: Dataset, backbone, bottleneck_dir, distortions: Distortions, num_variants: int
+) -> list[Bottlenecks]:
+    """The ``num_variants`` cached distorted variants of the training split (``cache_distorted_variants``)."""
     return [
-        gather(dataset, "train", backbone, bottleneck_dir, config.distortions.variant_name(variant))
-        for variant in range(config.num_distorted_variants)
+        gather(dataset, "train", backbone, bottleneck_dir, distortions.variant_name(variant))
+        for variant in range(num_variants)
     ]
 
 
