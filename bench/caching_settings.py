@@ -3,13 +3,13 @@
     python bench/caching_settings.py            # 1,000 small images, 8 interleaved rounds (6 minutes on 2 cores)
     python bench/caching_settings.py --quick    # 300 images, 4 rounds
 
-Two settings of ``tlcourse/bottlenecks.py``, each changed alone against the default:
-- ``TF_DATA_AUTOTUNE`` (default off). tf.data's autotuner runs a thread that sleeps for periods
+Two of ``tlcourse.bottlenecks.CachingOptions``, each changed alone against the default:
+- ``tf_data_autotune`` (default off). tf.data's autotuner runs a thread that sleeps for periods
   that double (10 ms, 20 ms, ... 10.24 s, 20.48 s). With it on, the end of the images sometimes
   waited for its next wake-up, so a caching run that needed 10 seconds took 20: the "two speeds"
   earlier benchmarks blamed on the host. Each round records that wait (between the last batch and
   the end of the pipeline).
-- ``WRITE_BEHIND`` (default on): each batch's cache files written on a second thread while the
+- ``write_behind`` (default on): each batch's cache files written on a second thread while the
   network runs on the next batch, against written inline between batches.
 
 Every round caches the same images into a fresh cache once per setting, in an order that rotates
@@ -28,7 +28,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,47 +35,28 @@ sys.path.insert(0, str(ROOT))
 
 import tlcourse as tlc  # noqa: E402
 from bench.images import make_images  # noqa: E402
-from bench.performance import bottleneck_settings, cpu_name, cpu_seconds  # noqa: E402
+from bench.performance import cpu_name, cpu_seconds  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT = "default"
-SETTINGS = {  # name -> the settings of tlcourse.bottlenecks it changes
+SETTINGS = {  # name -> the caching options it changes
     DEFAULT: {},
-    "autotuner on": {"TF_DATA_AUTOTUNE": True},
-    "cache files written inline": {"WRITE_BEHIND": False},
+    "autotuner on": {"tf_data_autotune": True},
+    "cache files written inline": {"write_behind": False},
 }
-
-
-def timing_the_end(end_waits: list):
-    """``image_pipeline`` that appends to ``end_waits`` how long the pipeline took to end after its last batch."""
-    pipeline = tlc.bottlenecks.image_pipeline
-
-    def timed(*args, **kwargs):
-        batches = pipeline(*args, **kwargs)
-        while True:
-            started = time.perf_counter()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                end_waits.append(time.perf_counter() - started)
-                return
-            yield batch
-
-    return timed
 
 
 def caching_round(backbone, records, changes: dict) -> dict:
     """Rate, CPU per image and the wait at the pipeline's end of one cold caching run with ``changes``."""
-    end_waits = []
     started_cpu = cpu_seconds()
-    timed = timing_the_end(end_waits)
-    with bottleneck_settings(**changes, image_pipeline=timed), tempfile.TemporaryDirectory() as cache:
-        report = tlc.bottlenecks.cache_bottlenecks(records, backbone, cache, progress=False)
+    options = tlc.bottlenecks.CachingOptions(**changes)
+    with tempfile.TemporaryDirectory() as cache:
+        report = tlc.bottlenecks.cache_bottlenecks(records, backbone, cache, progress=False, options=options)
     assert report.computed == len(records) and not report.failures
     return {
         "images_per_second": round(len(records) / report.seconds, 1),
         "cpu_ms_per_image": round(1000 * (cpu_seconds() - started_cpu) / len(records), 1),
-        "end_wait_seconds": round(sum(end_waits), 2),
+        "end_wait_seconds": round(report.end_wait_seconds, 2),
     }
 
 

@@ -32,8 +32,6 @@ performance.png.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import json
 import os
 import platform
@@ -127,10 +125,12 @@ def flops_per_image(model: keras.Model) -> float:
     return float(total)
 
 
-def caching(backbone, records) -> int:
-    """The course's way: ``cache_bottlenecks`` into a fresh cache. Returns the images done."""
+def caching(backbone, records, **options) -> int:
+    """The course's way: ``cache_bottlenecks`` into a fresh cache (``options``: of ``CachingOptions``).
+    Returns the images done."""
+    options = tlc.bottlenecks.CachingOptions(**options)
     with tempfile.TemporaryDirectory() as cache:
-        report = tlc.bottlenecks.cache_bottlenecks(records, backbone, cache, progress=False)
+        report = tlc.bottlenecks.cache_bottlenecks(records, backbone, cache, progress=False, options=options)
     assert not report.failures
     return report.computed
 
@@ -151,7 +151,7 @@ def network_only(backbone, count: int, batch_size: int = 32) -> int:
     batch = np.random.default_rng(0).uniform(-1, 1, (batch_size, backbone.input_size, backbone.input_size, 3))
     batch = batch.astype(np.float32)
     for _ in range(max(1, count // batch_size)):
-        backbone._run_network(batch)
+        backbone.run_network(batch)
     return max(1, count // batch_size) * batch_size
 
 
@@ -230,36 +230,14 @@ def best_of(rounds: int, contenders: dict) -> dict:
 
 def with_xla(backbone):
     """The same backbone on TensorFlow with its network compiled by XLA (``jit_compile=True``)."""
-    clone = copy.copy(backbone)
-    clone.engine = "tensorflow"
-    spec = tf.TensorSpec([None, backbone.input_size, backbone.input_size, 3], tf.float32)
-    clone.__dict__["_tensorflow_function"] = tf.function(
-        lambda images: backbone.network(images, training=False), input_signature=[spec], jit_compile=True
+    return tlc.backbones.Backbone(
+        backbone.spec,
+        backbone.network,
+        backbone.weights_digest,
+        precision=backbone.precision,
+        engine="tensorflow",
+        jit_compile=True,
     )
-    return clone
-
-
-@contextlib.contextmanager
-def bottleneck_settings(**changes):
-    """``tlcourse.bottlenecks``' module settings (``TENSORFLOW_JPEG=False``, ...) changed, and set back afterwards."""
-    original = {name: getattr(tlc.bottlenecks, name) for name in changes}
-    for name, value in changes.items():
-        setattr(tlc.bottlenecks, name, value)
-    try:
-        yield
-    finally:
-        for name, value in original.items():
-            setattr(tlc.bottlenecks, name, value)
-
-
-def with_setting(run, name: str, value):
-    """``run`` with ``tlcourse.bottlenecks.<name>`` set to ``value``, and set back afterwards."""
-
-    def run_with_setting(warm_up):
-        with bottleneck_settings(**{name: value}):
-            return run(warm_up)
-
-    return run_with_setting
 
 
 def contenders_for(
@@ -281,18 +259,18 @@ def contenders_for(
     precisions = {"float32": on_engine(backbone, engine), "bfloat16": backbone.to_bfloat16()}
     default = precisions[default_precision]
 
-    def caching_with(chosen, images=records):
-        return lambda warm_up: caching(chosen, images[:2] if warm_up else images)
+    def caching_with(chosen, images=records, **options):
+        return lambda warm_up: caching(chosen, images[:2] if warm_up else images, **options)
 
     contenders = {
         "caching": caching_with(default),
         "retrain_py": lambda warm_up: retrain_py_way(network, decoder, share[:2] if warm_up else share),
         "keras_recipe": lambda warm_up: keras_recipe(backbone, warm_up_folder if warm_up else folder),
         "network_only": lambda warm_up: network_only(default, 32 if warm_up else len(records)),
-        "caching_pillow_only": with_setting(caching_with(default), "TENSORFLOW_JPEG", False),
+        "caching_pillow_only": caching_with(default, tensorflow_jpeg=False),
     }
     if variants:
-        contenders["caching_writes_inline"] = with_setting(caching_with(default), "WRITE_BEHIND", False)
+        contenders["caching_writes_inline"] = caching_with(default, write_behind=False)
         other = "float32" if default_precision == "bfloat16" else "bfloat16"
         contenders[f"caching_{other}"] = caching_with(precisions[other])
         contenders["caching_xla"] = caching_with(with_xla(default), share)

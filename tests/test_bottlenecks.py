@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tests.images_factory import encoded, jpeg, labelled_folder, rgb
-from tlcourse.bottlenecks import BottleneckStore, cache_bottlenecks, load_bottlenecks, store_for
+from tlcourse.bottlenecks import BottleneckStore, CachingOptions, cache_bottlenecks, load_bottlenecks, store_for
 from tlcourse.data import scan_dataset
 
 
@@ -92,7 +92,7 @@ def test_a_failed_write_stops_the_run_and_what_was_written_stays_valid(
 
 
 def test_both_parts_of_the_image_pipeline_run_without_the_autotuner(small_dataset, lite0, tmp_path, monkeypatch):
-    """The end of a pipeline with tf.data's autotuner on could wait seconds for it (TF_DATA_AUTOTUNE)."""
+    """The end of a pipeline with tf.data's autotuner on could wait seconds for it (``CachingOptions``)."""
     import tensorflow as tf
 
     iterated, iterate = [], tf.data.Dataset.__iter__
@@ -103,9 +103,17 @@ def test_both_parts_of_the_image_pipeline_run_without_the_autotuner(small_datase
 
     monkeypatch.setattr(tf.data.Dataset, "__iter__", recording)
     small_dataset.images[0].path.write_bytes(encoded(rgb(seed=3), "PNG"))  # Pillow's part runs too
-    report = cache_bottlenecks(scan_dataset(small_dataset.root).images, lite0, tmp_path / "c", progress=False)
-    assert report.computed == 12
+    images = scan_dataset(small_dataset.root).images
+    report = cache_bottlenecks(images, lite0, tmp_path / "c", progress=False)
+    assert report.computed == 12 and 0 <= report.end_wait_seconds < report.seconds
     assert iterated == [False, False]  # the plain JPEGs, then the PNG
+    iterated.clear()
+    options = CachingOptions(tensorflow_jpeg=False, tf_data_autotune=True, write_behind=False)  # as benches try
+    report = cache_bottlenecks(images, lite0, tmp_path / "d", progress=False, options=options)
+    assert report.computed == 12
+    assert iterated == [True]  # Pillow decodes every file: one part, with the autotuner
+    by_default, by_options = (load_bottlenecks(images, lite0, tmp_path / name)[0] for name in ("c", "d"))
+    np.testing.assert_allclose(by_options, by_default, atol=1e-4)
 
 
 def test_store_write_is_atomic_and_leaves_no_temporaries(tmp_path):

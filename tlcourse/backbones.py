@@ -161,6 +161,7 @@ class Backbone:
         precision="float32",
         engine="tensorflow",
         model_dir: Path | None = None,
+        jit_compile: bool = False,
     ):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -173,6 +174,7 @@ class Backbone:
         self.precision = precision
         self.engine = engine
         self._model_dir = model_dir  # where the LiteRT conversion is kept (None: converted in memory each time)
+        self.jit_compile = jit_compile  # the TensorFlow engine's graph compiled by XLA (bench/performance.py)
         self._lock = threading.Lock()  # a LiteRT interpreter runs one call at a time
 
     @property
@@ -215,11 +217,11 @@ class Backbone:
         if isinstance(images, (list, tuple)):
             if not images:
                 return np.zeros((0, self.bottleneck_size), np.float32)
-            batch = np.concatenate([self._preprocess(np.asarray(image, np.uint8)[None]) for image in images])
-            return self._run_network(batch)
+            batch = np.concatenate([self.preprocess(np.asarray(image, np.uint8)[None]) for image in images])
+            return self.run_network(batch)
         images = np.asarray(images, dtype=np.uint8)
         single = images.ndim == 3
-        vectors = self._run_network(self._preprocess(images[None] if single else images).numpy())
+        vectors = self.run_network(self.preprocess(images[None] if single else images).numpy())
         return vectors[0] if single else vectors
 
     def exported_classifier(self, head: keras.Model, whole_network: bool = False) -> keras.Model:
@@ -233,11 +235,11 @@ class Backbone:
         outputs = head(preprocessed) if whole_network else head(self.network(preprocessed))
         return keras.Model(images, outputs, name="retrained")
 
-    def _preprocess(self, images) -> tf.Tensor:
+    def preprocess(self, images) -> tf.Tensor:
         """Raw uint8 images (a batch) -> the network's input (``preprocess_images`` with this backbone's settings)."""
         return preprocess_images(images, self.spec.preprocessing)
 
-    def _run_network(self, preprocessed) -> np.ndarray:
+    def run_network(self, preprocessed) -> np.ndarray:
         """The network on a batch of preprocessed images, on this backbone's engine."""
         if self.engine == "litert":
             try:
@@ -255,7 +257,9 @@ class Backbone:
     def _tensorflow_function(self):
         """``network`` compiled once as a graph, for any batch size: much faster than calling it eagerly."""
         images = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
-        return tf.function(lambda images: self.network(images, training=False), input_signature=[images])
+        return tf.function(
+            lambda images: self.network(images, training=False), input_signature=[images], jit_compile=self.jit_compile
+        )
 
     @cached_property
     def _litert(self):
@@ -294,7 +298,7 @@ class Backbone:
         """The backbone's own ImageNet guesses for one uint8 RGB image: ``(index, name, probability)``."""
         if self._classifier is None:
             raise ValueError(f"{self.name} was loaded without its ImageNet classifier, so it cannot name classes.")
-        batch = self._preprocess(np.asarray(image, dtype=np.uint8)[None])
+        batch = self.preprocess(np.asarray(image, dtype=np.uint8)[None])
         probabilities = tf.nn.softmax(self._classifier(batch, training=False))[0].numpy()
         names = imagenet_class_names()
         return [(int(i), names[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:k]]

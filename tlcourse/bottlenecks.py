@@ -33,12 +33,19 @@ from tlcourse.images import ImageError, load_image, plain_jpeg_scale
 
 MAGIC = b"TLBN\x00\x01\x00\x00"  # format version 1
 HEADER = struct.Struct("<8sII")  # magic, number of values, CRC-32 of the values
-TENSORFLOW_JPEG = True  # plain JPEGs decoded by TensorFlow (False: every file by Pillow; bench/performance.py)
-# tf.data's autotuner off (True: on; bench/caching_settings.py). Its thread sleeps for periods that
-# double (10 ms, 20 ms, ... 10 s, 20 s), and the end of the images could wait for its next wake-up:
-# a 10-second caching run sometimes took 20. Without it, parallel steps use min(cores, 16) threads.
-TF_DATA_AUTOTUNE = False
-WRITE_BEHIND = True  # a batch's files written on a second thread (False: inline; bench/caching_settings.py)
+
+
+@dataclass(frozen=True)
+class CachingOptions:
+    """How the image pipeline and the cache run; the defaults are the fastest measured
+    (``bench/performance.py``, ``bench/caching_settings.py``), and only benches change them."""
+
+    tensorflow_jpeg: bool = True  # plain JPEGs decoded by TensorFlow (False: every file by Pillow)
+    # tf.data's autotuner off (True: on). Its thread sleeps for periods that double (10 ms, 20 ms,
+    # ... 10 s, 20 s), and the end of the images could wait for its next wake-up: a 10-second
+    # caching run sometimes took 20. Without it, parallel steps use min(cores, 16) threads.
+    tf_data_autotune: bool = False
+    write_behind: bool = True  # a batch's files written on a second thread (False: inline)
 
 
 class BottleneckStore:
@@ -89,6 +96,7 @@ class CacheReport:
     computed: int = 0
     failures: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
+    end_wait_seconds: float = 0.0  # how long the image pipeline took to end after its last batch
 
     def __str__(self) -> str:
         rate = self.computed / self.seconds if self.seconds and self.computed else 0.0
@@ -138,15 +146,14 @@ def _decode_plain_jpeg(path, ratio_index):
     return tf.switch_case(tf.convert_to_tensor(ratio_index, tf.int32), [at(ratio) for ratio in JPEG_RATIOS])
 
 
-def pipeline_options() -> tf.data.Options:
-    """The image pipeline's ``tf.data`` options: the autotuner as ``TF_DATA_AUTOTUNE`` says."""
-    options = tf.data.Options()
-    options.autotune.enabled = TF_DATA_AUTOTUNE
-    return options
-
-
 def image_pipeline(
-    paths: list[bytes], preprocess, batch_size: int, errors: dict, transform=None, seeds: list[int] | None = None
+    paths: list[bytes],
+    preprocess,
+    batch_size: int,
+    errors: dict,
+    transform=None,
+    seeds: list[int] | None = None,
+    options: CachingOptions = CachingOptions(),
 ) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
     """(index, preprocessed image) batches for ``paths``, decoded in parallel; failures go to ``errors``.
 
@@ -159,10 +166,13 @@ def image_pipeline(
     a folder of a few dozen photos would notice.
 
     ``transform`` (optional) maps a decoded uint8 image and the image's seed (from ``seeds``) to
-    another uint8 image: how cached distortions are made.
+    another uint8 image: how cached distortions are made. ``options``: which decoder, whether
+    tf.data's autotuner runs.
     """
     seeds = [0] * len(paths) if seeds is None else seeds
-    scales = [plain_jpeg_scale(os.fsdecode(path)) if TENSORFLOW_JPEG else 0 for path in paths]
+    scales = [plain_jpeg_scale(os.fsdecode(path)) if options.tensorflow_jpeg else 0 for path in paths]
+    data_options = tf.data.Options()
+    data_options.autotune.enabled = options.tf_data_autotune
 
     def prepare(index, image, seed):
         if transform is not None:
@@ -177,7 +187,7 @@ def image_pipeline(
 
     def batches(decoded: tf.data.Dataset) -> tf.data.Dataset:
         prepared = decoded.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-        return prepared.batch(batch_size).prefetch(2).with_options(pipeline_options())
+        return prepared.batch(batch_size).prefetch(2).with_options(data_options)
 
     done = np.zeros(len(paths), bool)
     fast = [i for i, scale in enumerate(scales) if scale]
@@ -218,12 +228,14 @@ def cache_bottlenecks(
     transform=None,
     num_shards: int = 1,
     shard_index: int = 0,
+    options: CachingOptions = CachingOptions(),
 ) -> CacheReport:
     """Make sure every image in ``records`` has a valid cached bottleneck; compute the missing ones.
 
     ``variant`` and ``transform`` cache distorted copies instead (see ``tlcourse.train.Distortions``).
     ``num_shards`` and ``shard_index`` take only this run's stable share of the images, so that
-    several processes or machines can fill one bottleneck folder together.
+    several processes or machines can fill one bottleneck folder together. ``options``: see
+    ``CachingOptions`` (for benches).
     """
     started = time.perf_counter()
     records = shard(records, num_shards, shard_index)
@@ -240,7 +252,7 @@ def cache_bottlenecks(
     if todo:
         paths = [os.fsencode(record.path) for record in todo]
         seeds = [int(record.sha256[:15], 16) for record in todo]  # a distortion follows the content
-        dataset = image_pipeline(paths, backbone._preprocess, batch_size, errors, transform, seeds)
+        dataset = image_pipeline(paths, backbone.preprocess, batch_size, errors, transform, seeds, options)
         bar = tqdm(total=len(todo), unit="img", desc=f"caching {backbone.name}", disable=not progress)
         # One batch's files are written on a second thread while the network runs on the next batch.
         # Waiting for that write before handing over the next keeps one batch at most in flight and
@@ -248,17 +260,20 @@ def cache_bottlenecks(
         # the write in flight, so nothing is left half-done.
         with bar, ThreadPoolExecutor(1, thread_name_prefix="bottleneck-writer") as writer:
             writing = None
+            last_batch = time.perf_counter()
             for indices, images in dataset:
-                vectors = backbone._run_network(images)  # the engine behind backbone.bottlenecks
+                vectors = backbone.run_network(images)  # the engine behind backbone.bottlenecks
                 keys = [todo[index].sha256 for index in indices.numpy()]
                 if writing is not None:
                     writing.result()
-                if WRITE_BEHIND:
+                if options.write_behind:
                     writing = writer.submit(store.write_all, keys, vectors)
                 else:
                     store.write_all(keys, vectors)
                 report.computed += len(vectors)
                 bar.update(len(vectors))
+                last_batch = time.perf_counter()
+            report.end_wait_seconds = time.perf_counter() - last_batch
             if writing is not None:
                 writing.result()
             bar.update(len(todo) - bar.n)  # the failed ones

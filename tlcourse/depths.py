@@ -75,7 +75,7 @@ def activations_at_depths(records, backbone, blocks=BLOCKS, batch_size: int = 32
     run = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
     errors: dict[str, str] = {}
     paths = [os.fsencode(record.path) for record in records]
-    dataset = image_pipeline(paths, backbone._preprocess, batch_size, errors)
+    dataset = image_pipeline(paths, backbone.preprocess, batch_size, errors)
     names = depth_names(blocks)
     collected = {name: [None] * len(records) for name in names}
     with tqdm(total=len(records), unit="img", desc="activations", disable=not progress) as bar:
