@@ -88,7 +88,7 @@ def run_rows(experiment: Experiment, recipes: dict, label: str) -> tuple[list[Re
     for name, row in recipes.items():
         try:
             result = remembered(key_of(names, row), lambda: experiment.run(*row)[0])  # noqa: B023
-        except Exception as error:  # noqa: BLE001 - e.g. fine-tuning being rewritten: report it and go on
+        except Exception as error:  # e.g. fine-tuning being rewritten: report it and go on
             traceback.print_exc()
             failed[name] = f"{type(error).__name__}: {error}"
             print(f"[{label}] {name}: NOT RUN ({failed[name]})", flush=True)
@@ -257,7 +257,7 @@ def main() -> int:
         "or it is reported as not run",
     )
     args = parser.parse_args()
-    global ONLY  # noqa: PLW0603 - one run, one setting
+    global ONLY  # one run, one setting
     ONLY = set(args.only) if args.only else None
     started = time.perf_counter()
     stem = "many_classes_quick" if args.quick else "many_classes"

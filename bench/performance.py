@@ -328,7 +328,7 @@ def label_one_image(model: dict, image: Path, rounds: int) -> dict:
     - ``kept_litert``: the same graph once its LiteRT conversion is kept (a folder was labelled): no TensorFlow;
     - ``tflite``: the model's ``.tflite`` file: no TensorFlow.
     """
-    import keras  # noqa: PLC0415
+    import keras
 
     with tempfile.TemporaryDirectory() as work:
         homes = {"tensorflow": Path(work, "no_kept"), "kept_litert": Path(work, "kept"), "tflite": Path(work, "tflite")}

@@ -624,7 +624,7 @@ def shard_by_length(content, num_shards):
 
 
 def shard_crc32(content, num_shards):
-    import zlib  # noqa: PLC0415
+    import zlib
 
     return zlib.crc32(content) % num_shards
 
@@ -855,7 +855,7 @@ def temperature_ratio_of_confidence(logits, labels):
 
 
 def _layers(model):
-    import keras  # noqa: PLC0415 (only the fine-tuning tests need Keras)
+    import keras  # only the fine-tuning tests need Keras
 
     for layer in model.layers:
         yield layer
@@ -869,7 +869,7 @@ def _block(layer):
 
 
 def unfreeze_everything(model, num_blocks):
-    import keras  # noqa: PLC0415
+    import keras
 
     model.trainable = True
     for layer in _layers(model):
@@ -878,7 +878,7 @@ def unfreeze_everything(model, num_blocks):
 
 
 def batch_norms_left_trainable(model, num_blocks):
-    import keras  # noqa: PLC0415
+    import keras
 
     top = max(b for b in map(_block, _layers(model)) if b is not None)
     started = False
@@ -908,7 +908,7 @@ def one_block_too_few(model, num_blocks):
 
 
 def _only_head(model):
-    import keras  # noqa: PLC0415
+    import keras
 
     for layer in _layers(model):
         if not isinstance(layer, keras.Model):
@@ -1371,7 +1371,7 @@ def schedule_no_warmup(step, peak, total_steps, warmup_steps):
 
 
 def schedule_scalar_only(step, peak, total_steps, warmup_steps):
-    import math  # noqa: PLC0415
+    import math
 
     if step < warmup_steps:
         return peak * step / warmup_steps
@@ -1676,7 +1676,7 @@ def choose_returns_pair(candidates, train, score):
 
 
 def exercises_reference_choice(candidates, train, score):
-    from tlcourse.exercises.tuning import choose_on_validation  # noqa: PLC0415
+    from tlcourse.exercises.tuning import choose_on_validation
 
     return choose_on_validation(candidates, train, score)
 

@@ -125,7 +125,7 @@ def test_many_classes_150_reaches_the_tutorials_scale():
 
 def test_skipped_images_are_one_line_for_the_learner_and_listed_in_the_folder(tmp_path, monkeypatch, capsys):
     """Lesson 11 once printed 13 lines of stderr with long paths; now one line, the details in .skipped.txt."""
-    from tlcourse import data  # noqa: PLC0415
+    from tlcourse import data
 
     sources = {name: tmp_path / f"{name}.png" for name in ("a1", "a2", "b1", "b2")}
     for path in sources.values():

@@ -198,8 +198,8 @@ def test_the_command_line_reports_a_bad_query_and_a_foreign_index(indexed, tmp_p
 
 
 def test_label_image_explain_prints_the_nearest_indexed_images(indexed, tmp_path, capsys):
-    from tests.images_factory import labelled_folder  # noqa: PLC0415
-    from tlcourse import label, retrain  # noqa: PLC0415
+    from tests.images_factory import labelled_folder
+    from tlcourse import label, retrain
 
     folder, index_path, bottleneck_dir, _ = indexed
     images = labelled_folder(tmp_path / "images", per_label=8)
@@ -229,12 +229,12 @@ def test_label_image_explain_prints_the_nearest_indexed_images(indexed, tmp_path
 
 
 def test_show_neighbours_draws_a_row_per_query_with_the_answer_only_when_given(tmp_path):
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
-    from tlcourse.data import ImageRecord  # noqa: PLC0415
+    from tlcourse.data import ImageRecord
 
     records = []
     for number in range(4):

@@ -124,8 +124,8 @@ def test_a_labels_file_that_does_not_match_the_model_is_named(tmp_path, photo, c
 
 
 def test_every_command_line_goes_through_the_one_handler():
-    from tlcourse import backbones, compare, datasets, demo, retrain, search  # noqa: PLC0415
-    from tlcourse.exercises import __main__ as exercises_main  # noqa: PLC0415
+    from tlcourse import backbones, compare, datasets, demo, retrain, search
+    from tlcourse.exercises import __main__ as exercises_main
 
     for module in (backbones, compare, datasets, demo, label, retrain, search, exercises_main):
         main = getattr(module, "main", None) or module._main

@@ -81,7 +81,7 @@ def test_a_plausible_mistake_fails_with_its_message_on_every_seed(name, index):
 
 def test_fit_temperature_grid_answers_decide_the_same_on_every_seed():
     """A fine linear grid passes and grids that stop at 1 or step by 1.0 fail, whatever the seed."""
-    from tests import exercise_mistakes as m  # noqa: PLC0415
+    from tests import exercise_mistakes as m
 
     for seed in range(40):
         outcome = exercises.grade("fit_temperature", m.temperature_linear_grid, seed=seed)
@@ -91,8 +91,8 @@ def test_fit_temperature_grid_answers_decide_the_same_on_every_seed():
 
 
 def test_shard_of_reference_is_the_caching_processes_rule(stamps_dir):
-    from tlcourse import bottlenecks  # noqa: PLC0415
-    from tlcourse.exercises import deploy  # noqa: PLC0415
+    from tlcourse import bottlenecks
+    from tlcourse.exercises import deploy
 
     records = data.scan_dataset(stamps_dir).images[:40]
     for num_shards in (2, 3, 5):
@@ -359,7 +359,7 @@ def test_command_line(tmp_path):
 
 
 def test_command_line_usage_errors(tmp_path, capsys):
-    from tlcourse.exercises.__main__ import main  # noqa: PLC0415
+    from tlcourse.exercises.__main__ import main
 
     learner = tmp_path / "mine.py"
     learner.write_text(LEARNER_FILE)
@@ -392,7 +392,7 @@ def _stub_cells():
 
 def _run_cell(source, namespace, number):
     """Run a cell the way IPython does: its source registered in linecache, so inspect can read it."""
-    import linecache  # noqa: PLC0415
+    import linecache
 
     filename = f"<cell-{number}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
@@ -400,7 +400,7 @@ def _run_cell(source, namespace, number):
 
 
 def test_the_recommended_stub_cells_run_and_fill(monkeypatch, capsys):
-    import tlcourse as tlc  # noqa: PLC0415
+    import tlcourse as tlc
 
     cells = _stub_cells()
     names = [core.CHECK_LINE.match(cell.strip().splitlines()[-1]).group(1) for cell in cells]
@@ -424,7 +424,7 @@ def test_the_recommended_stub_cells_run_and_fill(monkeypatch, capsys):
 
 @pytest.mark.parametrize("name", NUMPY_ONLY)
 def test_a_correct_answer_written_another_way_passes(name):
-    from tests.exercise_mistakes import CORRECT  # noqa: PLC0415
+    from tests.exercise_mistakes import CORRECT
 
     for function in CORRECT[name]:
         outcome = exercises.grade(name, function, seed=7)
@@ -464,7 +464,7 @@ def test_register_an_exercise_with_a_one_argument_grader(monkeypatch, capsys):
 
 
 def test_command_line_fill(tmp_path, capsys):
-    from tlcourse.exercises.__main__ import main  # noqa: PLC0415
+    from tlcourse.exercises.__main__ import main
 
     lesson, output = tmp_path / "lesson.ipynb", tmp_path / "filled.ipynb"
     lesson.write_text(json.dumps(_notebook(("code", STUB_CELL))))

@@ -85,9 +85,9 @@ def table_of_contents(pages: list[Path]) -> str:
 
 def execute(notebook: Path, target: Path) -> float:
     """Run ``notebook`` top to bottom in its own folder and write it, with outputs, to ``target``; seconds."""
-    import nbformat  # noqa: PLC0415
-    from nbclient import NotebookClient  # noqa: PLC0415
-    from nbclient.exceptions import CellExecutionError  # noqa: PLC0415
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     content = nbformat.read(notebook, as_version=4)
     client = NotebookClient(

@@ -127,7 +127,7 @@ def fit_temperature(logits, labels, low: float = 1e-3, high: float = 1e3) -> flo
 
 
 def _last_dense(head):
-    import keras  # noqa: PLC0415
+    import keras
 
     last = head.layers[-1]
     if not isinstance(last, keras.layers.Dense) or last.activation is not keras.activations.softmax:
@@ -151,7 +151,7 @@ def with_temperature(head, temperature: float):
     The last layer's weights and bias are divided by ``temperature``; the model keeps its shape and
     layer names, so it exports (``Backbone.exported_classifier``) and labels (``label_image.py``) like any other.
     """
-    import keras  # noqa: PLC0415
+    import keras
 
     if not temperature > 0:
         raise ValueError(f"the temperature must be positive, got {temperature}")
@@ -272,7 +272,7 @@ def export_model(backbone, head, class_names: list[str], folder: str | Path) -> 
 
 def plot_reliability(curves: dict[str, ReliabilityBins]):
     """Reliability diagrams side by side: accuracy per confidence bin against the diagonal."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.8), squeeze=False)
     for axis, (name, bins) in zip(axes[0], curves.items(), strict=True):
@@ -303,8 +303,8 @@ def plot_reliability(curves: dict[str, ReliabilityBins]):
 
 def plot_top_probability(groups: dict[str, np.ndarray], threshold: float | None = None):
     """Histograms of the top probability for groups of images (known, unknown ...), with the threshold."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(len(groups), 1, figsize=(7, 1.7 * len(groups) + 0.6), sharex=True, squeeze=False)
     bins = np.linspace(0, 1, 26)
@@ -323,7 +323,7 @@ def plot_top_probability(groups: dict[str, np.ndarray], threshold: float | None 
 def plot_intervals(intervals: dict, title: str = "test accuracy with 95% intervals"):
     """Accuracies or differences with their bootstrap intervals (``stats.Interval``), one row each;
     a line marks zero when an interval reaches it."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     names = list(intervals)
     figure, axis = plt.subplots(figsize=(7, 0.5 * len(names) + 1.2))

@@ -330,7 +330,7 @@ def active_labelling(
 def plot_active_labelling(curves: dict, seeds: int):
     """Accuracy against images labelled: per strategy, ``{name: (counts, correct per round)}`` with the
     correct arrays of all seeds one after another; the band is a 95% bootstrap interval."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.5, 4))
     for name, (counts, correct) in curves.items():
@@ -352,9 +352,9 @@ def plot_active_labelling(curves: dict, seeds: int):
 def show_neighbours(queries: Bottlenecks, index: Bottlenecks, class_names: list[str], k: int = 4, predicted=None):
     """One row per query image: the image with its label (and, in red, a classifier's wrong answer from
     ``predicted``), then its ``k`` nearest indexed images with their labels and similarities."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
-    from tlcourse.images import load_image  # noqa: PLC0415
+    from tlcourse.images import load_image
 
     indices, similarities = nearest(queries.vectors, index.vectors, k)
     rows = len(queries)

@@ -107,7 +107,7 @@ class ModelFunction:
 
     @functools.cached_property
     def concrete(self):
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         with tf.init_scope():  # made outside any function being traced (a tf.data map calls ``preprocess``)
             return self._make()
@@ -116,7 +116,7 @@ class ModelFunction:
         return self.concrete
 
     def __call__(self, images):
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         result = self.concrete(tf.convert_to_tensor(images))
         return next(iter(result.values())) if isinstance(result, dict) else result  # a signature: its one output
@@ -150,10 +150,10 @@ def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
     if path.suffix == ".tflite":  # fixed-size input: resized outside the model, by the course's own preprocessing
         return _tflite_classifier(path)
     tf = import_tensorflow()  # without its start-up notes
-    import keras  # noqa: PLC0415
+    import keras
 
-    import tlcourse.backbones  # noqa: F401, PLC0415  (registers the preprocessing layer that .keras models hold)
-    from tlcourse import export  # noqa: PLC0415
+    import tlcourse.backbones  # noqa: F401  (registers the preprocessing layer that .keras models hold)
+    from tlcourse import export
 
     if path.is_dir():  # SavedModel
         safe_graph.check_saved_model(path)  # before loading, which runs some of it
@@ -220,7 +220,7 @@ def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "fina
     ``mixed_bfloat16`` policy) is converted as its float32 copy (``tflite``): LiteRT has no
     bfloat16 kernels.
     """
-    from tlcourse import hardware  # noqa: PLC0415
+    from tlcourse import hardware
 
     if not isinstance(classifier.classify_preprocessed, ModelFunction) or hardware.default_engine()[0] != "litert":
         return None
@@ -234,7 +234,7 @@ def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "fina
         return None
     preprocessing = _checked_preprocessing(classifier, network.input_size)
     if preprocessing is not None and not kept.with_suffix(".json").is_file():
-        from tlcourse.atomic import atomic_path  # noqa: PLC0415
+        from tlcourse.atomic import atomic_path
 
         about = {"preprocessing": dataclasses.asdict(preprocessing), "final_tensor_name": final_tensor_name}
         with atomic_path(kept.with_suffix(".json"), keep_suffix=True) as temporary:
@@ -393,7 +393,7 @@ def _tensorflow_batches(results: list[Labelled], graph: Path, final_tensor_name:
     """(indices, probabilities) batches by the model file's own TensorFlow functions (or LiteRT, once converted)."""
     tf = import_tensorflow()  # without its start-up notes
 
-    from tlcourse.bottlenecks import image_pipeline  # noqa: PLC0415
+    from tlcourse.bottlenecks import image_pipeline
 
     classifier = load_classifier(graph, final_tensor_name)
     if classifier.preprocess is None:  # a graph without its halves: whole model, one image at a time
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, score in result.top:
                 print(f"  {label} (score = {score:.5f})")
     if args.explain:
-        from tlcourse import search  # noqa: PLC0415  (imports this module: loaded only when asked)
+        from tlcourse import search  # imports this module: loaded only when asked
 
         search.print_nearest_indexed(paths, args.graph, as_json=args.json)
     return 1 if any(result.error for result in results) else 0

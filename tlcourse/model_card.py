@@ -115,7 +115,7 @@ def add_files(card: dict, files: dict[str, Path], int8_agreement: dict | None = 
     ``int8_agreement``: ``{"agree": n, "images": m}``, the int8 model's top-1 answers against the
     Keras model's on the same test images, when an int8 model was written.
     """
-    from tlcourse.download import content_hash  # noqa: PLC0415
+    from tlcourse.download import content_hash
 
     card["files"] = {name: content_hash(path) for name, path in files.items()}
     card["int8_agreement"] = int8_agreement
@@ -247,8 +247,8 @@ def int8_agreement(model, tflite_path: str | Path, records) -> dict:
 
     Both on the same fixed-size input (``tflite.resize_for_model``) of each readable image of ``records``.
     """
-    from tlcourse import tflite  # noqa: PLC0415
-    from tlcourse.images import ImageError, load_image  # noqa: PLC0415
+    from tlcourse import tflite
+    from tlcourse.images import ImageError, load_image
 
     phone_model, keras_model = tflite.TFLiteClassifier(tflite_path), tflite.keras_on_fixed_input(model)
     agree = images = 0

@@ -229,7 +229,7 @@ Recipe = HeadRecipe | FineTuneRecipe | AveragedRecipe
 
 
 def _unfolded(backbone):
-    from tlcourse import backbones  # noqa: PLC0415 (a backbone is loaded only when a fine-tuning recipe runs)
+    from tlcourse import backbones  # a backbone is loaded only when a fine-tuning recipe runs
 
     return backbones.load_backbone(backbone.name, fold_batch_norms=False)
 

@@ -47,7 +47,7 @@ def import_tensorflow():
         if saved is not None:
             os.dup2(caught.fileno(), 2)
         try:
-            import tensorflow as tf  # noqa: PLC0415
+            import tensorflow as tf
 
             tf.config.list_physical_devices()  # where the CUDA probe happens
         finally:

@@ -115,7 +115,7 @@ def check_graph_def(graph_def, path, main_extra=frozenset(), saver_nodes: Iterab
 
 def check_saved_model(directory) -> None:
     """Check a SavedModel folder from its ``saved_model.pb``, before ``tf.saved_model.load`` runs any of it."""
-    from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
+    from tensorflow.core.protobuf import saved_model_pb2
 
     directory = Path(directory)
     proto_path = directory / "saved_model.pb"

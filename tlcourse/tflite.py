@@ -118,9 +118,9 @@ def representative_dataset(images, labels, num_samples: int) -> Callable[[], Ite
 
 def _function(model, quantization: str):
     """The model as a ``tf.function`` over a fixed-size batch: uint8 in (float: 0-255 for int8)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
-    from tlcourse import export  # noqa: PLC0415
+    from tlcourse import export
 
     preprocessing = model_preprocessing(model)
     _, classifier = export.split(model)
@@ -141,7 +141,7 @@ def convert(model, quantization: str = "float32", representative_data: Callable 
     ``quantization="int8"`` needs ``representative_data``: a function yielding calibration inputs
     (see ``representative_dataset``); the result takes and returns ``uint8``.
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     if quantization not in QUANTIZATIONS:
         raise TFLiteExportError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {quantization!r}")
@@ -170,10 +170,10 @@ def _converter(function, source):
     is checked by ``tlcourse.safe_graph`` first (``source`` names the model in its error): the
     converter runs parts of it (constant folding, int8 calibration), and LiteRT runs the result.
     """
-    import tensorflow as tf  # noqa: PLC0415
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: PLC0415
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from tlcourse import safe_graph  # noqa: PLC0415
+    from tlcourse import safe_graph
 
     if not isinstance(function, tf.types.experimental.ConcreteFunction):
         function = function.get_concrete_function()
@@ -195,7 +195,7 @@ def _nodes(graph_def):
 
 
 def _has_bfloat16(graph_def) -> bool:
-    from tensorflow.core.framework import types_pb2  # noqa: PLC0415
+    from tensorflow.core.framework import types_pb2
 
     bfloat16 = types_pb2.DT_BFLOAT16
     return any(
@@ -214,8 +214,8 @@ def _in_float32(graph_def):
     float32 network's with the trained weights: they agree with the bfloat16 model's to about its
     rounding (``tests/test_tflite.py`` measures it).
     """
-    import tensorflow as tf  # noqa: PLC0415
-    from tensorflow.core.framework import types_pb2  # noqa: PLC0415
+    import tensorflow as tf
+    from tensorflow.core.framework import types_pb2
 
     bfloat16, float32 = types_pb2.DT_BFLOAT16, types_pb2.DT_FLOAT
     copy = tf.compat.v1.GraphDef()
@@ -242,9 +242,9 @@ def keras_on_fixed_input(model) -> Callable[[np.ndarray], np.ndarray]:
     The reference for a converted model (same input, same network). Calling the whole Keras model
     on a fixed-size image would crop and resize it once more.
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
-    from tlcourse import export  # noqa: PLC0415
+    from tlcourse import export
 
     preprocessing = model_preprocessing(model)
     _, network = export.split(model)
@@ -265,7 +265,7 @@ def write_tflite(
     The metadata gives the input's size, pixel format and preprocessing, the output's meaning and,
     with ``labels``, packs the labels file. In place; ``retrain.write_outputs`` makes it atomic.
     """
-    from tlcourse.tflite_metadata import with_metadata  # noqa: PLC0415
+    from tlcourse.tflite_metadata import with_metadata
 
     content = convert(model, quantization, representative_data)
     Path(path).write_bytes(with_metadata(content, labels, model_preprocessing(model), quantization))
@@ -273,7 +273,7 @@ def write_tflite(
 
 def calibration_images(records, preprocessing: Preprocessing, num_samples: int = CALIBRATION_IMAGES):
     """(images [N, size, size, 3] uint8, labels) of up to ``num_samples`` training records, every label in turn."""
-    from tlcourse.images import ImageError, load_image  # noqa: PLC0415
+    from tlcourse.images import ImageError, load_image
 
     images, labels = [], []
     for index in balanced_indices([record.label for record in records], len(records)):
@@ -300,7 +300,7 @@ def preprocessing_for_size(size: int) -> Preprocessing:
 
 def interpreter_class():
     """``(Interpreter class, runtime name)``: LiteRT's (imported here: it starts in a fraction of a second)."""
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    from ai_edge_litert.interpreter import Interpreter
 
     return Interpreter, "ai-edge-litert"
 
@@ -320,7 +320,7 @@ class TFLiteClassifier:
         content = path.read_bytes()
         if content[4:8] != b"TFL3":
             raise ModelFileError(f"{path}: not a TFLite model (no TFL3 identifier); is this the file retrain wrote?")
-        from tlcourse.tflite_metadata import read_metadata  # noqa: PLC0415
+        from tlcourse.tflite_metadata import read_metadata
 
         info = read_metadata(content, path)
         self.labels = info.labels if info else None
@@ -402,7 +402,7 @@ class LiteRTNetwork:
             with quiet():
                 content = _converter(function, source).convert()
             if kept is not None:
-                from tlcourse.atomic import atomic_path  # noqa: PLC0415
+                from tlcourse.atomic import atomic_path
 
                 with atomic_path(kept, keep_suffix=True) as temporary:
                     temporary.write_bytes(KEPT_MAGIC + zlib.crc32(content).to_bytes(4, "little") + content)

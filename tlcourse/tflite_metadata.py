@@ -170,7 +170,7 @@ def with_metadata(model: bytes, labels: list[str] | None, preprocessing: Preproc
 
     Without ``labels``, no labels file is packed (the rest is written all the same).
     """
-    from ai_edge_litert import schema_py_generated as schema  # noqa: PLC0415
+    from ai_edge_litert import schema_py_generated as schema
 
     tflite = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
     buffer = schema.BufferT()
@@ -238,7 +238,7 @@ def metadata_root(buffer: bytes) -> _Table:
 
 def metadata_of(model: bytes) -> bytes | None:
     """The metadata flatbuffer stored in a .tflite model, or None if it has none."""
-    from ai_edge_litert import schema_py_generated as schema  # noqa: PLC0415
+    from ai_edge_litert import schema_py_generated as schema
 
     root = schema.Model.GetRootAs(bytearray(model), 0)
     for index in range(root.MetadataLength()):

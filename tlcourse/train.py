@@ -141,7 +141,7 @@ def cached_splits(dataset: Dataset, backbone, bottleneck_dir=None, progress: boo
     each split (``notebooks/02_cache_bottlenecks.ipynb`` does the two steps by hand). The
     bottleneck folder defaults to ``<project>/runs/bottlenecks``, shared by every lesson.
     """
-    from tlcourse import config  # noqa: PLC0415
+    from tlcourse import config
 
     bottleneck_dir = bottleneck_dir or config.project_root() / "runs" / "bottlenecks"
     bottleneck_cache.cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)

@@ -49,7 +49,7 @@ def _block(name: str) -> int | None:
 
 
 def _leaf_layers(model):
-    import keras  # noqa: PLC0415
+    import keras
 
     for layer in model.layers:
         if isinstance(layer, keras.Model):
@@ -60,9 +60,9 @@ def _leaf_layers(model):
 
 def _grading_model(rng: np.random.Generator, nested: bool):
     """The top of an unfolded EfficientNet-Lite0 (random weights, varied batch-norm statistics) and a new layer."""
-    import keras  # noqa: PLC0415
+    import keras
 
-    from tlcourse import efficientnet_lite  # noqa: PLC0415
+    from tlcourse import efficientnet_lite
 
     start = int(rng.integers(11, 14))
     keras.utils.set_random_seed(int(rng.integers(0, 2**31 - 1)))
@@ -88,7 +88,7 @@ def _grading_model(rng: np.random.Generator, nested: bool):
 
 
 def _grade(candidate, rng: np.random.Generator) -> None:
-    import keras  # noqa: PLC0415
+    import keras
 
     for nested in (False, True):
         model, start = _grading_model(rng, nested)
