@@ -216,14 +216,15 @@ def test_auto_refuses_what_it_cannot_do_with_the_flags_name(flags, named, capsys
     assert named in capsys.readouterr().err
 
 
-def test_auto_under_the_flags_tries_the_flags_new_layer_first_then_fine_tuning_with_its_defaults():
+def test_auto_under_the_flags_tries_the_flags_new_layer_first_then_fine_tuning_then_the_average():
     config = retrain.RetrainConfig.from_args(
         "--image_dir=d --recipe=auto --learning_rate=0.05 --how_many_training_steps=50".split()
     )
-    first, tuned, fine = config.recipes("efficientnet_lite0")
+    first, tuned, fine, averaged = config.recipes("efficientnet_lite0")
     assert (first.config.learning_rate, first.config.how_many_training_steps) == (0.05, 50)
     assert tuned.l2_grid and tuned.config.optimizer == "adam"
     assert fine.config == finetune.FineTuneConfig(summaries_dir="retrain_logs")  # the flags are the new layer's
+    assert (averaged.head, averaged.fine_tuned) == (tuned, (fine,))  # the last two averaged
     assert [type(r) for r in config.recipes("inception_v3")] == [pipeline.HeadRecipe, pipeline.HeadRecipe]
 
 
