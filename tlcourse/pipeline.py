@@ -201,14 +201,15 @@ class AveragedRecipe:
         )
         images = keras.Input(backbone.network.input.shape[1:], name="images")
         model = keras.Model(images, classifier(lower.network(images)), name=f"{backbone.name}_averaged")
-        own_seconds = time.perf_counter() - started - sum(t.seconds for t in members if t.name not in earlier)
+        # Its cost: what ran here, and the members reused from earlier in the search.
+        seconds = time.perf_counter() - started + sum(t.seconds for t in members if t.name in earlier)
         return Trained(
             self.name,
             model,
             classifier,
             tuned[0].splits,
             dataset.class_names,
-            own_seconds + sum(t.seconds for t in members),
+            seconds,
             {"members": [t.name for t in members], "head_weights": list(self.head_weights)},
             tuned[0].failures,
             True,
