@@ -219,6 +219,7 @@ def main() -> int:
     summary["target_met"] = bool(summary["target"] and chosen_row["accuracy"] >= summary["target"])
 
     if not args.no_ablations:
+        backbone = backbone.fitting(next(t for t in search.trained if t.whole_network).fit)  # as the recipe saw
         prepared = finetune.prepare(dataset, backbone, bottleneck_dir, fine_tune, pipeline._unfolded(backbone))
         recipe_row = next(r for r in rows if r["fine_tuned"])
         plain = finetune.Views(
@@ -241,6 +242,7 @@ def main() -> int:
                 time.perf_counter() - t,
                 {"change": change or name},
                 whole_network=True,
+                fit=backbone.spec.preprocessing.fit,
                 notes={
                     "epochs_run": len(tuned.history["loss"]),
                     "best_epoch": tuned.best_epoch,

@@ -14,6 +14,7 @@ import tlcourse as tlc
 from tlcourse import backbones, torch_weights
 from tlcourse.download import DownloadError
 from tlcourse.images import load_image
+from tlcourse.preprocessing import centre_square
 
 CAT_CLASSES = set(range(281, 286))
 COFFEE_CLASSES = {967, 968}  # espresso, cup
@@ -237,3 +238,18 @@ def test_a_backbone_family_is_loaded_and_reported_by_its_own_spec(monkeypatch, t
     assert calls == [("tiny", tmp_path, "tensorflow", True, {"base_url": "https://example.org/"})]
     assert tlc.course.backbone_availability(tmp_path)["tiny"] == "always"
     assert all(spec.load and spec.availability for name, spec in backbones.REGISTRY.items() if name != "tiny")
+
+
+def test_a_padded_fit_sees_the_whole_image_on_white_and_has_its_own_cache_entries(lite0):
+    """Crop cuts a long image's ends; pad keeps all of it, centred on a white square of its long side."""
+    image = np.zeros((20, 60, 3), np.uint8)  # a black bar, three times as wide as tall
+    padded = lite0.fitting("pad")
+    square = centre_square(image, padded.spec.preprocessing)
+    assert square.shape == (60, 60, 3)
+    assert (square[20:40] == 0).all() and (square[:20] == 255).all() and (square[40:] == 255).all()
+    assert centre_square(image, lite0.spec.preprocessing).shape == (17, 17, 3)  # 224/256 of the short side
+    seen = padded.preprocess(image[None]).numpy()[0] * 128 + 127  # back to pixel values
+    assert seen[100:124, :, 0].max() < 1 and seen[:60, :, 0].min() > 254  # the bar across, white above it
+    assert lite0.fitting("crop") is lite0 and padded.network is lite0.network
+    assert padded.fingerprint != lite0.fingerprint
+    assert padded.fitting("pad") is padded

@@ -12,7 +12,7 @@ from tests.images_factory import labelled_folder
 from tests.test_tflite import LITE0, random_images, small_model
 from tlcourse import backbones, label, tflite
 from tlcourse.images import load_image
-from tlcourse.preprocessing import numpy_preprocess
+from tlcourse.preprocessing import FITS, numpy_preprocess
 
 NO_TENSORFLOW = """
 import json, sys
@@ -38,10 +38,12 @@ def scores(result: dict, names: list[str]) -> list[float]:
     return [top.get(name, 0.0) for name in names]
 
 
+@pytest.mark.parametrize("fit", FITS)
 @pytest.mark.parametrize("name", list(backbones.REGISTRY))
-def test_numpy_preprocessing_is_the_models_own(name):
-    """Shrunk (antialiased), enlarged (bicubic table, bilinear) and kept-size crops, against TensorFlow's."""
-    preprocessing = backbones.REGISTRY[name].preprocessing
+def test_numpy_preprocessing_is_the_models_own(name, fit):
+    """Shrunk (antialiased), enlarged (bicubic table, bilinear) and kept-size squares, cropped or padded,
+    against TensorFlow's."""
+    preprocessing = backbones.REGISTRY[name].preprocessing.fitted(fit)
     size = preprocessing.size
     sides = [(size * 3, size * 2 + 7), (size // 3, size // 2), (size, size + 40), (37, 900)]
     rng = np.random.default_rng(0)

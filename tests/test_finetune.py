@@ -220,12 +220,15 @@ def test_auto_under_the_flags_tries_the_flags_new_layer_first_then_fine_tuning_t
     config = retrain.RetrainConfig.from_args(
         "--image_dir=d --recipe=auto --learning_rate=0.05 --how_many_training_steps=50".split()
     )
-    first, tuned, fine, averaged = config.recipes("efficientnet_lite0")
+    first, tuned, padded, fine, averaged = config.recipes("efficientnet_lite0")
     assert (first.config.learning_rate, first.config.how_many_training_steps) == (0.05, 50)
     assert tuned.l2_grid and tuned.config.optimizer == "adam"
+    assert (first.fit, tuned.fit, padded.fit) == ("crop", "crop", "pad") and padded.config == tuned.config
     assert fine.config == finetune.FineTuneConfig(summaries_dir="retrain_logs")  # the flags are the new layer's
+    assert fine.fit is None and averaged.fit is None  # seeing images as the best new layer does
     assert (averaged.head, averaged.fine_tuned) == (tuned, (fine,))  # the last two averaged
-    assert [type(r) for r in config.recipes("inception_v3")] == [pipeline.HeadRecipe, pipeline.HeadRecipe]
+    assert averaged.with_fit("pad").members() == (padded, fine.with_fit("pad"))
+    assert [type(r) for r in config.recipes("inception_v3")] == [pipeline.HeadRecipe] * 3
 
 
 def test_the_lesson_09_flags_parse():

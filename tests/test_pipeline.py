@@ -76,11 +76,15 @@ def test_retrain_auto_writes_the_table_and_the_model_it_chose(stamps_dir, tmp_pa
     result = retrain.retrain(settings, progress=False)
     report = json.loads((tmp_path / "out" / "g.report.json").read_text())
     tried, skipped = report["recipe_search"]["tried"], report["recipe_search"]["skipped"]
+    heads = [row for row in tried if "fine-tuned" not in row["recipe"]]  # the stamps are easy: maybe only one
+    fit = max(heads, key=lambda row: (row["validation_accuracy"], -tried.index(row)))["settings"]["fit"]
+    assert [row["settings"]["fit"] for row in heads] == ["crop", "crop", "pad"][: len(heads)]
     assert [row["recipe"] for row in tried] + list(skipped) == [
         "new layer, as the flags say",
         "tuned new layer (L2 chosen on validation)",
-        "top 1 blocks fine-tuned",
-        "top 1 blocks fine-tuned, averaged with the tuned new layer",
+        "tuned new layer (L2 chosen on validation), whole image padded",
+        "top 1 blocks fine-tuned" + pipeline.FIT_NAMES[fit],
+        "top 1 blocks fine-tuned, averaged with the tuned new layer" + pipeline.FIT_NAMES[fit],
     ]
     chosen = max(tried, key=lambda row: (row["validation_accuracy"], -tried.index(row)))
     assert [row["chosen"] for row in tried] == [row is chosen for row in tried]
@@ -93,8 +97,10 @@ def test_retrain_auto_writes_the_table_and_the_model_it_chose(stamps_dir, tmp_pa
 def test_an_averaged_recipe_reuses_its_members_and_chooses_the_weight_on_validation(
     small, lite0, tmp_path, monkeypatch
 ):
-    head = pipeline.HeadRecipe("head", train.TrainConfig(how_many_training_steps=50))
-    tuned = pipeline.FineTuneRecipe("tuned", finetune.FineTuneConfig(blocks=1, epochs=1, num_distorted_variants=0))
+    # The whole images padded (the stamps are not square): the exported model must pad them too.
+    head = pipeline.HeadRecipe("head", train.TrainConfig(how_many_training_steps=50), fit="pad")
+    config = finetune.FineTuneConfig(blocks=1, epochs=1, num_distorted_variants=0)
+    tuned = pipeline.FineTuneRecipe("tuned", config, fit=None)  # takes the best new layer's fit
     averaged = pipeline.AveragedRecipe(
         "averaged", head, (tuned,), head_weights=(0.1, 0.3)
     )  # neither is 0.5: a swap would show
@@ -106,7 +112,9 @@ def test_an_averaged_recipe_reuses_its_members_and_chooses_the_weight_on_validat
         pipeline.FineTuneRecipe, "train", lambda self, *a, **k: calls.append(1) or fine_tune(self, *a, **k)
     )
     search = pipeline.search([head, tuned, averaged], small, lite0, tmp_path, progress=False)
-    assert [t.name for t in search.trained] == ["head", "tuned", "averaged"] and len(calls) == 1
+    padded = pipeline.FIT_NAMES["pad"]
+    assert [t.name for t in search.trained] == ["head", "tuned" + padded, "averaged" + padded] and len(calls) == 1
+    assert {t.fit for t in search.trained} == {"pad"}
     first, second, result = search.trained
     weight = result.notes["head_weight"]
     scores = result.notes["validation_accuracy_by_head_weight"]
@@ -121,6 +129,7 @@ def test_an_averaged_recipe_reuses_its_members_and_chooses_the_weight_on_validat
     assert scores[weight] == pytest.approx(np.mean(expected.argmax(1) == validation.labels))
     # What retrain writes (raw images in, preprocessing inside) gives the same probabilities.
     image = load_image(validation.records[0].path)
+    assert image.shape[0] != image.shape[1]
     np.testing.assert_allclose(result.exported(lite0)(image[None]).numpy()[0], expected[0], atol=1e-4)
 
 
@@ -131,3 +140,27 @@ def test_an_averaged_recipe_is_skipped_when_a_member_did_not_run(small, lite0, t
     averaged = pipeline.AveragedRecipe("averaged", head, (tuned,))
     search = pipeline.search([head, averaged], small, lite0, tmp_path, progress=False)
     assert [t.name for t in search.trained] == ["head"] and "did not all run" in search.skipped["averaged"]
+
+
+def test_a_recipe_left_to_choose_its_fit_takes_the_best_new_layers():
+    def trained(fit, whole_network=False):
+        return pipeline.Trained("t", None, None, {}, [], 0.0, {}, whole_network=whole_network, fit=fit)
+
+    def interval(value):
+        return pipeline.stats.Interval(value, value, value, 1, 1)
+
+    assert pipeline.best_fit([], []) == "crop"
+    heads = [trained("crop"), trained("pad"), trained("crop", whole_network=True)]
+    assert pipeline.best_fit(heads, [interval(0.5), interval(0.6), interval(0.9)]) == "pad"  # fine-tuning not counted
+    assert pipeline.best_fit(heads[:2], [interval(0.6), interval(0.6)]) == "crop"  # ties: the earlier
+    averaged = pipeline.AveragedRecipe(
+        "avg",
+        pipeline.HeadRecipe("h", train.TrainConfig()),
+        (pipeline.FineTuneRecipe("f", finetune.FineTuneConfig(), fit=None),),
+    )
+    assert averaged.fit is None
+    padded = averaged.with_fit("pad")
+    assert padded.fit == "pad" and [m.name for m in padded.members()] == [
+        "h, whole image padded",
+        "f, whole image padded",
+    ]

@@ -16,6 +16,8 @@ top 5 of each photo. Taught in ``notebooks/02_cache_bottlenecks.ipynb``.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -38,7 +40,7 @@ from tlcourse.atomic import atomic_path
 from tlcourse.download import DownloadError, download, file_hash
 from tlcourse.errors import ModelFileError, TLCourseError, UsageError, command_line
 from tlcourse.export import INPUT_NAME
-from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing
+from tlcourse.preprocessing import PAD_VALUE, PREPROCESSINGS, Preprocessing
 from tlcourse.tflite import LITERT_VERSION
 
 # Bump when the conversion, decoding or preprocessing code changes in a way that moves the vectors.
@@ -76,10 +78,16 @@ class BackboneSpec:
 
 def preprocess_images(images: tf.Tensor, preprocessing: Preprocessing) -> tf.Tensor:
     """Raw RGB images (batch, height, width, 3), any size and dtype 0-255 -> the backbone's input."""
-    height, width = tf.shape(images)[1], tf.shape(images)[2]
-    side = tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * preprocessing.crop_fraction, tf.int32)
-    side = tf.maximum(side, 1)
+    height, width = tf.shape(images)[1], tf.shape(images)[2]  # Preprocessing.square, as TensorFlow operations
+    edge = tf.minimum(height, width) if preprocessing.fit == "crop" else tf.maximum(height, width)
+    side = tf.maximum(tf.cast(tf.cast(edge, tf.float32) * preprocessing.crop_fraction, tf.int32), 1)
     top, left = (height - side) // 2, (width - side) // 2
+    if preprocessing.fit == "pad":
+        before = tf.maximum(-top, 0), tf.maximum(-left, 0)
+        after = tf.maximum(top + side - height, 0), tf.maximum(left + side - width, 0)
+        padding = [[0, 0], [before[0], after[0]], [before[1], after[1]], [0, 0]]
+        images = tf.pad(images, padding, constant_values=tf.cast(PAD_VALUE, images.dtype))
+        top, left = top + before[0], left + before[1]
     images = tf.cast(images[:, top : top + side, left : left + side, :], tf.float32)  # cropped first: fewer to cast
     size = (preprocessing.size, preprocessing.size)
     # Shrinking needs the antialiasing filter; enlarging does not, and the plain kernel is twice as fast.
@@ -96,9 +104,9 @@ def preprocess_images(images: tf.Tensor, preprocessing: Preprocessing) -> tf.Ten
 class ImagePreprocessing(keras.layers.Layer):
     """The preprocessing of a backbone as a layer, so that it travels inside every saved model."""
 
-    def __init__(self, size, crop_fraction, method, offset, scale, **kwargs):
+    def __init__(self, size, crop_fraction, method, offset, scale, fit="crop", **kwargs):
         super().__init__(**kwargs)
-        self.preprocessing = Preprocessing(size, crop_fraction, method, offset, scale)
+        self.preprocessing = Preprocessing(size, crop_fraction, method, offset, scale, fit)
 
     def call(self, images):
         return preprocess_images(images, self.preprocessing)
@@ -181,10 +189,13 @@ class Backbone:
         The engine is not part of it: LiteRT and TensorFlow compute the same float32 function (to
         about 1e-6, as a CPU and a GPU do), so machines with different engines share one cache.
         """
+        preprocessing = vars(self.spec.preprocessing).copy()
+        if preprocessing["fit"] == "crop":  # written before fits existed: caches made then stay valid
+            del preprocessing["fit"]
         identity = {
             "name": self.name,
             "weights": self.weights_digest,
-            "preprocessing": vars(self.spec.preprocessing),
+            "preprocessing": preprocessing,
             "conversion": CONVERSION_VERSION,
             "decoding": decoding_constants(),
         }
@@ -254,6 +265,17 @@ class Backbone:
         if self._model_dir is not None:
             kept = Path(self._model_dir) / self.name / f"{self.fingerprint}-v{LITERT_VERSION}.litert"
         return LiteRTNetwork(self._tensorflow_function, kept)
+
+    def fitting(self, fit: str) -> Backbone:
+        """The same backbone seeing each image through ``fit``: ``"crop"`` (its centre, as ImageNet
+        was seen) or ``"pad"`` (the whole image on a white square; ``Preprocessing``)."""
+        preprocessing = self.spec.preprocessing.fitted(fit)
+        if preprocessing == self.spec.preprocessing:
+            return self
+        fitted = copy.copy(self)  # the same network, engine and lock
+        fitted.spec = dataclasses.replace(self.spec, preprocessing=preprocessing)
+        fitted.__dict__.pop("fingerprint", None)  # computed again, from the new preprocessing
+        return fitted
 
     def to_bfloat16(self) -> Backbone:
         """The same backbone computing in bfloat16 (weights kept in float32, bottleneck returned as float32).

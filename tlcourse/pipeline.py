@@ -10,8 +10,11 @@ the benches and the lessons. A recipe is a config, not a dict of settings:
 - ``AveragedRecipe``: a new layer's and fine-tuned models' probabilities averaged, the new layer's
   weight chosen on validation.
 
-``search`` runs several recipes within a time budget, cheapest first, and keeps the one with the
-best validation accuracy; the test split is never looked at to choose. Taught in
+Each recipe says how an image becomes the backbone's square (``fit``: its centre cropped, as
+ImageNet was seen, or the whole image padded with white; ``Preprocessing``). ``search`` runs
+several recipes within a time budget, cheapest first, and keeps the one with the best validation
+accuracy; the test split is never looked at to choose. A recipe whose ``fit`` is ``None`` takes the
+fit of the best new layer trained before it, so the cheap recipes choose how the costly ones see. Taught in
 ``notebooks/10_fine_tuning.ipynb``.
 """
 
@@ -44,13 +47,24 @@ class Trained:
     whole_network: bool = False  # ``model`` includes the backbone's top blocks (fine-tuned)
     notes: dict = field(default_factory=dict)  # what the recipe chose or measured on its way (L2, epochs)
     history: object = None  # what training recorded: ``train.TrainingHistory``, or fine-tuning's per-epoch dict
+    fit: str = "crop"  # how the images became the backbone's square (``Preprocessing.fit``)
 
     def evaluate(self, split: str) -> train.Evaluation:
         return train.evaluate(self.classifier, self.splits[split], self.class_names)
 
     def exported(self, backbone) -> keras.Model:
-        """Images (uint8, any size) -> probabilities: what ``retrain`` writes."""
-        return backbone.exported_classifier(self.model, whole_network=self.whole_network)
+        """Images (uint8, any size) -> probabilities, seen through the recipe's fit: what ``retrain`` writes."""
+        return backbone.fitting(self.fit).exported_classifier(self.model, whole_network=self.whole_network)
+
+
+FIT_NAMES = {"crop": "", "pad": ", whole image padded"}  # what a recipe's fit adds to its name
+
+
+def _with_fit(recipe, fit: str):
+    """``recipe`` seeing images through ``fit``, named so (the same recipe when it already does)."""
+    if recipe.fit == fit:
+        return recipe
+    return dataclasses.replace(recipe, name=recipe.name + FIT_NAMES[fit], fit=fit)
 
 
 @dataclass(frozen=True)
@@ -60,12 +74,16 @@ class HeadRecipe:
     name: str
     config: train.TrainConfig
     l2_grid: tuple[float, ...] = ()
+    fit: str | None = "crop"  # None: chosen by ``search``
+
+    with_fit = _with_fit
 
     def train(
         self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None, earlier=None
     ) -> Trained:
         started = time.perf_counter()
         config = self.config
+        backbone = backbone.fitting(self.fit)
         report = bottlenecks.cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)
         distorted = None
         if config.distortions.active and config.num_distorted_variants > 0:
@@ -95,10 +113,11 @@ class HeadRecipe:
             splits,
             dataset.class_names,
             time.perf_counter() - started,
-            _settings(config),
+            {**_settings(config), "fit": self.fit},
             report.failures,
             notes=notes,
             history=history,
+            fit=self.fit,
         )
 
 
@@ -108,11 +127,15 @@ class FineTuneRecipe:
 
     name: str
     config: finetune.FineTuneConfig
+    fit: str | None = "crop"  # None: chosen by ``search``
+
+    with_fit = _with_fit
 
     def train(
         self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None, earlier=None
     ) -> Trained:
         started = time.perf_counter()
+        backbone = backbone.fitting(self.fit)
         unfolded = _unfolded(backbone)
         tuned = finetune.fine_tune(
             dataset, backbone, bottleneck_dir, self.config, progress, unfolded, deadline=deadline
@@ -132,11 +155,12 @@ class FineTuneRecipe:
             tuned.splits,
             dataset.class_names,
             time.perf_counter() - started,
-            _settings(self.config),
+            {**_settings(self.config), "fit": self.fit},
             tuned.cache_report.failures,
             True,
             notes,
             tuned.history,
+            self.fit,
         )
 
 
@@ -162,10 +186,24 @@ class AveragedRecipe:
     def members(self) -> tuple[Recipe, ...]:
         return (self.head, *self.fine_tuned)
 
+    @property
+    def fit(self) -> str | None:
+        """The members' fit: one for all (``None`` while ``search`` has still to choose it)."""
+        fits = {recipe.fit for recipe in self.fine_tuned}
+        return self.head.fit if fits == {self.head.fit} else None
+
+    def with_fit(self, fit: str) -> AveragedRecipe:
+        fine_tuned = tuple(recipe.with_fit(fit) for recipe in self.fine_tuned)
+        name = self.name if self.fit == fit else self.name + FIT_NAMES[fit]
+        return dataclasses.replace(self, name=name, head=self.head.with_fit(fit), fine_tuned=fine_tuned)
+
     def train(
         self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None, earlier=None
     ) -> Trained:
         started = time.perf_counter()
+        if self.fit is None:
+            raise ValueError("the members of an averaged recipe must see images through one fit")
+        backbone = backbone.fitting(self.fit)
         earlier = earlier or {}
         members = [
             earlier.get(recipe.name) or recipe.train(dataset, backbone, bottleneck_dir, progress, strategy, deadline)
@@ -214,6 +252,7 @@ class AveragedRecipe:
             tuned[0].failures,
             True,
             {"head_weight": weight, "validation_accuracy_by_head_weight": scores},
+            fit=self.fit,
         )
 
 
@@ -240,8 +279,17 @@ def _settings(config) -> dict:
 
 
 def run(recipe: Recipe, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None) -> Trained:
-    """Train ``recipe`` on ``dataset``: the one way every caller trains."""
+    """Train ``recipe`` on ``dataset``: the one way every caller trains (a fit left to choose: cropped)."""
+    recipe = recipe if recipe.fit else recipe.with_fit("crop")
     return recipe.train(dataset, backbone, Path(bottleneck_dir), progress, strategy)
+
+
+def best_fit(trained: list[Trained], validation: list[stats.Interval]) -> str:
+    """The fit of the new layer (on frozen features) with the best validation accuracy so far
+    (ties: the earlier); ``"crop"`` before any has run."""
+    scored = enumerate(zip(trained, validation, strict=True))
+    heads = [(interval.value, -i, t.fit) for i, (t, interval) in scored if not t.whole_network]
+    return max(heads)[2] if heads else "crop"
 
 
 @dataclass
@@ -302,8 +350,8 @@ def search(
 
     After the first, a recipe starts only while time is left, and only while no recipe has been
     right on every validation image (a later one could then at best tie, and ties go to the
-    cheaper). A fine-tuning recipe that runs past the budget stops after the epoch that crosses
-    it, keeping its best epoch so far.
+    cheaper). A recipe left to choose its fit gets ``best_fit``'s. A fine-tuning recipe that runs
+    past the budget stops after the epoch that crosses it, keeping its best epoch so far.
     """
     if not len(dataset.split("validation")):
         raise ValueError("choosing a recipe needs validation images: raise validation_percentage")
@@ -311,6 +359,8 @@ def search(
     trained, validation, skipped = [], [], {}
     for recipe in recipes:
         earlier = {t.name: t for t in trained}
+        if recipe.fit is None:
+            recipe = recipe.with_fit(best_fit(trained, validation))
         if validation and max(v.value for v in validation) == 1.0:
             skipped[recipe.name] = "an earlier recipe was right on every validation image"
             continue
@@ -348,15 +398,16 @@ L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
 
 def auto_recipes(given: train.TrainConfig, fine_tune: finetune.FineTuneConfig | None) -> list[Recipe]:
     """What ``retrain.py --recipe=auto`` tries, cheapest first: the new layer the flags describe, the
-    tuned new layer, and (for a backbone that can be fine-tuned) the top blocks fine-tuned, then
-    averaged with the tuned new layer (which costs seconds once both have run)."""
+    tuned new layer on the images cropped and on the whole images padded, and (for a backbone that
+    can be fine-tuned) the top blocks fine-tuned, then averaged with the tuned new layer (which costs
+    seconds once both have run), both seeing the images as the best new layer did."""
     shared = {"seed": given.seed, "final_tensor_name": given.final_tensor_name, "summaries_dir": given.summaries_dir}
     tuned = HeadRecipe(
         "tuned new layer (L2 chosen on validation)", train.TrainConfig(**TUNED_HEAD_SETTINGS, **shared), L2_GRID
     )
-    recipes: list[Recipe] = [HeadRecipe("new layer, as the flags say", given), tuned]
+    recipes: list[Recipe] = [HeadRecipe("new layer, as the flags say", given), tuned, tuned.with_fit("pad")]
     if fine_tune is not None:
-        fine_tuned = FineTuneRecipe(f"top {fine_tune.blocks} blocks fine-tuned", fine_tune)
+        fine_tuned = FineTuneRecipe(f"top {fine_tune.blocks} blocks fine-tuned", fine_tune, fit=None)
         recipes += [
             fine_tuned,
             AveragedRecipe(f"{fine_tuned.name}, averaged with the tuned new layer", tuned, (fine_tuned,)),

@@ -1,13 +1,14 @@
 """A backbone's preprocessing, and the same preprocessing in numpy, without TensorFlow.
 
-``Preprocessing`` says what a backbone needs to see an image: a centre crop, a resize to its
-input size, then ``(x - offset) / scale``. Inside every model the course writes it runs as
-TensorFlow operations (``backbones.preprocess_images``: ``tf.image.resize`` with the antialiased
-``ScaleAndTranslate`` kernel when shrinking, ``ResizeBicubic``/``ResizeBilinear`` with half-pixel
-centres when enlarging). ``numpy_preprocess`` computes the very same thing with numpy, so that
-labelling with LiteRT needs no TensorFlow at all (importing TensorFlow takes longer than
-labelling an image): each axis's resize is a matrix, built with TensorFlow's kernels, sample
-positions and edge rules, in float32. ``tests/test_fast_label.py`` checks that both agree.
+``Preprocessing`` says what a backbone needs to see an image: a centre square (the image's centre
+cropped, or the whole image padded), a resize to its input size, then ``(x - offset) / scale``.
+Inside every model the course writes it runs as TensorFlow operations
+(``backbones.preprocess_images``: ``tf.image.resize`` with the antialiased ``ScaleAndTranslate``
+kernel when shrinking, ``ResizeBicubic``/``ResizeBilinear`` with half-pixel centres when enlarging).
+``numpy_preprocess`` computes the very same thing with numpy, so that labelling with LiteRT needs
+no TensorFlow at all (importing TensorFlow takes longer than labelling an image): each axis's
+resize is a matrix, built with TensorFlow's kernels, sample positions and edge rules, in float32.
+``tests/test_fast_label.py`` checks that both agree.
 
 Taught in ``notebooks/02_cache_bottlenecks.ipynb`` (the preprocessing) and
 ``notebooks/13_deploy_to_phone.ipynb`` (the fixed-size input of a phone model).
@@ -16,20 +17,46 @@ Taught in ``notebooks/02_cache_bottlenecks.ipynb`` (the preprocessing) and
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+FITS = ("crop", "pad")  # how an image becomes the square a backbone sees
+PAD_VALUE = 255  # white: what ``images.load_image`` puts behind transparent pixels
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Centre crop, resize, then ``(x - offset) / scale``: all a backbone needs to see an image."""
+    """A centre square, resized, then ``(x - offset) / scale``: all a backbone needs to see an image.
+
+    The square's side is ``crop_fraction`` of the image's short side (``fit="crop"``, the ImageNet
+    way: the borders of a long image are cut) or of its long side (``fit="pad"``: the whole image,
+    the rest of the square white). ``centre_square`` computes it.
+    """
 
     size: int
     crop_fraction: float
     method: str
     offset: float
     scale: float
+    fit: str = "crop"
+
+    def __post_init__(self):
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {FITS}, not {self.fit!r}")
+
+    def fitted(self, fit: str) -> Preprocessing:
+        """The same preprocessing with ``fit``; padding keeps the whole image (``crop_fraction`` 1)."""
+        if fit == self.fit:
+            return self
+        return replace(self, fit=fit, crop_fraction=1.0 if fit == "pad" else self.crop_fraction)
+
+    def square(self, height: int, width: int) -> tuple[int, int, int]:
+        """``(side, top, left)`` of the centre square in an image of this size; ``top`` or ``left``
+        below 0 where the square reaches past the image (``fit="pad"``)."""
+        edge = min(height, width) if self.fit == "crop" else max(height, width)
+        side = max(int(np.float32(edge) * np.float32(self.crop_fraction)), 1)
+        return side, (height - side) // 2, (width - side) // 2
 
 
 # Lite: bicubic resize of a 224/256 centre crop, then (x - 127) / 128 reproduces the ImageNet
@@ -97,13 +124,23 @@ def _resize_bicubic_weights(source: int, size: int) -> np.ndarray:
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-def numpy_preprocess(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
-    """One uint8 RGB image ``[height, width, 3]`` -> the backbone's float32 input ``[size, size, 3]``."""
+def centre_square(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """The centre square of one image ``[height, width, 3]`` that ``preprocessing`` resizes, padded with white."""
     image = np.asarray(image)
     height, width = image.shape[:2]
-    side = max(int(np.float32(min(height, width)) * np.float32(preprocessing.crop_fraction)), 1)
-    top, left = (height - side) // 2, (width - side) // 2
-    crop = image[top : top + side, left : left + side].astype(np.float32)
+    side, top, left = preprocessing.square(height, width)
+    if top < 0 or left < 0:
+        before = (max(-top, 0), max(-left, 0))
+        after = (max(top + side - height, 0), max(left + side - width, 0))
+        image = np.pad(image, [(before[0], after[0]), (before[1], after[1]), (0, 0)], constant_values=PAD_VALUE)
+        top, left = top + before[0], left + before[1]
+    return image[top : top + side, left : left + side]
+
+
+def numpy_preprocess(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """One uint8 RGB image ``[height, width, 3]`` -> the backbone's float32 input ``[size, size, 3]``."""
+    crop = centre_square(image, preprocessing).astype(np.float32)
+    side = crop.shape[0]
     weights = resize_weights(side, preprocessing.size, preprocessing.method)
     resized = np.einsum("kj,ijc->ikc", weights, crop, optimize=True)  # along each row first, as TensorFlow does
     resized = np.einsum("ij,jkc->ikc", weights, resized, optimize=True)

@@ -459,6 +459,7 @@ def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
         print(search, flush=True)
         trained = search.chosen
         print(f"chosen on validation: {trained.name}")
+    backbone = backbone.fitting(trained.fit)  # how the chosen model sees an image: in the report and the card
     test = _sample(trained.splits["test"], config.test_batch_size, config.seed)
     evaluation = train.evaluate(trained.classifier, test, dataset.class_names)
     final_validation_accuracy = None

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from tlcourse.errors import ModelFileError, TLCourseError
-from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing, numpy_fixed_input
+from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing, centre_square, numpy_fixed_input
 from tlcourse.quiet import quiet
 
 QUANTIZATIONS = ("float32", "int8")
@@ -73,15 +73,11 @@ def resize_for_model(images, preprocessing: Preprocessing) -> np.ndarray:
 
 
 def resize_with_pillow(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
-    """What a typical app does instead: the same centre crop, then its image library's bicubic resize.
+    """What a typical app does instead: the same centre square, then its image library's bicubic resize.
 
     Not used by the course's tools; the lesson measures how far it moves the model's input and answers.
     """
-    image = np.asarray(image, dtype=np.uint8)
-    height, width = image.shape[:2]
-    side = max(int(np.float32(min(height, width)) * np.float32(preprocessing.crop_fraction)), 1)
-    top, left = (height - side) // 2, (width - side) // 2
-    crop = Image.fromarray(image[top : top + side, left : left + side])
+    crop = Image.fromarray(centre_square(np.asarray(image, dtype=np.uint8), preprocessing))
     size = (preprocessing.size, preprocessing.size)
     return np.asarray(crop.resize(size, _PIL_METHODS.get(preprocessing.method, Image.Resampling.BICUBIC)))
 
