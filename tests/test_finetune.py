@@ -206,6 +206,8 @@ def test_a_flag_that_cannot_apply_is_refused_with_its_name(flag, capsys):
         (["--recipe=auto", "--validation_percentage=0"], "--validation_percentage"),
         (["--recipe=auto", "--time_budget=0"], "--time_budget"),
         (["--recipe=auto", "--precision=bfloat16"], "--precision"),
+        (["--recipe=auto", "--image_fit=crop"], "--image_fit"),
+        (["--image_fit=stretch"], "--image_fit"),
         (["--recipe=best"], "--recipe"),
     ],
 )
@@ -229,6 +231,14 @@ def test_auto_under_the_flags_tries_the_flags_new_layer_first_then_fine_tuning_t
     assert (averaged.head, averaged.fine_tuned) == (tuned, (fine,))  # the last two averaged
     assert averaged.with_fit("pad").members() == (padded, fine.with_fit("pad"))
     assert [type(r) for r in config.recipes("inception_v3")] == [pipeline.HeadRecipe] * 3
+
+
+@pytest.mark.parametrize("fine_tune_blocks", [0, 2])
+def test_image_fit_says_how_the_one_recipe_sees_images(fine_tune_blocks):
+    flags = f"--image_dir=d --fine_tune_blocks={fine_tune_blocks}".split()
+    assert [r.fit for r in retrain.RetrainConfig.from_args(flags).recipes("efficientnet_lite0")] == ["crop"]
+    (padded,) = retrain.RetrainConfig.from_args([*flags, "--image_fit=pad"]).recipes("efficientnet_lite0")
+    assert padded.fit == "pad" and "padded" not in padded.name
 
 
 def test_the_lesson_09_flags_parse():

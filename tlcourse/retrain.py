@@ -52,6 +52,7 @@ from tlcourse import (  # noqa: E402
 from tlcourse.atomic import atomic_path  # noqa: E402
 from tlcourse.data import scan_dataset  # noqa: E402
 from tlcourse.errors import UsageError, command_line  # noqa: E402
+from tlcourse.preprocessing import FITS  # noqa: E402
 
 SCALING = "beyond one machine"
 BEYOND = "beyond the tutorial (lesson 09: many classes)"
@@ -170,10 +171,18 @@ class RetrainConfig:
         group=BEYOND,
     )
     fine_tune_epochs: int = _setting(8, "epochs of fine-tuning (the best on validation is kept)", group=BEYOND)
+    image_fit: str = _setting(
+        "crop",
+        "how an image becomes the backbone's square: its centre cropped (ImageNet's way) or the whole image "
+        "padded with white (often better for drawings and clip art); --recipe=auto tries both (lesson 10)",
+        list(FITS),
+        BEYOND,
+    )
     recipe: str = _setting(
         "flags",
-        "flags: train as the flags say; auto: try the flags' new layer, a tuned new layer, the top blocks "
-        "fine-tuned and that averaged with the tuned layer, and keep the best on validation (lesson 10)",
+        "flags: train as the flags say; auto: try the flags' new layer, a tuned new layer (images cropped, then "
+        "padded), the top blocks fine-tuned and that averaged with the tuned layer (both seeing images as the "
+        "better tuned layer did), and keep the best on validation (lesson 10)",
         list(RECIPES),
         BEYOND,
     )
@@ -236,6 +245,8 @@ class RetrainConfig:
                 return "{recipe}=auto chooses on validation images: set {validation_percentage} above 0"
             if self.time_budget <= 0:
                 return "{time_budget} must be above 0 minutes"
+            if self.is_set("image_fit"):
+                return "{recipe}=auto tries each {image_fit} and keeps the better on validation; leave it out"
         else:
             for name, reason in FINE_TUNING_REFUSES.items():
                 if self.is_set(name):
@@ -321,8 +332,9 @@ class RetrainConfig:
         if self.recipe == "auto":
             return pipeline.auto_recipes(self.train_config(), self.fine_tune_config() if fine_tunable else None)
         if self.fine_tune_blocks:
-            return [pipeline.FineTuneRecipe(f"top {self.fine_tune_blocks} blocks fine-tuned", self.fine_tune_config())]
-        return [pipeline.HeadRecipe("new layer", self.train_config())]
+            name = f"top {self.fine_tune_blocks} blocks fine-tuned"
+            return [pipeline.FineTuneRecipe(name, self.fine_tune_config(), fit=self.image_fit)]
+        return [pipeline.HeadRecipe("new layer", self.train_config(), fit=self.image_fit)]
 
     def output_paths(self) -> dict[str, Path]:
         """The files ``retrain`` writes: graph, keras, labels, report, and tflite when asked for."""
