@@ -255,3 +255,14 @@ def test_the_lesson_09_flags_parse():
     )
     assert (args.early_stopping_patience, args.standardize_bottlenecks) == (5, True)
     assert (args.fine_tune_epochs, args.recipe, args.time_budget) == (4, "auto", 5.0)
+
+
+def test_views_one_per_epoch_show_every_image_its_next_distorted_view():
+    views = [np.full((4, 2), k, np.float16) for k in range(3)]  # plain, distorted 1, distorted 2
+    rng = np.random.default_rng(0)
+    random = finetune.Views(views, np.zeros(4, int), [None] * 4)
+    assert set(np.unique(np.concatenate([random.batch(np.arange(4), rng) for _ in range(20)]))) == {0, 1, 2}
+    in_turn = finetune.Views(views, np.zeros(4, int), [None] * 4, one_per_epoch=True)
+    assert (in_turn.batch(np.arange(4), rng, epoch=0) == 1).all() and (in_turn.batch(np.arange(4), rng, 1) == 2).all()
+    with pytest.raises(ValueError, match="one distorted view per epoch"):
+        in_turn.batch(np.arange(4), rng, epoch=2)

@@ -262,11 +262,18 @@ def optimizers_by_depth(model: keras.Model, head: keras.Model, config: FineTuneC
 
 @dataclass
 class Views:
-    """The cached activations of one split: ``views[k][i]`` is view ``k`` of image ``i`` (view 0 the plain image)."""
+    """The cached activations of one split: ``views[k][i]`` is view ``k`` of image ``i`` (view 0 the plain image).
+
+    Each epoch shows each image through one of its views drawn at random; with ``one_per_epoch``,
+    epoch ``e`` shows every image through its distorted view ``e`` (cache as many as there are
+    epochs): a new random view each epoch, as augmentation drawn fresh inside the training graph
+    gives, computed ahead.
+    """
 
     views: list[np.ndarray]
     labels: np.ndarray
     records: list
+    one_per_epoch: bool = False
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -274,9 +281,14 @@ class Views:
     def plain(self) -> train.Bottlenecks:
         return train.Bottlenecks(self.views[0], self.labels, self.records)
 
-    def batch(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One random view of each image in ``indices``, as a float32 batch."""
-        chosen = rng.integers(0, len(self.views), len(indices))
+    def batch(self, indices: np.ndarray, rng: np.random.Generator, epoch: int = 0) -> np.ndarray:
+        """One view of each image in ``indices`` (at random, or epoch ``epoch``'s), as a float32 batch."""
+        if self.one_per_epoch:
+            if epoch + 1 >= len(self.views):
+                raise ValueError(f"epoch {epoch + 1} needs its own view: cache one distorted view per epoch")
+            chosen = np.full(len(indices), epoch + 1)
+        else:
+            chosen = rng.integers(0, len(self.views), len(indices))
         return np.stack([self.views[k][i] for k, i in zip(chosen, indices, strict=True)]).astype(np.float32)
 
 
@@ -403,7 +415,7 @@ def fine_tune(
             order = rng.permutation(len(views))
             losses = []
             for batch in np.array_split(order, steps_per_epoch):
-                losses.append(float(step(views.batch(batch, rng), views.labels[batch])))
+                losses.append(float(step(views.batch(batch, rng, epoch), views.labels[batch])))
                 bar.update(1)
             accuracy = train.evaluate(model, validation, dataset.class_names).accuracy if len(validation) else 0.0
             history["loss"].append(float(np.mean(losses)))
