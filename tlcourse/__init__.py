@@ -33,6 +33,7 @@ SUBMODULES = (
     "hardware",
     "images",
     "label",
+    "litert",
     "many_classes",
     "model_card",
     "pipeline",

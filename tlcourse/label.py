@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from tlcourse import config, safe_graph, tflite
+from tlcourse import config, litert, safe_graph, tflite
 from tlcourse.calibration import check_threshold
-from tlcourse.data import walk_files
+from tlcourse.data import image_paths
 from tlcourse.download import content_hash
 from tlcourse.errors import ModelFileError, TLCourseError, UsageError, command_line
 from tlcourse.images import ImageError, load_image
@@ -112,7 +112,7 @@ class ModelFunction:
         with tf.init_scope():  # made outside any function being traced (a tf.data map calls ``preprocess``)
             return self._make()
 
-    def get_concrete_function(self):  # what ``tflite`` converts
+    def get_concrete_function(self):  # what ``litert`` converts
         return self.concrete
 
     def __call__(self, images):
@@ -206,7 +206,7 @@ def kept_conversion(path: Path) -> Path:
     Named by the model's content (``content_hash``: a folder hashes every file in it), so a model
     written again under the same name is converted again.
     """
-    return config.models_dir() / "labelling" / f"{content_hash(path)[:16]}-v{tflite.LITERT_VERSION}.litert"
+    return config.models_dir() / "labelling" / f"{content_hash(path)[:16]}-v{litert.LITERT_VERSION}.litert"
 
 
 def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "final_result") -> Callable | None:
@@ -217,7 +217,7 @@ def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "fina
     with the model's preprocessing beside it when ``numpy_preprocess`` reproduces it: later runs
     then label without TensorFlow (``litert_labeller``). A model LiteRT cannot convert is labelled
     by TensorFlow, with a warning. A model that computes in bfloat16 (trained under the
-    ``mixed_bfloat16`` policy) is converted as its float32 copy (``tflite``): LiteRT has no
+    ``mixed_bfloat16`` policy) is converted as its float32 copy (``litert``): LiteRT has no
     bfloat16 kernels.
     """
     from tlcourse import hardware
@@ -226,7 +226,7 @@ def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "fina
         return None
     kept = kept_conversion(path)
     try:
-        network = tflite.LiteRTNetwork(classifier.classify_preprocessed, kept, source=path)
+        network = litert.LiteRTNetwork(classifier.classify_preprocessed, kept, source=path)
     except safe_graph.UnsafeModelError:
         raise
     except Exception as error:
@@ -279,7 +279,7 @@ def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> Lite
         model = tflite.TFLiteClassifier(path)
         return LiteRTLabeller(model.prepare, model, model.labels)
     kept = kept_conversion(path)
-    if not kept.with_suffix(".json").is_file() or tflite.read_kept(kept) is None:
+    if not kept.with_suffix(".json").is_file() or litert.read_kept(kept) is None:
         return None
     try:
         about = json.loads(kept.with_suffix(".json").read_text(encoding="utf-8"))
@@ -289,7 +289,7 @@ def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> Lite
         return None
     if about.get("final_tensor_name") != final_tensor_name:  # converted for another output
         return None
-    network = tflite.LiteRTNetwork(None, kept)
+    network = litert.LiteRTNetwork(None, kept)
     return LiteRTLabeller(functools.partial(numpy_preprocess, preprocessing=preprocessing), network)
 
 
@@ -297,17 +297,6 @@ def _tflite_classifier(path: Path) -> Classifier:
     """A ``.tflite`` model through LiteRT (``ai-edge-litert``; see ``tlcourse.tflite`` for why)."""
     model = tflite.TFLiteClassifier(path)
     return Classifier(classify=lambda images: model(model.prepare(images)))
-
-
-def image_paths(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, and the files inside folders (recursively, hidden files skipped)."""
-    paths = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            paths += list(walk_files(item))
-        else:
-            paths.append(item)
-    return paths
 
 
 def _top_k(probabilities, class_names: list[str], top_k: int) -> list[tuple[str, float]]:
@@ -465,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, score in result.top:
                 print(f"  {label} (score = {score:.5f})")
     if args.explain:
-        from tlcourse import search  # imports this module: loaded only when asked
+        from tlcourse import search  # imports TensorFlow: loaded only when asked
 
         search.print_nearest_indexed(paths, args.graph, as_json=args.json)
     return 1 if any(result.error for result in results) else 0
