@@ -41,7 +41,7 @@ from tlcourse.data import image_paths
 from tlcourse.download import content_hash
 from tlcourse.errors import ModelFileError, TLCourseError, UsageError, command_line
 from tlcourse.images import ImageError, load_image
-from tlcourse.preprocessing import Preprocessing, numpy_preprocess
+from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing, numpy_preprocess
 from tlcourse.quiet import import_tensorflow
 
 # TensorFlow (and Keras) are imported only where a model needs them: importing them takes longer
@@ -247,18 +247,22 @@ def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "fina
 
 
 def _checked_preprocessing(classifier: Classifier, size: int) -> Preprocessing | None:
-    """The course backbone's preprocessing for ``size`` if it gives what the model's own first half gives."""
-    try:
-        preprocessing = tflite.preprocessing_for_size(size)
-    except ValueError:  # not a course backbone's input size
+    """The course preprocessing of input ``size`` that gives what the model's own first half gives, if one does."""
+    candidates = [preprocessing for preprocessing in PREPROCESSINGS.values() if preprocessing.size == size]
+    if not candidates:  # not a course backbone's input size
         return None
     rng = np.random.default_rng(0)
-    for height, width in [(size * 2 + 37, size * 2), (size // 2, size // 2 + 11)]:  # shrunk, then enlarged
-        image = rng.integers(0, 256, (height, width, 3), np.uint8)
-        expected = np.asarray(classifier.preprocess(image[None]))[0]
-        if np.abs(numpy_preprocess(image, preprocessing) - expected).max() > 1e-4:
-            return None
-    return preprocessing
+    sides = [(size * 2 + 37, size * 2), (size // 2, size // 2 + 11)]  # shrunk, then enlarged
+    images = [rng.integers(0, 256, (height, width, 3), np.uint8) for height, width in sides]
+    expected = [np.asarray(classifier.preprocess(image[None]))[0] for image in images]
+    for preprocessing in candidates:
+        differences = [
+            np.abs(numpy_preprocess(image, preprocessing) - own).max()
+            for image, own in zip(images, expected, strict=True)
+        ]
+        if max(differences) <= 1e-4:
+            return preprocessing
+    return None
 
 
 @dataclass

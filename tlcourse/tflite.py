@@ -35,7 +35,7 @@ from PIL import Image
 
 from tlcourse import litert
 from tlcourse.errors import ModelFileError, TLCourseError
-from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing, numpy_fixed_input
+from tlcourse.preprocessing import Preprocessing, numpy_fixed_input
 from tlcourse.quiet import quiet
 
 QUANTIZATIONS = ("float32", "int8")
@@ -214,15 +214,6 @@ def calibration_images(records, preprocessing: Preprocessing, num_samples: int =
     return np.stack(images), labels
 
 
-def preprocessing_for_size(size: int) -> Preprocessing:
-    """The preprocessing of the backbone whose input is ``size`` pixels (for a .tflite file without metadata)."""
-    for spec in PREPROCESSINGS.values():
-        if spec.size == size:
-            return spec
-    known = ", ".join(f"{spec.size} ({name})" for name, spec in PREPROCESSINGS.items())
-    raise ValueError(f"no course backbone takes {size}-pixel images (known: {known}); pass its preprocessing")
-
-
 class TFLiteClassifier:
     """A ``.tflite`` model the course wrote: ``classifier(images)``, uint8 ``[N, size, size, 3]`` -> probabilities.
 
@@ -241,6 +232,12 @@ class TFLiteClassifier:
         from tlcourse.tflite_metadata import read_metadata
 
         info = read_metadata(content, path)
+        if preprocessing is None and info is None:
+            raise ModelFileError(
+                f"{path}: this .tflite file has no TFLite metadata, so nothing says how to crop, resize and scale "
+                "its images. Write it with retrain.py --output_tflite (or tlcourse.tflite.write_tflite), which "
+                "stores them in the file; in Python, TFLiteClassifier(path, preprocessing=...) takes them explicitly"
+            )
         self.labels = info.labels if info else None
         interpreter, self.runtime = litert.interpreter_class()
         with quiet():  # LiteRT says which delegate it applies
@@ -252,7 +249,7 @@ class TFLiteClassifier:
         self.input_dtype = np.dtype(self._input["dtype"])
         self.output_dtype = np.dtype(self._output["dtype"])
         self.quantization = "int8" if self.output_dtype != np.float32 else "float32"
-        self.preprocessing = preprocessing or (info.preprocessing if info else preprocessing_for_size(self.input_size))
+        self.preprocessing = preprocessing or info.preprocessing
         if self.preprocessing.size != self.input_size:
             raise ModelFileError(
                 f"{path}: input is {self.input_size} px but the preprocessing says {self.preprocessing.size}"
