@@ -30,6 +30,7 @@ SUBMODULES = (
     "exercises",
     "export",
     "finetune",
+    "formats",
     "hardware",
     "images",
     "label",

@@ -1,6 +1,7 @@
 """Label new images with a retrained model: the course's ``label_image.py``.
 
-Reads the frozen graph (``.pb``), a SavedModel folder, a ``.keras`` file, or a ``.tflite`` file.
+Reads every model format (``tlcourse.formats``): the frozen graph (``.pb``), a SavedModel folder, a
+``.keras`` file, or a ``.tflite`` file.
 Preprocessing is inside the first three, so it cannot differ from training; a ``.tflite`` model
 takes a fixed-size input, made by ``tlcourse.tflite.resize_for_model`` (the same preprocessing,
 run just before the model, rounded to uint8). A bad image gets its own clear
@@ -35,11 +36,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from tlcourse import config, litert, safe_graph, tflite
+from tlcourse import config, formats, litert, safe_graph
 from tlcourse.calibration import check_threshold
 from tlcourse.data import image_paths
 from tlcourse.download import content_hash
 from tlcourse.errors import ModelFileError, TLCourseError, UsageError, command_line
+from tlcourse.formats import Classifier, LiteRTLabeller, ModelFunction
 from tlcourse.images import ImageError, load_image
 from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing, numpy_preprocess
 from tlcourse.quiet import import_tensorflow
@@ -76,55 +78,9 @@ def read_labels(path: str | Path) -> list[str]:
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@dataclass
-class Classifier:
-    """A loaded model. ``classifier(images)``: uint8 images ``[batch, h, w, 3]`` -> probabilities.
-
-    ``preprocess`` and ``classify_preprocessed`` are the model's own two halves, where the file
-    has them (every model this course writes does): they let images of different sizes be
-    preprocessed one by one and then classified in batches. Except for a ``.tflite`` model, the
-    second half is a ``ModelFunction``, which LiteRT can convert.
-    """
-
-    classify: Callable
-    preprocess: Callable | None = None
-    classify_preprocessed: Callable | None = None
-
-    def __call__(self, images) -> np.ndarray:
-        return self.classify(images)
-
-
-class ModelFunction:
-    """One TensorFlow function of a loaded model: called on a batch, or converted by LiteRT.
-
-    ``make`` builds the concrete function the first time it is needed (pruning a frozen graph
-    takes about half a second, and labelling a folder whose LiteRT conversion is kept never needs
-    the network half); ``owner`` keeps alive what the function reads (a SavedModel's variables).
-    """
-
-    def __init__(self, make: Callable, owner: object = None):
-        self._make, self._owner = make, owner
-
-    @functools.cached_property
-    def concrete(self):
-        import tensorflow as tf
-
-        with tf.init_scope():  # made outside any function being traced (a tf.data map calls ``preprocess``)
-            return self._make()
-
-    def get_concrete_function(self):  # what ``litert`` converts
-        return self.concrete
-
-    def __call__(self, images):
-        import tensorflow as tf
-
-        result = self.concrete(tf.convert_to_tensor(images))
-        return next(iter(result.values())) if isinstance(result, dict) else result  # a signature: its one output
-
-
 def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -> Classifier:
     """The model at ``path``, from any of the exported formats; ``ModelFileError`` naming it if damaged."""
-    return _read_model(_load_classifier, Path(path), final_tensor_name)
+    return _read_model(formats.load, Path(path), final_tensor_name)
 
 
 def _read_model(load: Callable, path: Path, final_tensor_name: str):
@@ -137,67 +93,13 @@ def _read_model(load: Callable, path: Path, final_tensor_name: str):
         raise
     except Exception as error:  # TensorFlow, Keras and zip errors alike: a damaged or foreign file, named
         kind = "SavedModel folder" if path.is_dir() else f"{path.suffix or 'frozen graph'} model file"
-        graph = not path.is_dir() and path.suffix not in (".keras", ".tflite")
+        graph = formats.format_of(path) is formats.GRAPH  # the only format whose output --output_layer names
         hint = f" (or --output_layer={final_tensor_name} names no tensor in it)" if graph else ""
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise ModelFileError(
             f"{path}: this {kind} cannot be read{hint} ({type(error).__name__}: {reason}). It may be damaged or "
             f"incomplete: write it again with retrain.py, or pass the file retrain wrote (--output_graph)."
         ) from error
-
-
-def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
-    if path.suffix == ".tflite":  # fixed-size input: resized outside the model, by the course's own preprocessing
-        return _tflite_classifier(path)
-    tf = import_tensorflow()  # without its start-up notes
-    import keras
-
-    import tlcourse.backbones  # noqa: F401  (registers the preprocessing layer that .keras models hold)
-    from tlcourse import export
-
-    if path.is_dir():  # SavedModel
-        safe_graph.check_saved_model(path)  # before loading, which runs some of it
-        loaded = tf.saved_model.load(str(path))
-        signatures = loaded.signatures
-        serve = ModelFunction(lambda: signatures["serving_default"], loaded)
-        classifier = Classifier(lambda images: serve(images).numpy())
-        if "preprocess" in signatures and "classify_preprocessed" in signatures:
-            classifier.preprocess = ModelFunction(lambda: signatures["preprocess"], loaded)
-            classifier.classify_preprocessed = ModelFunction(lambda: signatures["classify_preprocessed"], loaded)
-        return classifier
-    if path.suffix == ".keras":
-        model = keras.models.load_model(path, safe_mode=True)
-        classifier = Classifier(lambda images: model(images, training=False).numpy())
-        if "preprocessing" in [layer.name for layer in model.layers]:
-            preprocessing, network = export.split(model)
-            classifier.preprocess = preprocessing
-            size = preprocessing.preprocessing.size
-            spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-            run = tf.function(lambda images: network(images, training=False), input_signature=[spec])
-            classifier.classify_preprocessed = ModelFunction(run.get_concrete_function)
-        return classifier
-    graph_def = tf.compat.v1.GraphDef()
-    try:
-        graph_def.ParseFromString(path.read_bytes())
-    except Exception as error:
-        raise ModelFileError(f"{path}: not a TensorFlow GraphDef ({error}); is this the file retrain wrote?") from None
-    safe_graph.check_graph_def(graph_def, path)
-    names = {node.name for node in graph_def.node}
-    if export.INPUT_NAME not in names:
-        raise ModelFileError(f"{path}: this graph has no input named {export.INPUT_NAME!r}; is it one retrain wrote?")
-    if final_tensor_name not in names:
-        raise ModelFileError(f"{path}: --output_layer={final_tensor_name} names no tensor in this graph")
-    wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
-
-    def pruned(feeds: str, fetches: str) -> ModelFunction:  # the part of the graph from ``feeds`` to ``fetches``
-        return ModelFunction(lambda: wrapped.prune(feeds=f"{feeds}:0", fetches=f"{fetches}:0"))
-
-    whole = pruned(export.INPUT_NAME, final_tensor_name)
-    classifier = Classifier(lambda images: whole(images).numpy())
-    if export.PREPROCESSED_NAME in names:  # older graphs run one image at a time
-        classifier.preprocess = pruned(export.INPUT_NAME, export.PREPROCESSED_NAME)
-        classifier.classify_preprocessed = pruned(export.PREPROCESSED_NAME, final_tensor_name)
-    return classifier
 
 
 def kept_conversion(path: Path) -> Path:
@@ -265,23 +167,11 @@ def _checked_preprocessing(classifier: Classifier, size: int) -> Preprocessing |
     return None
 
 
-@dataclass
-class LiteRTLabeller:
-    """Labelling without TensorFlow: ``prepare`` (one uint8 image -> the network's input), ``classify`` (a batch).
-
-    ``labels``: those packed in a .tflite file's metadata, if any.
-    """
-
-    prepare: Callable
-    classify: Callable
-    labels: list[str] | None = None
-
-
 def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> LiteRTLabeller | None:
     """A ``.tflite`` model, or the kept LiteRT conversion of a model file and output, with its preprocessing."""
-    if path.suffix == ".tflite":
-        model = tflite.TFLiteClassifier(path)
-        return LiteRTLabeller(model.prepare, model, model.labels)
+    model_format = formats.format_of(path)
+    if model_format.labeller is not None:  # a .tflite file
+        return model_format.labeller(path)
     kept = kept_conversion(path)
     if not kept.with_suffix(".json").is_file() or litert.read_kept(kept) is None:
         return None
@@ -295,12 +185,6 @@ def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> Lite
         return None
     network = litert.LiteRTNetwork(None, kept)
     return LiteRTLabeller(functools.partial(numpy_preprocess, preprocessing=preprocessing), network)
-
-
-def _tflite_classifier(path: Path) -> Classifier:
-    """A ``.tflite`` model through LiteRT (``ai-edge-litert``; see ``tlcourse.tflite`` for why)."""
-    model = tflite.TFLiteClassifier(path)
-    return Classifier(classify=lambda images: model(model.prepare(images)))
 
 
 def _top_k(probabilities, class_names: list[str], top_k: int) -> list[tuple[str, float]]:
