@@ -119,7 +119,7 @@ def test_the_representative_dataset_takes_every_label_in_turn():
 
 @pytest.mark.slow
 def test_retrain_writes_tflite_and_label_image_agrees_with_keras(stamps_dir, tmp_path):
-    """The issue's check: retrain.py --output_tflite, then label_image.py on a folder, for float and int8."""
+    """The whole path to a phone: retrain.py --output_tflite, then label_image.py on a folder, for float and int8."""
     common = [
         f"--image_dir={stamps_dir}",
         f"--bottleneck_dir={REPO / 'runs' / 'bottlenecks'}",
