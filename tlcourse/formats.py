@@ -118,10 +118,10 @@ class ModelFormat:
 def format_of(path: str | Path) -> ModelFormat:
     """The format of the model at ``path``: a folder's, a suffix's, else a frozen graph's (any other file name)."""
     path = Path(path)
-    for model_format in FORMATS.values():
-        if model_format.is_folder == path.is_dir() and (model_format.is_folder or path.suffix == model_format.suffix):
-            return model_format
-    return GRAPH
+    if path.is_dir():
+        return SAVED_MODEL
+    files = {model_format.suffix: model_format for model_format in FORMATS.values() if not model_format.is_folder}
+    return files.get(path.suffix, GRAPH)
 
 
 def load(path: Path, final_tensor_name: str = "final_result") -> Classifier:
