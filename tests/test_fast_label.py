@@ -109,3 +109,9 @@ def test_the_kept_preprocessing_is_the_one_that_reproduces_the_models_not_the_fi
     assert label._checked_preprocessing(classifier, LITE0.size) == LITE0
     monkeypatch.setattr(label, "PREPROCESSINGS", {"other": other})
     assert label._checked_preprocessing(classifier, LITE0.size) is None  # then TensorFlow preprocesses
+
+
+def test_a_padded_models_kept_preprocessing_is_the_padded_one(tmp_path):
+    small_model(fit="pad").save(tmp_path / "padded.keras")
+    classifier = label.load_classifier(tmp_path / "padded.keras")
+    assert label._checked_preprocessing(classifier, LITE0.size) == LITE0.fitted("pad")

@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 LITE0 = backbones.REGISTRY["efficientnet_lite0"].preprocessing
 
 
-def small_model(num_classes=3, seed=0):
-    """The course's preprocessing in front of a small random network: converts in seconds."""
+def small_model(num_classes=3, seed=0, fit="crop"):
+    """The course's preprocessing (``fit``: cropped or padded) in front of a small random network: converts
+    in seconds."""
     keras.utils.set_random_seed(seed)
     classifier = keras.Sequential(
         [
@@ -31,7 +32,7 @@ def small_model(num_classes=3, seed=0):
             keras.layers.Dense(num_classes, activation="softmax", name="final_result"),
         ]
     )
-    spec = backbones.BackboneSpec("small", num_classes, LITE0, "a small random network")
+    spec = backbones.BackboneSpec("small", num_classes, LITE0.fitted(fit), "a small random network")
     return backbones.Backbone(spec, classifier, "random").exported_classifier(classifier, whole_network=True)
 
 

@@ -43,7 +43,7 @@ from tlcourse.download import content_hash
 from tlcourse.errors import ModelFileError, TLCourseError, UsageError, command_line
 from tlcourse.formats import Classifier, LiteRTLabeller, ModelFunction
 from tlcourse.images import ImageError, load_image
-from tlcourse.preprocessing import PREPROCESSINGS, Preprocessing, numpy_preprocess
+from tlcourse.preprocessing import FITS, PREPROCESSINGS, Preprocessing, numpy_preprocess
 from tlcourse.quiet import import_tensorflow
 
 # TensorFlow (and Keras) are imported only where a model needs them: importing them takes longer
@@ -149,8 +149,9 @@ def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "fina
 
 
 def _checked_preprocessing(classifier: Classifier, size: int) -> Preprocessing | None:
-    """The course preprocessing of input ``size`` that gives what the model's own first half gives, if one does."""
-    candidates = [preprocessing for preprocessing in PREPROCESSINGS.values() if preprocessing.size == size]
+    """The course preprocessing of input ``size`` (either fit) that gives what the model's own first half gives,
+    if one does."""
+    candidates = [p.fitted(fit) for p in PREPROCESSINGS.values() for fit in FITS if p.size == size]
     if not candidates:  # not a course backbone's input size
         return None
     rng = np.random.default_rng(0)
