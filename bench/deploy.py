@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tlcourse as tlc  # noqa: E402
-from tlcourse import tflite  # noqa: E402
+from tlcourse import litert, tflite  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BOTTLENECKS = ROOT / "runs" / "bottlenecks"
@@ -464,7 +464,7 @@ def main(argv=None) -> int:
             if results.get("kept_from")
             else ""
         ),
-        runtime=tflite.interpreter_class()[1],
+        runtime=litert.interpreter_class()[1],
         command="python bench/deploy.py" + (" --quick" if results["quick"] else "")
         if args.part == "all"
         else f"{results['exports_command']}, then python bench/deploy.py --part speeds",

@@ -979,7 +979,7 @@ def first_of_each_label_repeated(images, labels, num_samples):
 
 
 # Each exercise's wrong answers, with a piece of the message meant for each. The first group of each list was
-# written with the grader; those marked "issue 28" were reported passing or misdiagnosed by an outside review;
+# written with the grader; those marked "review" were reported passing or misdiagnosed by an outside review;
 # "own" ones were written afterwards without looking at the grader's variants.
 MISTAKES = {
     "retrieval_scores": RETRIEVAL_MISTAKES,  # written with lesson 08's grader, in tests/test_exercises_embeddings.py
@@ -1015,8 +1015,8 @@ MISTAKES = {
         (sce_labels_as_columns, "Pick each row's own label"),
         (sce_forgets_one_hot, "numerical gradient"),
         (sce_shifts_in_place, "changed its input `logits` in place"),
-        (sce_clipped_probabilities, "caps that image's loss"),  # issue 28
-        (sce_mean_over_every_entry, "averaged over all N x C entries"),  # issue 28
+        (sce_clipped_probabilities, "caps that image's loss"),  # review
+        (sce_mean_over_every_entry, "averaged over all N x C entries"),  # review
         (sce_log_plus_epsilon, "caps that image's loss"),  # own
         (sce_softmax_over_the_batch, "normalised each column"),  # own
         (sce_grad_without_softmax, "numerical gradient"),  # own
@@ -1028,7 +1028,7 @@ MISTAKES = {
         (batch_never_last_image, "the last of them: an off-by-one"),
         (batch_ignores_rng, "draw everything from the rng you are given"),
         (batch_every_label_number, "labels present"),
-        (batch_label_values, "those are label values"),  # issue 28
+        (batch_label_values, "those are label values"),  # review
         (batch_first_image_of_each_label, "every image must have the same chance"),  # own
         (batch_label_then_any_image, "Pick the label first"),  # own
     ],
@@ -1038,11 +1038,11 @@ MISTAKES = {
         (train_ignores_learning_rate, "with learning_rate=0 the layer still changed"),
         (train_ignores_steps, "with steps=0"),
         (train_unseeded, "two runs with the same seed"),
-        (train_bias_divided_twice, "the bias gradient was divided by the batch size twice"),  # issue 28
-        (train_full_batch, "full-batch gradient descent"),  # issue 28
-        (train_uniform_batches, "Pick the label first"),  # issue 28
-        (train_generator_every_step, "every step trained on the same batch"),  # issue 28
-        (train_weights_divided_twice, "divided by the batch size twice"),  # issue 28
+        (train_bias_divided_twice, "the bias gradient was divided by the batch size twice"),  # review
+        (train_full_batch, "full-batch gradient descent"),  # review
+        (train_uniform_batches, "Pick the label first"),  # review
+        (train_generator_every_step, "every step trained on the same batch"),  # review
+        (train_weights_divided_twice, "divided by the batch size twice"),  # review
         (train_fixed_batch_of_32, "not batch_size=4000"),  # own
         (train_labels_by_count, "Pick the label first"),  # own
         (train_epochs_in_order, "Pick the label first"),  # own
@@ -1074,8 +1074,8 @@ MISTAKES = {
         (duplicates_with_self, "a vector with itself"),
         (duplicates_both_orders, "give each pair once"),
         (duplicates_lengths_of_columns, "lengths of the columns"),
-        (duplicates_pearson, "Pearson correlation"),  # issue 28
-        (duplicates_euclidean, "the lengths count in your measure"),  # issue 28
+        (duplicates_pearson, "Pearson correlation"),  # review
+        (duplicates_euclidean, "the lengths count in your measure"),  # review
         (duplicates_unit_euclidean_wrong_radius, "cannot tell which mistake"),  # own
         (duplicates_absolute_cosine, "not its absolute value"),  # own
     ],
@@ -1099,10 +1099,10 @@ MISTAKES = {
         (ece_empty_bin_nan, "an empty bin has no mean (numpy gives nan): skip it"),
         (ece_counts_not_shares, "not by its count"),
         (ece_counts_over_bins, "A calibration error is a weighted mean of gaps"),
-        (ece_largest_gap, "the largest gap of any bin"),  # issue 28
-        (ece_equal_count_bins, "equal numbers of images"),  # issue 28
-        (ece_rounded_bins, "rounded confidence * num_bins"),  # issue 28
-        (ece_digitize_off_by_one, "an off-by-one in the bin numbers"),  # issue 28
+        (ece_largest_gap, "the largest gap of any bin"),  # review
+        (ece_equal_count_bins, "equal numbers of images"),  # review
+        (ece_rounded_bins, "rounded confidence * num_bins"),  # review
+        (ece_digitize_off_by_one, "an off-by-one in the bin numbers"),  # review
         (ece_edges_one_bin_short, "you made num_bins - 1 bins"),  # own
         (ece_accuracy_over_all, "accuracy over all images"),  # own
         (ece_no_bins, "cancel out"),  # own
@@ -1113,8 +1113,8 @@ MISTAKES = {
         (temperature_grid_from_one, "search below 1 too"),
         (temperature_nll_of_predictions, "each image's true label"),
         (temperature_coarse_grid, "search below 1 too"),
-        (temperature_confidence_equals_accuracy, "makes the mean confidence"),  # issue 28
-        (temperature_smallest_ece, "did you minimise the calibration error or the Brier score"),  # issue 28
+        (temperature_confidence_equals_accuracy, "makes the mean confidence"),  # review
+        (temperature_smallest_ece, "did you minimise the calibration error or the Brier score"),  # review
         (temperature_few_gradient_steps, "cannot say which step is off"),  # own
         (temperature_smallest_brier, "did you minimise the calibration error or the Brier score"),  # own
         (temperature_ratio_of_confidence, "makes the mean confidence"),  # own

@@ -11,7 +11,7 @@ import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
 import tlcourse as tlc
-from tlcourse import backbones, torch_weights
+from tlcourse import backbones, litert, torch_weights
 from tlcourse.download import DownloadError
 from tlcourse.images import load_image
 from tlcourse.preprocessing import centre_square
@@ -146,7 +146,7 @@ def test_inception_v3_downloads_checks_hash_and_loads(inception_weights_file, ht
     np.testing.assert_array_equal(vector, backbone.bottlenecks(image))
     expected = {inception_weights_file.name}
     if backbone.engine == "litert":  # and its conversion, kept for the next run
-        expected.add(f"inception_v3/{backbone.fingerprint}-v{backbones.LITERT_VERSION}.litert")
+        expected.add(f"inception_v3/{backbone.fingerprint}-v{litert.LITERT_VERSION}.litert")
     assert {p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()} == expected
 
 

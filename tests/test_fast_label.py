@@ -12,7 +12,7 @@ from tests.images_factory import labelled_folder
 from tests.test_tflite import LITE0, random_images, small_model
 from tlcourse import backbones, label, tflite
 from tlcourse.images import load_image
-from tlcourse.preprocessing import FITS, numpy_preprocess
+from tlcourse.preprocessing import FITS, Preprocessing, numpy_preprocess
 
 NO_TENSORFLOW = """
 import json, sys
@@ -99,3 +99,19 @@ def test_a_kept_conversion_labels_one_image_without_tensorflow(models, tmp_path,
 
     kept.with_suffix(".json").write_text("{damaged")  # then TensorFlow labels it, as before
     assert label.litert_labeller(graph) is None
+
+
+def test_the_kept_preprocessing_is_the_one_that_reproduces_the_models_not_the_first_of_its_size(models, monkeypatch):
+    folder, _, _ = models
+    classifier = label.load_classifier(folder / "model.keras")
+    other = Preprocessing(LITE0.size, 0.5, "bilinear", 0.0, 255.0)  # another backbone's, the same input size
+    monkeypatch.setattr(label, "PREPROCESSINGS", {"other": other, "efficientnet_lite0": LITE0})
+    assert label._checked_preprocessing(classifier, LITE0.size) == LITE0
+    monkeypatch.setattr(label, "PREPROCESSINGS", {"other": other})
+    assert label._checked_preprocessing(classifier, LITE0.size) is None  # then TensorFlow preprocesses
+
+
+def test_a_padded_models_kept_preprocessing_is_the_padded_one(tmp_path):
+    small_model(fit="pad").save(tmp_path / "padded.keras")
+    classifier = label.load_classifier(tmp_path / "padded.keras")
+    assert label._checked_preprocessing(classifier, LITE0.size) == LITE0.fitted("pad")

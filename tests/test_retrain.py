@@ -222,7 +222,7 @@ def test_label_image_reads_every_output_format_alike_and_batches_a_folder(stamps
             np.testing.assert_allclose([scores[name] for name in names], probabilities, atol=1e-4, err_msg=model)
     if tlc.hardware.default_engine()[0] == "litert":  # the folders above were labelled by LiteRT
         kept = tlc.config.models_dir() / "labelling"
-        assert (kept / f"{file_hash(tmp_path / 'out' / 'g.pb')[:16]}-v{tlc.backbones.LITERT_VERSION}.litert").is_file()
+        assert (kept / f"{file_hash(tmp_path / 'out' / 'g.pb')[:16]}-v{tlc.litert.LITERT_VERSION}.litert").is_file()
         assert label.kept_conversion(tmp_path / "out" / "saved").is_file()  # a SavedModel folder's too
         assert len(list(kept.glob("*.litert"))) <= label.KEPT_CONVERSIONS
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tests.test_tflite import small_model
-from tlcourse import export, label, safe_graph, tflite
+from tlcourse import export, label, litert, safe_graph
 
 IMAGE = tf.TensorSpec([None, None, None, 3], tf.uint8, name=export.INPUT_NAME)
 
@@ -114,9 +114,9 @@ def test_the_litert_conversion_refuses_a_hostile_function(tmp_path):
     target = tmp_path / "written.txt"
     function = hostile_forward("write", target)
     with pytest.raises(safe_graph.UnsafeModelError, match="operation 'WriteFile'.*in the main graph"):
-        tflite.LiteRTNetwork(function, source="hostile.keras")
+        litert.LiteRTNetwork(function, source="hostile.keras")
     with pytest.raises(safe_graph.UnsafeModelError, match="^hostile.keras: refused"):
-        tflite.LiteRTNetwork(function, tmp_path / "kept.litert", source="hostile.keras")
+        litert.LiteRTNetwork(function, tmp_path / "kept.litert", source="hostile.keras")
     assert sorted(tmp_path.iterdir()) == []
 
 

@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 LITE0 = backbones.REGISTRY["efficientnet_lite0"].preprocessing
 
 
-def small_model(num_classes=3, seed=0):
-    """The course's preprocessing in front of a small random network: converts in seconds."""
+def small_model(num_classes=3, seed=0, fit="crop"):
+    """The course's preprocessing (``fit``: cropped or padded) in front of a small random network: converts
+    in seconds."""
     keras.utils.set_random_seed(seed)
     classifier = keras.Sequential(
         [
@@ -31,7 +32,7 @@ def small_model(num_classes=3, seed=0):
             keras.layers.Dense(num_classes, activation="softmax", name="final_result"),
         ]
     )
-    spec = backbones.BackboneSpec("small", num_classes, LITE0, "a small random network")
+    spec = backbones.BackboneSpec("small", num_classes, LITE0.fitted(fit), "a small random network")
     return backbones.Backbone(spec, classifier, "random").exported_classifier(classifier, whole_network=True)
 
 
@@ -119,7 +120,7 @@ def test_the_representative_dataset_takes_every_label_in_turn():
 
 @pytest.mark.slow
 def test_retrain_writes_tflite_and_label_image_agrees_with_keras(stamps_dir, tmp_path):
-    """The issue's check: retrain.py --output_tflite, then label_image.py on a folder, for float and int8."""
+    """The whole path to a phone: retrain.py --output_tflite, then label_image.py on a folder, for float and int8."""
     common = [
         f"--image_dir={stamps_dir}",
         f"--bottleneck_dir={REPO / 'runs' / 'bottlenecks'}",
@@ -216,8 +217,10 @@ def test_tflite_metadata_parses_with_the_schema_packs_the_labels_and_changes_no_
     classifier = tflite.TFLiteClassifier(tmp_path / "model.tflite")
     assert (classifier.labels, classifier.preprocessing) == (names, LITE0)
 
-    (tmp_path / "plain.tflite").write_bytes(tflite.convert(model))  # no metadata: as before
-    plain = tflite.TFLiteClassifier(tmp_path / "plain.tflite")
+    (tmp_path / "plain.tflite").write_bytes(tflite.convert(model))  # no metadata: its size alone decides nothing
+    with pytest.raises(ModelFileError, match=r"plain\.tflite: this \.tflite file has no TFLite metadata.*retrain\.py"):
+        tflite.TFLiteClassifier(tmp_path / "plain.tflite")
+    plain = tflite.TFLiteClassifier(tmp_path / "plain.tflite", preprocessing=LITE0)  # unless it is passed
     assert plain.labels is None and plain.preprocessing == LITE0
     fixed = np.stack([tflite.resize_for_model(image, LITE0) for image in random_images(4)])
     np.testing.assert_array_equal(classifier(fixed), plain(fixed))
@@ -234,9 +237,13 @@ def test_label_image_reads_the_labels_from_the_tflite_model(tmp_path, capsys):
     assert label.main([str(folder), f"--graph={tmp_path / 'model.tflite'}", "--json", "--top_k=3"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert len(results) == 2 and all({t["label"] for t in r["top"]} == {"daisy", "rose", "tulip"} for r in results)
-    (tmp_path / "plain.tflite").write_bytes(tflite.convert(small_model()))
-    assert label.main([str(folder), f"--graph={tmp_path / 'plain.tflite'}"]) != 0  # no labels anywhere: said so
+    tflite.write_tflite(small_model(), tmp_path / "unlabelled.tflite")
+    assert label.main([str(folder), f"--graph={tmp_path / 'unlabelled.tflite'}"]) != 0  # no labels anywhere: said so
     assert "retrained_labels.txt: labels file not found; pass --labels" in capsys.readouterr().err
+    (tmp_path / "plain.tflite").write_bytes(tflite.convert(small_model()))  # no preprocessing either: refused, named
+    (tmp_path / "labels.txt").write_text("daisy\nrose\ntulip\n")
+    assert label.main([str(folder), f"--graph={tmp_path / 'plain.tflite'}", f"--labels={tmp_path / 'labels.txt'}"]) == 1
+    assert f"{tmp_path / 'plain.tflite'}: this .tflite file has no TFLite metadata" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(

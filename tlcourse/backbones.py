@@ -34,14 +34,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tlcourse import config, efficientnet_lite, hardware
+from tlcourse import config, efficientnet_lite, hardware, litert
 from tlcourse import images as decoding
 from tlcourse.atomic import atomic_path
 from tlcourse.download import DownloadError, download, file_hash
 from tlcourse.errors import ModelFileError, TLCourseError, UsageError, command_line
 from tlcourse.export import INPUT_NAME
 from tlcourse.preprocessing import PAD_VALUE, PREPROCESSINGS, Preprocessing
-from tlcourse.tflite import LITERT_VERSION
 
 # Bump when the conversion, decoding or preprocessing code changes in a way that moves the vectors.
 CONVERSION_VERSION = 4
@@ -259,12 +258,10 @@ class Backbone:
 
     @cached_property
     def _litert(self):
-        from tlcourse.tflite import LiteRTNetwork
-
         kept = None
         if self._model_dir is not None:
-            kept = Path(self._model_dir) / self.name / f"{self.fingerprint}-v{LITERT_VERSION}.litert"
-        return LiteRTNetwork(self._tensorflow_function, kept)
+            kept = Path(self._model_dir) / self.name / f"{self.fingerprint}-v{litert.LITERT_VERSION}.litert"
+        return litert.LiteRTNetwork(self._tensorflow_function, kept)
 
     def fitting(self, fit: str) -> Backbone:
         """The same backbone seeing each image through ``fit``: ``"crop"`` (its centre, as ImageNet

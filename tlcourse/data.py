@@ -135,6 +135,17 @@ def walk_files(folder: Path):
                 yield Path(current) / name
 
 
+def image_paths(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, and the files inside folders (recursively, hidden files skipped)."""
+    paths = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += list(walk_files(item))
+        else:
+            paths.append(item)
+    return paths
+
+
 def check_image_file(path: Path) -> str | None:
     """None if ``path`` looks like a usable image from its header, else the reason it is not.
 

@@ -15,8 +15,9 @@ Formats:
 - SavedModel (``--saved_model_dir``): for TensorFlow Serving; signature ``serving_default``, and
   its two halves ``preprocess`` and ``classify_preprocessed``.
 
-The writers here write in place; ``tlcourse.retrain.write_outputs`` wraps them so that every
-file lands atomically. Taught in ``notebooks/03_retrain.ipynb``.
+The writers here write in place; ``tlcourse.retrain.write_outputs`` calls them through the table of
+formats (``tlcourse.formats``, which reads them back too) so that every file lands atomically.
+Taught in ``notebooks/03_retrain.ipynb``.
 """
 
 from __future__ import annotations

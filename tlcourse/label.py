@@ -1,6 +1,7 @@
 """Label new images with a retrained model: the course's ``label_image.py``.
 
-Reads the frozen graph (``.pb``), a SavedModel folder, a ``.keras`` file, or a ``.tflite`` file.
+Reads every model format (``tlcourse.formats``): the frozen graph (``.pb``), a SavedModel folder, a
+``.keras`` file, or a ``.tflite`` file.
 Preprocessing is inside the first three, so it cannot differ from training; a ``.tflite`` model
 takes a fixed-size input, made by ``tlcourse.tflite.resize_for_model`` (the same preprocessing,
 run just before the model, rounded to uint8). A bad image gets its own clear
@@ -35,13 +36,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from tlcourse import config, safe_graph, tflite
+from tlcourse import config, formats, litert, safe_graph
 from tlcourse.calibration import check_threshold
-from tlcourse.data import walk_files
+from tlcourse.data import image_paths
 from tlcourse.download import content_hash
 from tlcourse.errors import ModelFileError, TLCourseError, UsageError, command_line
+from tlcourse.formats import Classifier, LiteRTLabeller, ModelFunction
 from tlcourse.images import ImageError, load_image
-from tlcourse.preprocessing import Preprocessing, numpy_preprocess
+from tlcourse.preprocessing import FITS, PREPROCESSINGS, Preprocessing, numpy_preprocess
 from tlcourse.quiet import import_tensorflow
 
 # TensorFlow (and Keras) are imported only where a model needs them: importing them takes longer
@@ -76,55 +78,9 @@ def read_labels(path: str | Path) -> list[str]:
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@dataclass
-class Classifier:
-    """A loaded model. ``classifier(images)``: uint8 images ``[batch, h, w, 3]`` -> probabilities.
-
-    ``preprocess`` and ``classify_preprocessed`` are the model's own two halves, where the file
-    has them (every model this course writes does): they let images of different sizes be
-    preprocessed one by one and then classified in batches. Except for a ``.tflite`` model, the
-    second half is a ``ModelFunction``, which LiteRT can convert.
-    """
-
-    classify: Callable
-    preprocess: Callable | None = None
-    classify_preprocessed: Callable | None = None
-
-    def __call__(self, images) -> np.ndarray:
-        return self.classify(images)
-
-
-class ModelFunction:
-    """One TensorFlow function of a loaded model: called on a batch, or converted by LiteRT.
-
-    ``make`` builds the concrete function the first time it is needed (pruning a frozen graph
-    takes about half a second, and labelling a folder whose LiteRT conversion is kept never needs
-    the network half); ``owner`` keeps alive what the function reads (a SavedModel's variables).
-    """
-
-    def __init__(self, make: Callable, owner: object = None):
-        self._make, self._owner = make, owner
-
-    @functools.cached_property
-    def concrete(self):
-        import tensorflow as tf
-
-        with tf.init_scope():  # made outside any function being traced (a tf.data map calls ``preprocess``)
-            return self._make()
-
-    def get_concrete_function(self):  # what ``tflite`` converts
-        return self.concrete
-
-    def __call__(self, images):
-        import tensorflow as tf
-
-        result = self.concrete(tf.convert_to_tensor(images))
-        return next(iter(result.values())) if isinstance(result, dict) else result  # a signature: its one output
-
-
 def load_classifier(path: str | Path, final_tensor_name: str = "final_result") -> Classifier:
     """The model at ``path``, from any of the exported formats; ``ModelFileError`` naming it if damaged."""
-    return _read_model(_load_classifier, Path(path), final_tensor_name)
+    return _read_model(formats.load, Path(path), final_tensor_name)
 
 
 def _read_model(load: Callable, path: Path, final_tensor_name: str):
@@ -137,7 +93,7 @@ def _read_model(load: Callable, path: Path, final_tensor_name: str):
         raise
     except Exception as error:  # TensorFlow, Keras and zip errors alike: a damaged or foreign file, named
         kind = "SavedModel folder" if path.is_dir() else f"{path.suffix or 'frozen graph'} model file"
-        graph = not path.is_dir() and path.suffix not in (".keras", ".tflite")
+        graph = formats.format_of(path) is formats.GRAPH  # the only format whose output --output_layer names
         hint = f" (or --output_layer={final_tensor_name} names no tensor in it)" if graph else ""
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise ModelFileError(
@@ -146,67 +102,13 @@ def _read_model(load: Callable, path: Path, final_tensor_name: str):
         ) from error
 
 
-def _load_classifier(path: Path, final_tensor_name: str) -> Classifier:
-    if path.suffix == ".tflite":  # fixed-size input: resized outside the model, by the course's own preprocessing
-        return _tflite_classifier(path)
-    tf = import_tensorflow()  # without its start-up notes
-    import keras
-
-    import tlcourse.backbones  # noqa: F401  (registers the preprocessing layer that .keras models hold)
-    from tlcourse import export
-
-    if path.is_dir():  # SavedModel
-        safe_graph.check_saved_model(path)  # before loading, which runs some of it
-        loaded = tf.saved_model.load(str(path))
-        signatures = loaded.signatures
-        serve = ModelFunction(lambda: signatures["serving_default"], loaded)
-        classifier = Classifier(lambda images: serve(images).numpy())
-        if "preprocess" in signatures and "classify_preprocessed" in signatures:
-            classifier.preprocess = ModelFunction(lambda: signatures["preprocess"], loaded)
-            classifier.classify_preprocessed = ModelFunction(lambda: signatures["classify_preprocessed"], loaded)
-        return classifier
-    if path.suffix == ".keras":
-        model = keras.models.load_model(path, safe_mode=True)
-        classifier = Classifier(lambda images: model(images, training=False).numpy())
-        if "preprocessing" in [layer.name for layer in model.layers]:
-            preprocessing, network = export.split(model)
-            classifier.preprocess = preprocessing
-            size = preprocessing.preprocessing.size
-            spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-            run = tf.function(lambda images: network(images, training=False), input_signature=[spec])
-            classifier.classify_preprocessed = ModelFunction(run.get_concrete_function)
-        return classifier
-    graph_def = tf.compat.v1.GraphDef()
-    try:
-        graph_def.ParseFromString(path.read_bytes())
-    except Exception as error:
-        raise ModelFileError(f"{path}: not a TensorFlow GraphDef ({error}); is this the file retrain wrote?") from None
-    safe_graph.check_graph_def(graph_def, path)
-    names = {node.name for node in graph_def.node}
-    if export.INPUT_NAME not in names:
-        raise ModelFileError(f"{path}: this graph has no input named {export.INPUT_NAME!r}; is it one retrain wrote?")
-    if final_tensor_name not in names:
-        raise ModelFileError(f"{path}: --output_layer={final_tensor_name} names no tensor in this graph")
-    wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
-
-    def pruned(feeds: str, fetches: str) -> ModelFunction:  # the part of the graph from ``feeds`` to ``fetches``
-        return ModelFunction(lambda: wrapped.prune(feeds=f"{feeds}:0", fetches=f"{fetches}:0"))
-
-    whole = pruned(export.INPUT_NAME, final_tensor_name)
-    classifier = Classifier(lambda images: whole(images).numpy())
-    if export.PREPROCESSED_NAME in names:  # older graphs run one image at a time
-        classifier.preprocess = pruned(export.INPUT_NAME, export.PREPROCESSED_NAME)
-        classifier.classify_preprocessed = pruned(export.PREPROCESSED_NAME, final_tensor_name)
-    return classifier
-
-
 def kept_conversion(path: Path) -> Path:
     """Where the LiteRT conversion of the model at ``path`` (a file, or a SavedModel folder) is kept.
 
     Named by the model's content (``content_hash``: a folder hashes every file in it), so a model
     written again under the same name is converted again.
     """
-    return config.models_dir() / "labelling" / f"{content_hash(path)[:16]}-v{tflite.LITERT_VERSION}.litert"
+    return config.models_dir() / "labelling" / f"{content_hash(path)[:16]}-v{litert.LITERT_VERSION}.litert"
 
 
 def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "final_result") -> Callable | None:
@@ -217,7 +119,7 @@ def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "fina
     with the model's preprocessing beside it when ``numpy_preprocess`` reproduces it: later runs
     then label without TensorFlow (``litert_labeller``). A model LiteRT cannot convert is labelled
     by TensorFlow, with a warning. A model that computes in bfloat16 (trained under the
-    ``mixed_bfloat16`` policy) is converted as its float32 copy (``tflite``): LiteRT has no
+    ``mixed_bfloat16`` policy) is converted as its float32 copy (``litert``): LiteRT has no
     bfloat16 kernels.
     """
     from tlcourse import hardware
@@ -226,7 +128,7 @@ def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "fina
         return None
     kept = kept_conversion(path)
     try:
-        network = tflite.LiteRTNetwork(classifier.classify_preprocessed, kept, source=path)
+        network = litert.LiteRTNetwork(classifier.classify_preprocessed, kept, source=path)
     except safe_graph.UnsafeModelError:
         raise
     except Exception as error:
@@ -247,39 +149,32 @@ def on_litert(classifier: Classifier, path: Path, final_tensor_name: str = "fina
 
 
 def _checked_preprocessing(classifier: Classifier, size: int) -> Preprocessing | None:
-    """The course backbone's preprocessing for ``size`` if it gives what the model's own first half gives."""
-    try:
-        preprocessing = tflite.preprocessing_for_size(size)
-    except ValueError:  # not a course backbone's input size
+    """The course preprocessing of input ``size`` (either fit) that gives what the model's own first half gives,
+    if one does."""
+    candidates = [p.fitted(fit) for p in PREPROCESSINGS.values() for fit in FITS if p.size == size]
+    if not candidates:  # not a course backbone's input size
         return None
     rng = np.random.default_rng(0)
-    for height, width in [(size * 2 + 37, size * 2), (size // 2, size // 2 + 11)]:  # shrunk, then enlarged
-        image = rng.integers(0, 256, (height, width, 3), np.uint8)
-        expected = np.asarray(classifier.preprocess(image[None]))[0]
-        if np.abs(numpy_preprocess(image, preprocessing) - expected).max() > 1e-4:
-            return None
-    return preprocessing
-
-
-@dataclass
-class LiteRTLabeller:
-    """Labelling without TensorFlow: ``prepare`` (one uint8 image -> the network's input), ``classify`` (a batch).
-
-    ``labels``: those packed in a .tflite file's metadata, if any.
-    """
-
-    prepare: Callable
-    classify: Callable
-    labels: list[str] | None = None
+    sides = [(size * 2 + 37, size * 2), (size // 2, size // 2 + 11)]  # shrunk, then enlarged
+    images = [rng.integers(0, 256, (height, width, 3), np.uint8) for height, width in sides]
+    expected = [np.asarray(classifier.preprocess(image[None]))[0] for image in images]
+    for preprocessing in candidates:
+        differences = [
+            np.abs(numpy_preprocess(image, preprocessing) - own).max()
+            for image, own in zip(images, expected, strict=True)
+        ]
+        if max(differences) <= 1e-4:
+            return preprocessing
+    return None
 
 
 def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> LiteRTLabeller | None:
     """A ``.tflite`` model, or the kept LiteRT conversion of a model file and output, with its preprocessing."""
-    if path.suffix == ".tflite":
-        model = tflite.TFLiteClassifier(path)
-        return LiteRTLabeller(model.prepare, model, model.labels)
+    model_format = formats.format_of(path)
+    if model_format.labeller is not None:  # a .tflite file
+        return model_format.labeller(path)
     kept = kept_conversion(path)
-    if not kept.with_suffix(".json").is_file() or tflite.read_kept(kept) is None:
+    if not kept.with_suffix(".json").is_file() or litert.read_kept(kept) is None:
         return None
     try:
         about = json.loads(kept.with_suffix(".json").read_text(encoding="utf-8"))
@@ -289,25 +184,8 @@ def litert_labeller(path: Path, final_tensor_name: str = "final_result") -> Lite
         return None
     if about.get("final_tensor_name") != final_tensor_name:  # converted for another output
         return None
-    network = tflite.LiteRTNetwork(None, kept)
+    network = litert.LiteRTNetwork(None, kept)
     return LiteRTLabeller(functools.partial(numpy_preprocess, preprocessing=preprocessing), network)
-
-
-def _tflite_classifier(path: Path) -> Classifier:
-    """A ``.tflite`` model through LiteRT (``ai-edge-litert``; see ``tlcourse.tflite`` for why)."""
-    model = tflite.TFLiteClassifier(path)
-    return Classifier(classify=lambda images: model(model.prepare(images)))
-
-
-def image_paths(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, and the files inside folders (recursively, hidden files skipped)."""
-    paths = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            paths += list(walk_files(item))
-        else:
-            paths.append(item)
-    return paths
 
 
 def _top_k(probabilities, class_names: list[str], top_k: int) -> list[tuple[str, float]]:
@@ -465,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, score in result.top:
                 print(f"  {label} (score = {score:.5f})")
     if args.explain:
-        from tlcourse import search  # imports this module: loaded only when asked
+        from tlcourse import search  # imports TensorFlow: loaded only when asked
 
         search.print_nearest_indexed(paths, args.graph, as_json=args.json)
     return 1 if any(result.error for result in results) else 0

@@ -41,8 +41,8 @@ from tlcourse import (  # noqa: E402
     backbones,
     bottlenecks,
     efficientnet_lite,
-    export,
     finetune,
+    formats,
     hardware,
     model_card,
     pipeline,
@@ -337,16 +337,27 @@ class RetrainConfig:
         return [pipeline.HeadRecipe("new layer", self.train_config(), fit=self.image_fit)]
 
     def output_paths(self) -> dict[str, Path]:
-        """The files ``retrain`` writes: graph, keras, labels, report, and tflite when asked for."""
-        graph = Path(self.output_graph)
+        """The files ``retrain`` writes: graph, keras, labels, report, model card, and the other models asked for."""
+        graph, models = Path(self.output_graph), self.model_paths()
         return {
-            "graph": graph,
-            "keras": graph.with_suffix(".keras"),
+            "graph": models.pop("graph"),
+            "keras": models.pop("keras"),
             "labels": Path(self.output_labels),
             "report": graph.with_suffix(".report.json"),
             "model_card": model_card.card_path(graph),
-            **({"tflite": Path(self.output_tflite)} if self.output_tflite else {}),
+            **models,  # the SavedModel and the TFLite model, when asked for
         }
+
+    def model_paths(self) -> dict[str, Path]:
+        """The model files ``retrain`` writes, by format (``formats.FORMATS``); SavedModel and TFLite when asked for."""
+        graph = Path(self.output_graph)
+        asked = {
+            "graph": graph,
+            "keras": graph.with_suffix(formats.KERAS.suffix),
+            "saved_model": self.saved_model_dir,
+            "tflite": self.output_tflite,
+        }
+        return {name: Path(path) for name, path in asked.items() if path}
 
     def to_json(self) -> dict:
         """The settings, as the report stores them."""
@@ -533,7 +544,7 @@ def write_outputs(
     ``calibration_records`` (training images) calibrate an int8 TFLite model (``tflite_quantization``).
     ``report["model_card"]`` (``model_card.build``) gets the model files' hashes and, for an int8
     model, its agreement with ``model`` on ``test_records``; it is written beside the model too.
-    Returns the paths written (``config.output_paths()``, and ``saved_model`` when asked for).
+    Returns the paths written (``config.output_paths()``); the model files' writers are ``formats.FORMATS``'.
     """
     paths = config.output_paths()
     representative = None
@@ -542,23 +553,18 @@ def write_outputs(
             raise SettingError("{tflite_quantization}=int8 needs training images to calibrate on, and there are none")
         images, labels = tflite.calibration_images(calibration_records, tflite.model_preprocessing(model))
         representative = tflite.representative_dataset(images, labels, len(images))
+    options = formats.WriteOptions(config.final_tensor_name, class_names, config.tflite_quantization, representative)
+    models = config.model_paths()
     try:
         with contextlib.ExitStack() as stack:
             temporary = {name: stack.enter_context(atomic_path(path, keep_suffix=True)) for name, path in paths.items()}
-            export.write_frozen_graph(model, temporary["graph"], config.final_tensor_name)
-            model.save(temporary["keras"])
+            for name in models:
+                formats.FORMATS[name].write(model, temporary[name], options)
             temporary["labels"].write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
-            written = {paths[name].name: temporary[name] for name in ("graph", "keras", "labels")}
-            if config.saved_model_dir:
-                saved = stack.enter_context(atomic_path(config.saved_model_dir))
-                export.write_saved_model(model, saved, config.final_tensor_name)
-                written[Path(config.saved_model_dir).name] = saved
+            written = {path.name: temporary[name] for name, path in paths.items() if name in models or name == "labels"}
             agreement = None
-            if "tflite" in paths:
-                tflite.write_tflite(model, temporary["tflite"], config.tflite_quantization, representative, class_names)
-                written[paths["tflite"].name] = temporary["tflite"]
-                if config.tflite_quantization == "int8":
-                    agreement = model_card.int8_agreement(model, temporary["tflite"], test_records)
+            if "tflite" in models and config.tflite_quantization == "int8":
+                agreement = model_card.int8_agreement(model, temporary["tflite"], test_records)
             model_card.add_files(report["model_card"], written, agreement)
             text = json.dumps(report, indent=2, default=str)
             temporary["report"].write_text(text, encoding="utf-8")
@@ -573,9 +579,8 @@ def write_outputs(
     tensors = f"input 'image:0' uint8 [batch, height, width, 3], output '{config.final_tensor_name}:0'"
     print(f"wrote {paths['graph']} ({tensors})")
     print(f"wrote {paths['labels']}, {paths['keras']}, {paths['report']}, {paths['model_card']}")
-    if config.saved_model_dir:
-        paths["saved_model"] = Path(config.saved_model_dir)
-        print(f"wrote SavedModel {config.saved_model_dir}")
+    if "saved_model" in paths:
+        print(f"wrote SavedModel {paths['saved_model']}")
     if "tflite" in paths:
         size = tflite.model_preprocessing(model).size
         kind = "full-integer int8, uint8 in and out" if config.tflite_quantization == "int8" else "float32, uint8 in"

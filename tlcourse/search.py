@@ -19,11 +19,10 @@ from pathlib import Path
 
 from tlcourse import bottlenecks, config
 from tlcourse.backbones import load_backbone
-from tlcourse.data import ImageFolderError, ImageRecord, SkippedFile, check_image_file
+from tlcourse.data import ImageFolderError, ImageRecord, SkippedFile, check_image_file, image_paths
 from tlcourse.download import file_hash
 from tlcourse.embeddings import SearchIndex
 from tlcourse.errors import command_line
-from tlcourse.label import image_paths
 
 DEFAULT_INDEX = "search_index.npz"
 
