@@ -15,7 +15,7 @@ Two small synthetic cases keep a grade to seconds, and give each classic mistake
   validation stops early and keeps an early epoch, whatever its optimizer.
 
 The grader bounds each run by stopping it the way ``EarlyStopping`` does (``model.stop_training``): a learning run
-as soon as its weights label the grader's own fresh vectors well (or after 60 epochs, when it has not learnt), a run
+as soon as its weights label the grader's own fresh vectors well (or after 30 epochs, when it has not learnt), a run
 of the second case after 12 epochs. The learner's ``EarlyStopping`` then restores its best weights at the end of
 training as it always does, so the bound changes how long a correct answer trains, not its verdict.
 """
@@ -244,7 +244,7 @@ def _disagreeing_case(rng) -> _Case:
 # but sound optimizer gets the epochs it needs), or after _LEARNING_CAP epochs, when it has not learnt. The
 # disagreeing case's validation loss is lowest within the first epochs: a small patience stops on its own before
 # the cap, and a larger one is stopped by it, then restored as usual.
-_LEARNING_CAP = 60
+_LEARNING_CAP = 30
 _DISAGREEING_CAP = 12
 _GOOD_ENOUGH = 0.95  # mean recall on the grader's fresh vectors at which a learning run has learnt
 _PASS = 0.9  # mean recall the returned model must reach on other fresh vectors
