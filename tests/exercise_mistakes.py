@@ -1153,8 +1153,9 @@ MISTAKES = {
 }
 
 # Exercises whose graders build Keras models or run the converter: their mistakes are tested in their own files
-# (tests/test_exercises_finetuning.py, tests/test_exercises_deploy.py), the rest in tests/test_exercises.py.
-NEEDS_TENSORFLOW = ("freeze_for_fine_tuning", "representative_dataset")
+# (tests/test_exercises_finetuning.py, tests/test_exercises_deploy.py, tests/test_exercises_training.py), the rest in
+# tests/test_exercises.py.
+NEEDS_TENSORFLOW = ("freeze_for_fine_tuning", "representative_dataset", "train_keras_layer")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -1801,3 +1802,359 @@ MISTAKES["adjust_for_prior"] = [
     (prior_in_place, "changed its input `probabilities` in place"),
 ]
 CORRECT["adjust_for_prior"] = [prior_counts_renormalised, prior_on_the_log_scale]
+
+
+# ------------------------------------------------------------------------------------------ train_keras_layer
+# Lesson 03. Keras models: tested in tests/test_exercises_training.py. Written as a learner would, each as the
+# reference (Adam, early stopping on the validation loss, the best weights kept) but for its one mistake.
+
+
+def _softmax_layer(num_features, num_classes, activation="softmax"):
+    import keras
+
+    return keras.Sequential([keras.Input((num_features,)), keras.layers.Dense(num_classes, activation=activation)])
+
+
+def _stop(**settings):
+    import keras
+
+    return keras.callbacks.EarlyStopping(
+        **{"monitor": "val_loss", "patience": 5, "restore_best_weights": True, **settings}
+    )
+
+
+def _fit(model, x, y, epochs=300, loss="sparse_categorical_crossentropy", optimizer=None, **settings):
+    import keras
+
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(0.01), loss=loss, metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=settings.pop("batch_size", 32), verbose=0, **settings)
+    return model
+
+
+def _keras_stopped(train_vectors, train_labels, validation_vectors, validation_labels, num_classes, **changes):
+    """The usual answer, with ``changes`` to what fit is given."""
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    settings = {"validation_data": (validation_vectors, validation_labels), "callbacks": [_stop()], **changes}
+    return _fit(model, train_vectors, train_labels, **settings)
+
+
+def keras_without_softmax(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    import keras
+
+    model = _softmax_layer(train_vectors.shape[1], num_classes, activation=None)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    validation = (validation_vectors, validation_labels)
+    return _fit(model, train_vectors, train_labels, loss=loss, validation_data=validation, callbacks=[_stop()])
+
+
+def keras_sigmoid(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    import keras
+
+    model = _softmax_layer(train_vectors.shape[1], num_classes, activation="sigmoid")
+    one_hot = keras.utils.to_categorical(train_labels, num_classes)
+    validation = (validation_vectors, keras.utils.to_categorical(validation_labels, num_classes))
+    return _fit(
+        model, train_vectors, one_hot, loss="binary_crossentropy", validation_data=validation, callbacks=[_stop()]
+    )
+
+
+def keras_fixed_epochs(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    return _fit(model, train_vectors, train_labels, epochs=60, validation_data=(validation_vectors, validation_labels))
+
+
+def keras_few_fixed_epochs(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    """Fixed epochs, fewer than the grader's cap: fit runs them all."""
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    return _fit(model, train_vectors, train_labels, epochs=8, validation_data=(validation_vectors, validation_labels))
+
+
+def keras_no_restore(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    stop = _stop(restore_best_weights=False)
+    return _keras_stopped(
+        train_vectors, train_labels, validation_vectors, validation_labels, num_classes, callbacks=[stop]
+    )
+
+
+def keras_stops_on_training_loss(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    stop = _stop(monitor="loss")
+    return _keras_stopped(
+        train_vectors, train_labels, validation_vectors, validation_labels, num_classes, callbacks=[stop], epochs=60
+    )
+
+
+def keras_accuracy_with_mode_min(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    """mode='min' copied from a loss example onto an accuracy."""
+    stop = _stop(monitor="val_accuracy", mode="min")
+    return _keras_stopped(
+        train_vectors, train_labels, validation_vectors, validation_labels, num_classes, callbacks=[stop]
+    )
+
+
+def keras_forgot_epochs(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    """EarlyStopping, but no epochs: fit's default is 1 epoch."""
+    import keras
+
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    validation = (validation_vectors, validation_labels)
+    model.fit(train_vectors, train_labels, validation_data=validation, callbacks=[_stop()], verbose=0)
+    return model
+
+
+def keras_trains_on_both_splits(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    x = np.concatenate([train_vectors, validation_vectors])
+    y = np.concatenate([train_labels, validation_labels])
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    return _fit(model, x, y, validation_data=(validation_vectors, validation_labels), callbacks=[_stop()])
+
+
+def keras_splits_swapped(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    return _fit(
+        model, validation_vectors, validation_labels, validation_data=(train_vectors, train_labels), callbacks=[_stop()]
+    )
+
+
+def keras_validation_split(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    return _fit(model, train_vectors, train_labels, validation_split=0.2, callbacks=[_stop()])
+
+
+def keras_no_validation(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    return _fit(model, train_vectors, train_labels, epochs=60, callbacks=[_stop(monitor="loss")])
+
+
+def keras_validates_on_training_data(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    return _keras_stopped(
+        train_vectors,
+        train_labels,
+        validation_vectors,
+        validation_labels,
+        num_classes,
+        validation_data=(train_vectors, train_labels),
+    )
+
+
+def keras_labels_shuffled_alone(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    """Shuffles the labels, not the vectors with them."""
+    shuffled = np.random.default_rng(0).permutation(train_labels)
+    return _keras_stopped(train_vectors, shuffled, validation_vectors, validation_labels, num_classes)
+
+
+def keras_scaled_outside_the_model(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    """Standardises the vectors in numpy: the model returned expects scaled inputs, but is given raw bottlenecks."""
+    mean, spread = train_vectors.mean(axis=0), train_vectors.std(axis=0) + 1e-7
+    return _keras_stopped(
+        (train_vectors - mean) / spread,
+        train_labels,
+        (validation_vectors - mean) / spread,
+        validation_labels,
+        num_classes,
+    )
+
+
+def keras_one_hot_with_sparse_loss(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    import keras
+
+    one_hot = keras.utils.to_categorical(train_labels, num_classes)
+    validation = (validation_vectors, keras.utils.to_categorical(validation_labels, num_classes))
+    return _keras_stopped(
+        train_vectors, one_hot, validation_vectors, validation_labels, num_classes, validation_data=validation
+    )
+
+
+def keras_integer_labels_with_categorical_loss(
+    train_vectors, train_labels, validation_vectors, validation_labels, num_classes
+):
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    validation = (validation_vectors, validation_labels)
+    return _fit(
+        model,
+        train_vectors,
+        train_labels,
+        loss="categorical_crossentropy",
+        validation_data=validation,
+        callbacks=[_stop()],
+    )
+
+
+def keras_hidden_layer(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((train_vectors.shape[1],)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ]
+    )
+    validation = (validation_vectors, validation_labels)
+    return _fit(model, train_vectors, train_labels, validation_data=validation, callbacks=[_stop()])
+
+
+def keras_two_epochs_of_slow_sgd(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    import keras
+
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    model.compile(optimizer=keras.optimizers.SGD(0.0001), loss="sparse_categorical_crossentropy")
+    model.fit(train_vectors, train_labels, validation_data=(validation_vectors, validation_labels), epochs=2, verbose=0)
+    return model
+
+
+def keras_learning_rate_far_too_small(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    import keras
+
+    optimizer = keras.optimizers.SGD(0.00001)
+    return _keras_stopped(
+        train_vectors, train_labels, validation_vectors, validation_labels, num_classes, optimizer=optimizer
+    )
+
+
+def keras_returns_history(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    import keras
+
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    validation = (validation_vectors, validation_labels)
+    return model.fit(
+        train_vectors, train_labels, validation_data=validation, epochs=300, callbacks=[_stop()], verbose=0
+    )
+
+
+def keras_sgd_on_validation_accuracy(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    """A correct answer: plain SGD at the tutorial's rate, stopped on validation accuracy, the best kept."""
+    import keras
+
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=20, restore_best_weights=True)
+    model.fit(
+        train_vectors,
+        train_labels,
+        validation_data=(validation_vectors, validation_labels),
+        epochs=1000,
+        callbacks=[stop],
+        verbose=0,
+    )
+    return model
+
+
+def keras_default_adam_in_one_batch(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    """A correct answer: optimizer='adam' (rate 0.001) and the whole training split as one batch."""
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    stop = _stop(patience=3)
+    validation = (validation_vectors, validation_labels)
+    model.fit(
+        train_vectors,
+        train_labels,
+        validation_data=validation,
+        epochs=500,
+        batch_size=len(train_vectors),
+        callbacks=[stop],
+        verbose=0,
+    )
+    return model
+
+
+def keras_small_batches_functional(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    """A correct answer: the functional API, batches of 8, one-hot labels with categorical cross-entropy."""
+    import keras
+
+    inputs = keras.Input((train_vectors.shape[1],))
+    model = keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(inputs))
+    model.compile(optimizer=keras.optimizers.Adam(0.005), loss="categorical_crossentropy")
+    validation = (validation_vectors, keras.utils.to_categorical(validation_labels, num_classes))
+    model.fit(
+        train_vectors,
+        keras.utils.to_categorical(train_labels, num_classes),
+        validation_data=validation,
+        epochs=400,
+        batch_size=8,
+        callbacks=[keras.callbacks.EarlyStopping(patience=8, restore_best_weights=True)],
+        verbose=0,
+    )
+    return model
+
+
+def keras_float_labels_shuffled_together(
+    train_vectors, train_labels, validation_vectors, validation_labels, num_classes
+):
+    """A correct answer: the training pairs shuffled together, labels as floats (the sparse loss rounds them)."""
+    order = np.random.default_rng(1).permutation(len(train_labels))
+    return _keras_stopped(
+        train_vectors[order], train_labels[order].astype(np.float32), validation_vectors, validation_labels, num_classes
+    )
+
+
+def keras_best_kept_by_checkpoint(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    """A correct answer: EarlyStopping ends training; ModelCheckpoint saved the best epoch, loaded back at the end."""
+    import tempfile
+    from pathlib import Path
+
+    import keras
+
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "best.weights.h5")
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(path, monitor="val_loss", save_best_only=True, save_weights_only=True),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=6),
+        ]
+        validation = (validation_vectors, validation_labels)
+        model.fit(train_vectors, train_labels, validation_data=validation, epochs=500, callbacks=callbacks, verbose=0)
+        model.load_weights(path)
+    return model
+
+
+def keras_very_patient(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    """A correct answer whose patience (40) outlasts the grader's cap: the cap stops it, EarlyStopping restores."""
+    import keras
+
+    model = _softmax_layer(train_vectors.shape[1], num_classes)
+    stop = keras.callbacks.EarlyStopping(patience=40, restore_best_weights=True)
+    return _fit(
+        model,
+        train_vectors,
+        train_labels,
+        epochs=1000,
+        optimizer=keras.optimizers.Adam(0.002),
+        validation_data=(validation_vectors, validation_labels),
+        callbacks=[stop],
+    )
+
+
+MISTAKES["train_keras_layer"] = [
+    (keras_without_softmax, "outputs logits"),
+    (keras_sigmoid, "a sigmoid scores each label on its own"),
+    (keras_fixed_epochs, "no EarlyStopping"),
+    (keras_few_fixed_epochs, "fit ran all 8 epochs"),
+    (keras_no_restore, "without restore_best_weights=True"),
+    (keras_stops_on_training_loss, "watches 'loss'"),
+    (keras_accuracy_with_mode_min, "mode='min'"),
+    (keras_forgot_epochs, "fit ran all 1 epoch it was given"),
+    (keras_trains_on_both_splits, "validation images must only judge"),
+    (keras_splits_swapped, "fit trained on the validation split"),
+    (keras_validation_split, "validation_split=0.2"),
+    (keras_no_validation, "fit had no validation data"),
+    (keras_validates_on_training_data, "validation_data given to fit holds training vectors"),
+    (keras_labels_shuffled_alone, "carry another vector's label"),
+    (keras_scaled_outside_the_model, "is a training vector as the function received it"),
+    (keras_one_hot_with_sparse_loss, "one-hot labels with sparse_categorical_crossentropy"),
+    (keras_integer_labels_with_categorical_loss, "integer labels with categorical_crossentropy"),
+    (keras_hidden_layer, "the new layer is one Dense layer"),
+    (keras_two_epochs_of_slow_sgd, "fit ran all 2 epochs"),
+    (keras_learning_rate_far_too_small, "fresh vectors"),
+    (keras_returns_history, "got the History that fit returns"),
+]
+CORRECT["train_keras_layer"] = [
+    keras_sgd_on_validation_accuracy,
+    keras_default_adam_in_one_batch,
+    keras_small_batches_functional,
+    keras_float_labels_shuffled_together,
+    keras_best_kept_by_checkpoint,
+    keras_very_patient,
+]

@@ -21,6 +21,7 @@ REQUIRED = {
     "softmax_cross_entropy": "03_retrain",
     "balanced_batch": "03_retrain",
     "train_softmax_layer": "03_retrain",
+    "train_keras_layer": "03_retrain",
     "top_k_accuracy": "05_label_new_images",
     "balanced_accuracy": "05_label_new_images",
     "adjust_for_prior": "05_label_new_images",

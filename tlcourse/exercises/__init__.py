@@ -22,7 +22,17 @@ from tlcourse.exercises.core import (
 )
 
 # Topic modules, imported in this order; each registers its exercises. A module listed here must exist.
-TOPICS = ("basics", "imbalance", "data_quality", "tuning", "confidence", "finetuning", "deploy", "embeddings")
+TOPICS = (
+    "basics",
+    "training",
+    "imbalance",
+    "data_quality",
+    "tuning",
+    "confidence",
+    "finetuning",
+    "deploy",
+    "embeddings",
+)
 
 for _topic in TOPICS:
     importlib.import_module(f"tlcourse.exercises.{_topic}")
