@@ -77,17 +77,18 @@ class BackboneSpec:
 
 def preprocess_images(images: tf.Tensor, preprocessing: Preprocessing) -> tf.Tensor:
     """Raw RGB images (batch, height, width, 3), any size and dtype 0-255 -> the backbone's input."""
-    height, width = tf.shape(images)[1], tf.shape(images)[2]  # Preprocessing.square, as TensorFlow operations
-    edge = tf.minimum(height, width) if preprocessing.fit == "crop" else tf.maximum(height, width)
-    side = tf.maximum(tf.cast(tf.cast(edge, tf.float32) * preprocessing.crop_fraction, tf.int32), 1)
-    top, left = (height - side) // 2, (width - side) // 2
+    height, width = tf.shape(images)[1], tf.shape(images)[2]  # preprocessing.centre_square, in TensorFlow
     if preprocessing.fit == "pad":
-        before = tf.maximum(-top, 0), tf.maximum(-left, 0)
-        after = tf.maximum(top + side - height, 0), tf.maximum(left + side - width, 0)
-        padding = [[0, 0], [before[0], after[0]], [before[1], after[1]], [0, 0]]
+        side = tf.maximum(height, width)
+        top, left = (side - height + 1) // 2, (side - width + 1) // 2
+        padding = [[0, 0], [top, side - height - top], [left, side - width - left], [0, 0]]
         images = tf.pad(images, padding, constant_values=tf.cast(PAD_VALUE, images.dtype))
-        top, left = top + before[0], left + before[1]
-    images = tf.cast(images[:, top : top + side, left : left + side, :], tf.float32)  # cropped first: fewer to cast
+    else:
+        side = tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * preprocessing.crop_fraction, tf.int32)
+        side = tf.maximum(side, 1)
+        top, left = (height - side) // 2, (width - side) // 2
+        images = images[:, top : top + side, left : left + side, :]
+    images = tf.cast(images, tf.float32)  # cropped first: fewer to cast
     size = (preprocessing.size, preprocessing.size)
     # Shrinking needs the antialiasing filter; enlarging does not, and the plain kernel is twice as fast.
     images = tf.cond(

@@ -14,8 +14,8 @@ Each recipe says how an image becomes the backbone's square (``fit``: its centre
 ImageNet was seen, or the whole image padded with white; ``Preprocessing``). ``search`` runs
 several recipes within a time budget, cheapest first, and keeps the one with the best validation
 accuracy; the test split is never looked at to choose. A recipe whose ``fit`` is ``None`` takes the
-fit of the best new layer trained before it, so the cheap recipes choose how the costly ones see. Taught in
-``notebooks/10_fine_tuning.ipynb``.
+fit of the best new layer trained before it, so the cheap recipes choose how the costly ones see.
+Taught in ``notebooks/10_fine_tuning.ipynb``.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ class Preprocessing:
     """A centre square, resized, then ``(x - offset) / scale``: all a backbone needs to see an image.
 
     The square's side is ``crop_fraction`` of the image's short side (``fit="crop"``, the ImageNet
-    way: the borders of a long image are cut) or of its long side (``fit="pad"``: the whole image,
-    the rest of the square white). ``centre_square`` computes it.
+    way: the borders of a long image are cut), or the long side (``fit="pad"``: the whole image, the
+    rest of the square white; ``crop_fraction`` does not apply). ``centre_square`` computes it.
     """
 
     size: int
@@ -46,17 +46,8 @@ class Preprocessing:
             raise ValueError(f"fit must be one of {FITS}, not {self.fit!r}")
 
     def fitted(self, fit: str) -> Preprocessing:
-        """The same preprocessing with ``fit``; padding keeps the whole image (``crop_fraction`` 1)."""
-        if fit == self.fit:
-            return self
-        return replace(self, fit=fit, crop_fraction=1.0 if fit == "pad" else self.crop_fraction)
-
-    def square(self, height: int, width: int) -> tuple[int, int, int]:
-        """``(side, top, left)`` of the centre square in an image of this size; ``top`` or ``left``
-        below 0 where the square reaches past the image (``fit="pad"``)."""
-        edge = min(height, width) if self.fit == "crop" else max(height, width)
-        side = max(int(np.float32(edge) * np.float32(self.crop_fraction)), 1)
-        return side, (height - side) // 2, (width - side) // 2
+        """The same preprocessing with ``fit``."""
+        return replace(self, fit=fit)
 
 
 # Lite: bicubic resize of a 224/256 centre crop, then (x - 127) / 128 reproduces the ImageNet
@@ -125,15 +116,17 @@ def _resize_bicubic_weights(source: int, size: int) -> np.ndarray:
 
 
 def centre_square(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
-    """The centre square of one image ``[height, width, 3]`` that ``preprocessing`` resizes, padded with white."""
+    """The square of one image ``[height, width, 3]`` that ``preprocessing`` resizes: its centre, or the
+    whole image centred on white (an odd margin's extra row or column above or to the left)."""
     image = np.asarray(image)
     height, width = image.shape[:2]
-    side, top, left = preprocessing.square(height, width)
-    if top < 0 or left < 0:
-        before = (max(-top, 0), max(-left, 0))
-        after = (max(top + side - height, 0), max(left + side - width, 0))
-        image = np.pad(image, [(before[0], after[0]), (before[1], after[1]), (0, 0)], constant_values=PAD_VALUE)
-        top, left = top + before[0], left + before[1]
+    if preprocessing.fit == "pad":
+        side = max(height, width)
+        top, left = (side - height + 1) // 2, (side - width + 1) // 2
+        margins = [(top, side - height - top), (left, side - width - left), (0, 0)]
+        return np.pad(image, margins, constant_values=PAD_VALUE)
+    side = max(int(np.float32(min(height, width)) * np.float32(preprocessing.crop_fraction)), 1)
+    top, left = (height - side) // 2, (width - side) // 2
     return image[top : top + side, left : left + side]
 
 

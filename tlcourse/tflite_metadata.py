@@ -116,8 +116,10 @@ def metadata_buffer(preprocessing: Preprocessing, num_labels: int | None, quanti
     unit = {"options_type": NORMALIZATION_OPTIONS, "options": normalization}
     units = _offsets(b, [_table(b, unit, PROCESS_UNIT, {"options_type": "ubyte"})])
     pixel_stats = _table(b, {"max": _floats(b, [255.0]), "min": _floats(b, [0.0])}, STATS, {})
-    edge = "short side" if preprocessing.fit == "crop" else "long side (the image padded with white)"
-    how = f"{preprocessing.method} resize of the centre {preprocessing.crop_fraction:g} of the {edge}"
+    if preprocessing.fit == "pad":
+        how = f"{preprocessing.method} resize of the whole image padded with white to a square"
+    else:
+        how = f"{preprocessing.method} resize of the centre {preprocessing.crop_fraction:g} of the short side"
     preprocessing_file = _file(b, PREPROCESSING_FILE, f"The course's preprocessing (JSON): {how}.", DESCRIPTIONS)
     image = {
         "name": b.CreateString("image"),
