@@ -1847,6 +1847,15 @@ def keras_without_softmax(train_vectors, train_labels, validation_vectors, valid
     return _fit(model, train_vectors, train_labels, loss=loss, validation_data=validation, callbacks=[_stop()])
 
 
+def keras_double_softmax(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
+    import keras
+
+    model = _softmax_layer(train_vectors.shape[1], num_classes)  # a softmax, and a loss that applies another
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    validation = (validation_vectors, validation_labels)
+    return _fit(model, train_vectors, train_labels, loss=loss, validation_data=validation, callbacks=[_stop()])
+
+
 def keras_sigmoid(train_vectors, train_labels, validation_vectors, validation_labels, num_classes):
     import keras
 
@@ -2129,6 +2138,7 @@ def keras_very_patient(train_vectors, train_labels, validation_vectors, validati
 
 MISTAKES["train_keras_layer"] = [
     (keras_without_softmax, "outputs logits"),
+    (keras_double_softmax, "compiled with from_logits=True"),
     (keras_sigmoid, "a sigmoid scores each label on its own"),
     (keras_fixed_epochs, "no EarlyStopping"),
     (keras_few_fixed_epochs, "fit ran all 8 epochs"),

@@ -357,6 +357,12 @@ def _check_fit_calls(runs: list[_Run], case: _Case) -> None:
                     f"sorted or cut on their own? Keep each vector with its label: train_labels[i] is the label of "
                     f"train_vectors[i]."
                 )
+        if _compiled_from_logits(run.model) and _are_probabilities(_outputs(run.model, rows[:16])):
+            raise GradingFailure(
+                f"the model ends in a softmax, but its loss was compiled with from_logits=True ({where}): the loss "
+                f"then reads the probabilities as logits and applies a second softmax, so it trains on the wrong "
+                f"quantity (Keras warns about it). With the softmax in the layer, leave from_logits out."
+            )
         if run.arguments.get("validation_split"):
             raise GradingFailure(
                 f"fit was given validation_split={run.arguments['validation_split']} ({where}): that holds back the "
@@ -401,6 +407,22 @@ def _outputs(model, vectors: np.ndarray) -> np.ndarray:
     return np.asarray(output, dtype=np.float64)
 
 
+def _are_probabilities(output: np.ndarray) -> bool:
+    """Each row non-negative and summing to 1: a softmax's output."""
+    return bool(
+        np.all(np.isfinite(output)) and np.all(output >= -1e-6) and np.allclose(output.sum(axis=1), 1, atol=1e-3)
+    )
+
+
+def _compiled_from_logits(model) -> bool:
+    """Whether ``model`` was compiled with a loss that takes logits (``from_logits=True``)."""
+    loss = getattr(model, "loss", None)
+    try:
+        return bool(loss.get_config().get("from_logits"))
+    except AttributeError:  # a loss given by name or as a plain function: probabilities
+        return False
+
+
 def _check_probabilities(model, case: _Case, probe: np.ndarray) -> None:
     output = _outputs(model, probe)
     where, num_classes = case.where, case.num_classes
@@ -409,9 +431,9 @@ def _check_probabilities(model, case: _Case, probe: np.ndarray) -> None:
             f"the model's output for {len(probe)} vectors has shape {list(output.shape)} ({where}): it gives one "
             f"probability per label, [{len(probe)}, {num_classes}]: Dense(num_classes)."
         )
-    sums = output.sum(axis=1)
-    if np.all(np.isfinite(output)) and np.all(output >= -1e-6) and np.allclose(sums, 1.0, atol=1e-3):
+    if _are_probabilities(output):
         return
+    sums = output.sum(axis=1)
     if np.any(output < -1e-6) or np.any(output > 1 + 1e-6):
         raise GradingFailure(
             f"the model outputs logits (any real numbers, from {output.min():.3g} to {output.max():.3g}), not "
