@@ -4,7 +4,7 @@
     python bench/learning_curve.py --quick    # 20 labels of many_classes, 3 draws: a fast check
 
 For 1, 2, 5, 10, 20 training images per label and for all of them, the new layer
-(``tlc.your_data.fit_linear``: a softmax on standardised bottlenecks, the same settings everywhere)
+(``tlc.train.fit_linear``: a softmax on standardised bottlenecks, the same settings everywhere)
 is trained on images drawn at random from each label's training split, and scored on the held-out
 images (the validation and test splits together: a learning curve chooses no setting). Each point
 is drawn several times with other images; the table gives the mean, the lowest and the highest.

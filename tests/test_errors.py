@@ -13,9 +13,8 @@ from tlcourse.data import ImageFolderError
 from tlcourse.datasets import DatasetError
 from tlcourse.download import DownloadError
 from tlcourse.embeddings import SearchIndexError
-from tlcourse.errors import ModelFileError, TLCourseError, UsageError, command_line
+from tlcourse.errors import ModelFileError, SettingError, TLCourseError, UsageError, command_line
 from tlcourse.images import ImageError
-from tlcourse.retrain import SettingError
 from tlcourse.safe_graph import UnsafeModelError
 from tlcourse.tflite import TFLiteExportError
 from tlcourse.tflite_metadata import MetadataError

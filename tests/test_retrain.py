@@ -110,6 +110,22 @@ def test_the_library_names_parameters_and_the_command_line_names_flags(capsys):
     assert "error: --eval_step_interval does not apply with --fine_tune_blocks" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--train_batch_size=0"], "--train_batch_size must be at least 1, or -1"),
+        (["--how_many_training_steps=0"], "--how_many_training_steps and --eval_step_interval must be at least 1"),
+        (["--train_batch_size=-1", "--fine_tune_blocks=2"], "--train_batch_size must be at least 1 with"),
+    ],
+)
+def test_a_training_setting_out_of_range_stops_before_any_work_naming_its_flag(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        retrain.RetrainConfig.from_args(["--image_dir=d", *flags])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"error: {message}" in error and "Traceback" not in error
+
+
 def test_a_space_after_equals_shows_the_corrected_command(capsys):
     with pytest.raises(SystemExit) as exit_info:
         retrain.RetrainConfig.from_args(["--how_many_training_steps=10", "--image_dir=", "Dataset_Name"])

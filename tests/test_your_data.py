@@ -1,11 +1,11 @@
-"""Lessons 06 and 07's helpers: the numpy layer, learning curves, planted signals, flipped labels,
-near-copies that leak across the split, and activations at several depths."""
+"""Lessons 06 and 07's helpers: the layer they train (``train.fit_linear``), learning curves, planted
+signals, flipped labels, near-copies that leak across the split, and activations at several depths."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tlcourse import data, your_data
+from tlcourse import data, train, your_data
 from tlcourse.train import Bottlenecks
 
 
@@ -28,9 +28,9 @@ def as_split(vectors, labels):
 
 def test_fit_linear_learns_separable_labels_and_is_deterministic():
     vectors, labels = clusters()
-    layer = your_data.fit_linear(vectors, labels, 4)
+    layer = train.fit_linear(vectors, labels, 4)
     assert np.mean(layer.predict(vectors) == labels) == 1.0
-    again = your_data.fit_linear(vectors, labels, 4)
+    again = train.fit_linear(vectors, labels, 4)
     assert np.array_equal(layer.weights, again.weights)
     probabilities = layer.probabilities(vectors * 1000)  # finite for huge inputs
     assert np.all(np.isfinite(probabilities)) and np.allclose(probabilities.sum(axis=1), 1)
@@ -38,13 +38,30 @@ def test_fit_linear_learns_separable_labels_and_is_deterministic():
 
 def test_fit_linear_never_predicts_a_label_without_training_images():
     vectors, labels = clusters(num_classes=3)
-    layer = your_data.fit_linear(vectors[labels != 1], labels[labels != 1], 3)
+    layer = train.fit_linear(vectors[labels != 1], labels[labels != 1], 3)
     assert 1 not in set(layer.predict(vectors).tolist())
+
+
+def test_fit_linear_weighs_every_label_the_same_whatever_its_number_of_images():
+    """Two labels drawn from one distribution, 90 images against 10: nothing tells them apart but the
+    count, and weighed equally each gets half the probability (unweighted, the small one gets about 0.1)."""
+    vectors = np.random.default_rng(0).normal(size=(100, 8)).astype(np.float32)
+    labels = np.array([0] * 90 + [1] * 10)
+    layer = train.fit_linear(vectors, labels, 2, l2=1.0)
+    assert 0.4 < layer.probabilities(vectors)[:, 1].mean() < 0.6
+
+
+def test_fit_linear_is_train_head_read_out_as_arrays():
+    vectors, labels = clusters(num_classes=3, per_class=20, dim=6)
+    config = train.TrainConfig(how_many_training_steps=5, train_batch_size=-1, standardize_bottlenecks=True)
+    head, _ = train.train_head(as_split(vectors, labels), as_split(vectors, labels), 3, config, progress=False)
+    expected = head.predict(vectors, verbose=0)
+    assert np.allclose(train.LinearLayer.of(head).probabilities(vectors), expected, atol=1e-5)
 
 
 def test_fit_linear_refuses_mismatched_inputs():
     with pytest.raises(ValueError, match="as many labels"):
-        your_data.fit_linear(np.zeros((3, 2)), np.zeros(2, int), 2)
+        train.fit_linear(np.zeros((3, 2)), np.zeros(2, int), 2)
 
 
 def test_per_label_sample_takes_at_most_n_of_each_label_and_depends_on_the_seed():
@@ -77,7 +94,7 @@ def test_flip_labels_flips_the_asked_fraction_to_other_labels():
 def test_rank_by_loss_puts_flipped_labels_first():
     vectors, labels = clusters(num_classes=4, per_class=50)
     noisy, flipped = your_data.flip_labels(labels, 0.1, 4, seed=0)
-    layer = your_data.fit_linear(vectors, noisy, 4, l2=1e-1)
+    layer = train.fit_linear(vectors, noisy, 4, l2=1e-1)
     top = your_data.rank_by_loss(layer, vectors, noisy)[: flipped.sum()]
     assert flipped[top].mean() > 0.8
 

@@ -271,7 +271,7 @@ def learning_curve(project, splits: dict, class_names: list[str], sizes=(2, 5, 1
     """Validation accuracy against training images per label (``your_data.learning_curve``), each
     point with the 95% interval of its first draw; then all the training images against half of
     each label's, paired on the same validation images. Writes ``learning_curve.json``."""
-    from tlcourse import your_data
+    from tlcourse import train, your_data
 
     training, validation = splits["train"], splits["validation"]
     if not len(validation):
@@ -286,7 +286,7 @@ def learning_curve(project, splits: dict, class_names: list[str], sizes=(2, 5, 1
     right = {}
     for name, size in (("half", half), ("all", None)):
         chosen = your_data.take(training, your_data.per_label_sample(training.labels, size, seed=0))
-        layer = your_data.fit_linear(chosen.vectors, chosen.labels, len(class_names))
+        layer = train.fit_linear(chosen.vectors, chosen.labels, len(class_names))
         right[name] = your_data.accuracy_of(layer, validation)
     doubling = stats.paired_comparison(right["half"], right["all"])
     content = {

@@ -8,7 +8,7 @@ the accuracy at each depth says how much of what the network learnt helps *your*
 - ``depth_model``: one pass of the backbone, the pooled activations of several blocks as outputs.
 - ``activations_at_depths``: those activations for a list of images, computed in batches (they
   are not cached: the bottleneck cache holds the last depth only).
-- ``probe_depths``: k-fold cross-validated accuracy of ``your_data.fit_linear`` at each depth,
+- ``probe_depths``: k-fold cross-validated accuracy of ``train.fit_linear`` at each depth,
   so every image is tested once by a layer that did not see it.
 
 Taught in ``notebooks/07_why_features_transfer.ipynb``.
@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from tlcourse import efficientnet_lite
 from tlcourse.bottlenecks import image_pipeline
-from tlcourse.your_data import fit_linear, folds_for
+from tlcourse.exercises.data_quality import folds_for
+from tlcourse.train import fit_linear
 
 BLOCKS = (2, 4, 6, 10, 14)  # blocks counted from 0; Lite0 has 16, so 2 is early and 14 is near the top
 BOTTLENECK = "bottleneck"

@@ -31,8 +31,8 @@ from tlcourse import stats
 from tlcourse.atomic import atomic_path
 from tlcourse.errors import TLCourseError
 from tlcourse.exercises.embeddings import retrieval_scores
-from tlcourse.train import Bottlenecks
-from tlcourse.your_data import accuracy_of, fit_linear, per_label_sample, take
+from tlcourse.train import Bottlenecks, fit_linear
+from tlcourse.your_data import accuracy_of, per_label_sample, take
 
 CHUNK = 4096  # queries compared at once: a [CHUNK, N] block of similarities stays in memory
 

@@ -39,6 +39,30 @@ class UsageError(TLCourseError, ValueError):
     """A command line that cannot run as typed (settings that cannot go together, no input given)."""
 
 
+class SettingError(UsageError):
+    """Settings that cannot go together. The message names parameters; the command line shows flags.
+
+    ``template`` writes every parameter as ``{name}``: ``str(error)`` fills in the names as they
+    are, ``for_command_line()`` as flags (``--name``).
+    """
+
+    def __init__(self, template: str):
+        self.template = template
+        super().__init__(template.format_map(_Names("")))
+
+    def for_command_line(self) -> str:
+        return self.template.format_map(_Names("--"))
+
+
+class _Names(dict):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, name: str) -> str:
+        return self.prefix + name
+
+
 class ModelFileError(TLCourseError, ValueError):
     """A model or weights file that exists but cannot be read (damaged, truncated, another format)."""
 

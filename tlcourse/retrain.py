@@ -51,7 +51,7 @@ from tlcourse import (  # noqa: E402
 )
 from tlcourse.atomic import atomic_path  # noqa: E402
 from tlcourse.data import scan_dataset  # noqa: E402
-from tlcourse.errors import UsageError, command_line  # noqa: E402
+from tlcourse.errors import SettingError, command_line  # noqa: E402
 from tlcourse.preprocessing import FITS  # noqa: E402
 
 SCALING = "beyond one machine"
@@ -61,30 +61,6 @@ BEYOND = "beyond the tutorial (lesson 09: many classes)"
 def _setting(default, help: str, choices=None, group: str | None = None):
     """A field of ``RetrainConfig``: its classic default and one line saying what it does (the flag's help)."""
     return field(default=default, metadata={"help": help, "choices": choices, "group": group})
-
-
-class SettingError(UsageError):
-    """Settings that cannot go together. The message names parameters; the command line shows flags.
-
-    ``template`` writes every parameter as ``{name}``: ``str(error)`` fills in the names as they
-    are, ``for_command_line()`` as flags (``--name``).
-    """
-
-    def __init__(self, template: str):
-        self.template = template
-        super().__init__(template.format_map(_Names("")))
-
-    def for_command_line(self) -> str:
-        return self.template.format_map(_Names("--"))
-
-
-class _Names(dict):
-    def __init__(self, prefix: str):
-        super().__init__()
-        self.prefix = prefix
-
-    def __missing__(self, name: str) -> str:
-        return self.prefix + name
 
 
 # Settings that do not apply with fine_tune_blocks, and why (lesson 10). The others apply: see fine_tune_config.
@@ -119,7 +95,9 @@ class RetrainConfig:
     testing_percentage: float = _setting(10.0, "percentage of images for the test split")
     validation_percentage: float = _setting(10.0, "percentage of images for validation")
     eval_step_interval: int = _setting(10, "evaluate on validation every N steps")
-    train_batch_size: int = _setting(100, "images per training step")
+    train_batch_size: int = _setting(
+        100, "images per training step (-1: every training image, each label weighing the same)"
+    )
     test_batch_size: int = _setting(-1, "test images to evaluate (-1: all)")
     validation_batch_size: int = _setting(100, "validation images per evaluation (-1: all)")
     print_misclassified_test_images: bool = _setting(False, "list the test images it got wrong")
@@ -199,6 +177,7 @@ class RetrainConfig:
         problem = self._refused_under_fine_tuning() if self.fine_tune_blocks or self.recipe == "auto" else None
         if problem:
             raise SettingError(problem)
+        self.train_config()  # its own checks, here: a wrong flag stops the run before any work
         if self.precision == "bfloat16" and self.output_tflite:
             raise SettingError(
                 "{output_tflite}: TFLite has no bfloat16 convolutions, so a run that exports one computes in "
@@ -263,6 +242,10 @@ class RetrainConfig:
             return f"{{architecture}}={self.architecture}: {{fine_tune_blocks}} is built for {lite}"
         if self.fine_tune_blocks < 0 or self.fine_tune_epochs < 1:
             return "{fine_tune_blocks} must be positive and {fine_tune_epochs} at least 1"
+        if self.fine_tune_blocks and self.train_batch_size < 1:
+            return (
+                "{train_batch_size} must be at least 1 with {fine_tune_blocks}: fine-tuning trains on batches of images"
+            )
         return None
 
     def chosen_precision(self) -> tuple[str, str]:

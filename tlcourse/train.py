@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from tlcourse import bottlenecks as bottleneck_cache
 from tlcourse.data import SPLITS, Dataset, ImageRecord
+from tlcourse.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -71,19 +72,19 @@ LEARNING_RATE_SCHEDULES = ("constant", "cosine")  # cosine: decays to 0 over the
 
 
 def check_optimizer(optimizer: str, learning_rate_schedule: str) -> None:
-    """A ``ValueError`` for an optimizer or schedule the trainers (new layer, fine-tuning) do not have."""
+    """A ``SettingError`` for an optimizer or schedule the trainers (new layer, fine-tuning) do not have."""
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {optimizer!r}")
+        raise SettingError(f"{{optimizer}} must be one of {', '.join(OPTIMIZERS)}, not {optimizer!r}")
     if learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
         schedules = ", ".join(LEARNING_RATE_SCHEDULES)
-        raise ValueError(f"learning_rate_schedule must be one of {schedules}, not {learning_rate_schedule!r}")
+        raise SettingError(f"{{learning_rate_schedule}} must be one of {schedules}, not {learning_rate_schedule!r}")
 
 
 @dataclass
 class TrainConfig:
     how_many_training_steps: int = 4000
     learning_rate: float = 0.01
-    train_batch_size: int = 100
+    train_batch_size: int = 100  # -1: every training image in every step, each label weighing the same
     eval_step_interval: int = 10
     validation_batch_size: int = 100  # -1: the whole validation set
     seed: int = 0
@@ -101,8 +102,10 @@ class TrainConfig:
 
     def __post_init__(self):
         check_optimizer(self.optimizer, self.learning_rate_schedule)
-        if self.how_many_training_steps < 1 or self.train_batch_size < 1 or self.eval_step_interval < 1:
-            raise ValueError("training steps, batch size and evaluation interval must be at least 1")
+        if self.how_many_training_steps < 1 or self.eval_step_interval < 1:
+            raise SettingError("{how_many_training_steps} and {eval_step_interval} must be at least 1")
+        if self.train_batch_size < 1 and self.train_batch_size != -1:
+            raise SettingError("{train_batch_size} must be at least 1, or -1 for every training image in every step")
 
 
 @dataclass
@@ -217,9 +220,25 @@ def _optimizer(config: TrainConfig):
     return keras.optimizers.Adam(rate) if config.optimizer == "adam" else keras.optimizers.SGD(rate)
 
 
-def _balanced_batch(rng: np.random.Generator, by_class: list[np.ndarray], size: int) -> np.ndarray:
-    classes = rng.integers(0, len(by_class), size)
-    return np.array([by_class[c][rng.integers(0, len(by_class[c]))] for c in classes])
+def _batches(rng: np.random.Generator, vectors: np.ndarray, labels: np.ndarray, size: int):
+    """Endless ``(vectors, labels, weights)`` training batches in which every label weighs the same.
+
+    ``size`` images drawn the tutorial's way (a label at random, then one of its images), each
+    weighing 1; or, with ``size`` -1, every image in every batch, weighted by one over its label's
+    count (the weights average 1), which is the same balance without the draw.
+    """
+    by_class = [members for c in range(labels.max() + 1) if len(members := np.flatnonzero(labels == c))]
+    if size == -1:
+        counts = np.bincount(labels)
+        weights = (len(labels) / (len(by_class) * counts[labels])).astype(np.float32)
+        every = (tf.constant(vectors), tf.constant(labels), tf.constant(weights))
+        while True:
+            yield every
+    ones = np.ones(size, np.float32)
+    while True:
+        classes = rng.integers(0, len(by_class), size)
+        batch = np.array([by_class[c][rng.integers(0, len(by_class[c]))] for c in classes])
+        yield vectors[batch], labels[batch], ones
 
 
 def train_head(
@@ -243,9 +262,8 @@ def train_head(
     rng = np.random.default_rng(config.seed)
     pools = [train] + [d for d in (distorted or []) if len(d)]
     vectors = np.concatenate([p.vectors for p in pools]).astype(np.float32)
-    labels = np.concatenate([p.labels for p in pools])
-    by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
-    by_class = [members for members in by_class if len(members)]
+    labels = np.concatenate([p.labels for p in pools]).astype(np.int64)
+    batch_size = len(labels) if config.train_batch_size == -1 else config.train_batch_size
 
     standardize = None
     if config.standardize_bottlenecks:
@@ -257,11 +275,11 @@ def train_head(
         optimizer = _optimizer(config)
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing, reduction="none")
 
-    def replica_step(x, y):
+    def replica_step(x, y, weights):
         with tf.GradientTape() as tape:
             probabilities = head(x, training=True)
-            per_example = loss_fn(tf.one_hot(y, num_classes), probabilities)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.train_batch_size)
+            per_example = loss_fn(tf.one_hot(y, num_classes), probabilities) * weights
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=batch_size)
             total = loss + tf.nn.scale_regularization_loss(tf.add_n(head.losses)) if head.losses else loss
         gradients = tape.gradient(total, head.trainable_variables)
         optimizer.apply_gradients(zip(gradients, head.trainable_variables, strict=True))
@@ -269,15 +287,15 @@ def train_head(
         return loss, correct
 
     @tf.function(reduce_retracing=True)
-    def train_step(x, y):
+    def train_step(x, y, weights):
         def my_slice(context):  # replica r of R takes examples r, r + R, r + 2R, ... of the global batch
             replica = context.replica_id_in_sync_group
-            return x[replica::replicas], y[replica::replicas]
+            return x[replica::replicas], y[replica::replicas], weights[replica::replicas]
 
         inputs = strategy.experimental_distribute_values_from_function(my_slice)
         loss, correct = strategy.run(replica_step, args=inputs)
         total_loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-        accuracy = strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None) / config.train_batch_size
+        accuracy = strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None) / batch_size
         return total_loss, accuracy
 
     writers = _summary_writers(config.summaries_dir)
@@ -286,9 +304,9 @@ def train_head(
     waited = 0
     steps = config.how_many_training_steps
     bar = tqdm(range(1, steps + 1), desc="training", unit="step", disable=not progress)
+    batches = _batches(rng, vectors, labels, config.train_batch_size)
     for step in bar:
-        batch = _balanced_batch(rng, by_class, config.train_batch_size)
-        loss, accuracy = train_step(vectors[batch], labels[batch])
+        loss, accuracy = train_step(*next(batches))
         if step % config.eval_step_interval == 0 or step == steps:
             val_loss, val_accuracy = _evaluate_sample(head, validation, config.validation_batch_size, rng)
             history.steps.append(step)
@@ -310,6 +328,84 @@ def train_head(
     if best[2] is not None:
         head.set_weights(best[2])  # early stopping keeps the best layer seen on validation
     return head, history
+
+
+@dataclass
+class LinearLayer:
+    """A trained new layer as numpy arrays: ``softmax(((x - mean) / scale) @ weights + biases)``.
+
+    Fast to apply in a loop over many small experiments, and open to look inside (lessons 06-09).
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray  # [D, C]
+    biases: np.ndarray  # [C]
+
+    @classmethod
+    def of(cls, head: keras.Model) -> LinearLayer:
+        """The arrays of ``new_head``'s model (its standardisation, if any, and its dense layer)."""
+        dense = head.layers[-1]
+        kernel, biases = (np.asarray(w, np.float32) for w in dense.get_weights())
+        mean, scale = np.zeros(kernel.shape[0], np.float32), np.ones(kernel.shape[0], np.float32)
+        if len(head.layers) > 1:
+            standardize = head.get_layer("standardize")
+            mean = np.asarray(standardize.mean, np.float32).reshape(-1)
+            scale = np.sqrt(np.asarray(standardize.variance, np.float32)).reshape(-1)
+        return cls(mean, scale, kernel, biases)
+
+    def logits(self, vectors: np.ndarray) -> np.ndarray:
+        return ((np.asarray(vectors, np.float32) - self.mean) / self.scale) @ self.weights + self.biases
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        logits = self.logits(vectors)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict(self, vectors: np.ndarray) -> np.ndarray:
+        return self.logits(vectors).argmax(axis=1)
+
+    def losses(self, vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Each image's cross-entropy against ``labels``: large when the layer disagrees with the label."""
+        probabilities = self.probabilities(vectors)
+        return -np.log(np.maximum(probabilities[np.arange(len(labels)), labels], 1e-12))
+
+
+def fit_linear(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    l2: float = 1e-3,
+    steps: int = 300,
+    learning_rate: float = 0.05,
+) -> LinearLayer:
+    """The new layer of the data lessons: ``train_head`` on every training vector in every step.
+
+    Adam from the same seed every time, the features standardised, every label weighing the same
+    whatever its number of images, and no validation split: the same data give the same layer, in
+    a second or two even for thousands of images, so a learning curve of dozens of layers takes
+    a minute. A label without training images is never predicted. Taught in
+    ``notebooks/06_your_data.ipynb``.
+    """
+    vectors = np.asarray(vectors, np.float32)
+    labels = np.asarray(labels, np.int64)
+    if len(vectors) == 0 or len(vectors) != len(labels):
+        raise ValueError(f"need as many labels as vectors, and at least one (got {len(vectors)} and {len(labels)})")
+    config = TrainConfig(
+        how_many_training_steps=steps,
+        learning_rate=learning_rate,
+        train_batch_size=-1,
+        eval_step_interval=steps,
+        optimizer="adam",
+        l2=l2,
+        standardize_bottlenecks=True,
+    )
+    nothing = Bottlenecks(np.zeros((0, vectors.shape[1]), np.float32), np.zeros(0, np.int64), [])
+    head, _ = train_head(Bottlenecks(vectors, labels, []), nothing, num_classes, config, progress=False)
+    layer = LinearLayer.of(head)
+    layer.biases[np.bincount(labels, minlength=num_classes) == 0] = -1e9
+    return layer
 
 
 def _evaluate_sample(head, split: Bottlenecks, batch_size: int, rng) -> tuple[float, float]:

@@ -1,19 +1,16 @@
 """Your data decides what the new layer can learn: how many images, and which ones.
 
-The experiments of ``notebooks/06_your_data.ipynb``, each a plain function on cached bottlenecks:
+The experiments of ``notebooks/06_your_data.ipynb``, each a plain function on cached bottlenecks
+training the new layer with ``train.fit_linear`` (lesson 03's trainer on every training vector in
+every step: the same data give the same layer, in a second or two):
 
-- ``fit_linear``: the new layer (a softmax on standardised bottlenecks, an L2 penalty, each label
-  weighted equally, like the tutorial's balanced batches), fitted in numpy on all the training
-  vectors at once. Deterministic, and a second or two even for thousands of images, so a
-  learning curve of dozens of runs takes seconds.
 - ``learning_curve``: accuracy against training images per label, several random draws each.
 - ``tint`` / ``on_background`` / ``write_copies``: a hidden signal planted in one label's images.
 - ``flip_labels`` / ``rank_by_loss``: wrong labels, and finding them again by their loss.
 - ``near_copy`` / ``write_with_near_copies``: near-duplicates that leak across the split, and
   ``find_near_duplicates`` (the lesson's graded exercise) to find them.
 
-``bench/learning_curve.py`` runs the full learning curve; ``tlcourse.depths`` (lesson 07) uses
-``fit_linear`` too.
+``bench/learning_curve.py`` runs the full learning curve.
 """
 
 from __future__ import annotations
@@ -31,85 +28,9 @@ from tlcourse.atomic import atomic_path
 from tlcourse.data import Dataset
 from tlcourse.exercises.data_quality import folds_for  # lesson 07 has the learner write it: one function
 from tlcourse.images import load_image
-from tlcourse.train import Bottlenecks
+from tlcourse.train import Bottlenecks, LinearLayer, fit_linear
 
-# --- The new layer, fitted in numpy -------------------------------------------------------------
-
-
-@dataclass
-class LinearLayer:
-    """A softmax layer on standardised vectors: ``softmax(((x - mean) / scale) @ weights + biases)``."""
-
-    mean: np.ndarray
-    scale: np.ndarray
-    weights: np.ndarray  # [D, C]
-    biases: np.ndarray  # [C]
-
-    def logits(self, vectors: np.ndarray) -> np.ndarray:
-        return ((np.asarray(vectors, np.float32) - self.mean) / self.scale) @ self.weights + self.biases
-
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        logits = self.logits(vectors)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
-
-    def predict(self, vectors: np.ndarray) -> np.ndarray:
-        return self.logits(vectors).argmax(axis=1)
-
-    def losses(self, vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Each image's cross-entropy against ``labels``: large when the layer disagrees with the label."""
-        probabilities = self.probabilities(vectors)
-        return -np.log(np.maximum(probabilities[np.arange(len(labels)), labels], 1e-12))
-
-
-def fit_linear(
-    vectors: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int,
-    l2: float = 1e-3,
-    steps: int = 300,
-    learning_rate: float = 0.05,
-) -> LinearLayer:
-    """Fit the new layer on all the training vectors at once (full-batch Adam, from zero weights).
-
-    Every label gets the same total weight whatever its number of images (the tutorial's balanced
-    batches do the same on average). The result depends only on the data: no seed is needed.
-    Taught in ``notebooks/06_your_data.ipynb``.
-    """
-    vectors = np.asarray(vectors, np.float32)
-    labels = np.asarray(labels, np.int64)
-    if len(vectors) == 0 or len(vectors) != len(labels):
-        raise ValueError(f"need as many labels as vectors, and at least one (got {len(vectors)} and {len(labels)})")
-    mean = vectors.mean(axis=0)
-    scale = np.maximum(vectors.std(axis=0), 1e-3).astype(np.float32)
-    x = (vectors - mean) / scale
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
-    present = counts > 0
-    sample_weight = (1.0 / (present.sum() * counts[labels])).astype(np.float32)  # sums to 1
-    targets = np.zeros((len(labels), num_classes), np.float32)
-    targets[np.arange(len(labels)), labels] = 1.0
-    weights = np.zeros((x.shape[1], num_classes), np.float32)
-    biases = np.zeros(num_classes, np.float32)
-    moments = [np.zeros_like(weights), np.zeros_like(weights), np.zeros_like(biases), np.zeros_like(biases)]
-    beta1, beta2 = 0.9, 0.999
-    for step in range(1, steps + 1):
-        logits = x @ weights + biases
-        logits[:, ~present] = -1e9  # a label without training images is never predicted
-        logits -= logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        delta = (probabilities - targets) * sample_weight[:, None]
-        gradients = (x.T @ delta + 2.0 * l2 * weights, delta.sum(axis=0))
-        for k, (parameter, gradient) in enumerate(zip((weights, biases), gradients, strict=True)):
-            first, second = moments[2 * k], moments[2 * k + 1]
-            first *= beta1
-            first += (1 - beta1) * gradient
-            second *= beta2
-            second += (1 - beta2) * gradient**2
-            parameter -= learning_rate * (first / (1 - beta1**step)) / (np.sqrt(second / (1 - beta2**step)) + 1e-8)
-    biases[~present] = -1e9
-    return LinearLayer(mean, scale, weights, biases)
+# --- Scores and splits ---------------------------------------------------------------------------
 
 
 def accuracy_of(layer: LinearLayer, split: Bottlenecks) -> np.ndarray:
