@@ -544,7 +544,8 @@ def write_outputs(
     ``calibration_records`` (training images) calibrate an int8 TFLite model (``tflite_quantization``).
     ``report["model_card"]`` (``model_card.build``) gets the model files' hashes and, for an int8
     model, its agreement with ``model`` on ``test_records``; it is written beside the model too.
-    Returns the paths written (``config.output_paths()``); the model files' writers are ``formats.FORMATS``'.
+    Returns the paths written (``config.output_paths()``); the model files' writers, and the lines
+    that say what each holds, are ``formats.FORMATS``'.
     """
     paths = config.output_paths()
     representative = None
@@ -576,15 +577,9 @@ def write_outputs(
             f"could not write the model files next to {paths['graph']} ({error.strerror or error}); {advice} "
             "and run again. Earlier outputs there were left as they were."
         ) from error
-    tensors = f"input 'image:0' uint8 [batch, height, width, 3], output '{config.final_tensor_name}:0'"
-    print(f"wrote {paths['graph']} ({tensors})")
-    print(f"wrote {paths['labels']}, {paths['keras']}, {paths['report']}, {paths['model_card']}")
-    if "saved_model" in paths:
-        print(f"wrote SavedModel {paths['saved_model']}")
-    if "tflite" in paths:
-        size = tflite.model_preprocessing(model).size
-        kind = "full-integer int8, uint8 in and out" if config.tflite_quantization == "int8" else "float32, uint8 in"
-        print(f"wrote {paths['tflite']} (TFLite {kind}: input uint8 RGB [1, {size}, {size}, 3], resized outside)")
+    for name, path in models.items():
+        print(f"wrote {formats.FORMATS[name].describe(model, path, options)}")
+    print(f"wrote {paths['labels']}, {paths['report']}, {paths['model_card']}")
     return paths
 
 
