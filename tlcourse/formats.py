@@ -5,7 +5,7 @@ what its row's ``describe`` says of the file (what goes in and out); ``label_ima
 model with the ``load`` of its path's row (``format_of``): a folder is a SavedModel, a file is
 known by its suffix, and any other file is read as a frozen graph, as the tutorial's
 ``--output_graph`` was, whatever its name. A new format is a new row, plus the ``RetrainConfig``
-setting that names its path (``RetrainConfig.model_paths``).
+setting that names its path (``retrain.output_paths``).
 
 A model file is a program, and no loader here runs one before it is checked: a frozen graph's and
 a SavedModel's operations are checked by ``tlcourse.safe_graph`` first (a SavedModel's from its
@@ -105,7 +105,7 @@ class WriteOptions:
 class ModelFormat:
     """One row of ``FORMATS``: how a model is written to a path of this format, described, and read back."""
 
-    name: str  # its key in ``RetrainConfig.model_paths`` and ``FORMATS``
+    name: str  # its key in ``retrain.output_paths`` and ``FORMATS``
     suffix: str  # of its file; "" for a folder
     write: Callable  # (Keras model, path, WriteOptions) -> None, in place (``retrain.write_outputs`` makes it atomic)
     describe: Callable  # (Keras model, path, WriteOptions) -> what ``write`` wrote there, for "wrote ..." lines
