@@ -305,6 +305,15 @@ def test_a_model_trained_again_makes_the_threshold_and_the_agreement_stale(proje
     assert "step 5: measured on an earlier model: run it again for the model in model/" in problems
 
 
+def test_the_checker_reads_the_files_step_3_writes(tmp_path):
+    """retrain, run with the step's config, writes each file where the checker and the later steps look."""
+    written = capstone.retrain_config(tmp_path, time_budget=1).output_paths()
+    looked_at = capstone.model_paths(tmp_path)
+    assert written["tflite"] == looked_at.pop("int8") == tmp_path / "model" / "model_int8.tflite"
+    assert looked_at == {name: path for name, path in written.items() if name != "tflite"}
+    assert looked_at["report"] == tmp_path / "model" / "model.report.json"
+
+
 def test_no_project_folder_says_where_to_start(tmp_path):
     (problem,) = capstone.check(tmp_path / "nothing")
     assert problem == f"{tmp_path / 'nothing'}: no project folder yet; start with step 1 (capstone.audit, then " + (

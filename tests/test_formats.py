@@ -1,6 +1,8 @@
 """The table of model formats: retrain writes with it, label_image reads with it."""
 
+import contextlib
 import dataclasses
+import io
 import json
 
 import numpy as np
@@ -22,7 +24,8 @@ def test_a_model_is_read_by_its_suffix_a_folder_as_a_savedmodel_any_other_file_a
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
-    """Every format written by ``retrain.write_outputs`` for a small model (the model card left out)."""
+    """Every format written by ``retrain.write_outputs`` for a small model (the model card left out), and
+    what it printed."""
     folder = tmp_path_factory.mktemp("written")
     config = retrain.RetrainConfig(
         image_dir=folder,
@@ -32,14 +35,15 @@ def written(tmp_path_factory):
         output_tflite=folder / "g.tflite",
     )
     model = small_model()
-    with pytest.MonkeyPatch.context() as patch:
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.setattr(model_card, "to_markdown", lambda card, graph_name: "a card\n")
         paths = retrain.write_outputs(config, model, ["a", "b", "c"], {"model_card": {}})
-    return paths, model
+    return paths, model, printed.getvalue()
 
 
 def test_every_format_retrain_writes_is_labelled_alike(written, photo):
-    paths, model = written
+    paths, model, _ = written
     assert set(formats.FORMATS) <= set(paths)  # every row written when asked for
     card = json.loads(paths["report"].read_text())["model_card"]
     assert list(card["files"]) == ["g.pb", "g.keras", "labels.txt", "saved", "g.tflite"]
@@ -52,15 +56,20 @@ def test_every_format_retrain_writes_is_labelled_alike(written, photo):
         np.testing.assert_allclose(answer, expected, atol=2e-3, err_msg=name)
 
 
-def test_the_writers_are_the_tables(written, tmp_path, monkeypatch):
-    """What retrain writes for a format is what its row's writer writes, with the run's settings."""
+def test_the_writers_are_the_tables(written, tmp_path, monkeypatch, capsys):
+    """What retrain writes for a format is what its row's writer writes, with the run's settings, and
+    what it says it wrote is its row's description."""
     calls = []
 
     def write(model, path, options):
         calls.append(options)
         path.write_bytes(b"written by the table's row")
 
-    monkeypatch.setitem(formats.FORMATS, "tflite", dataclasses.replace(formats.TFLITE, write=write))
+    def describe(model, path, options):
+        return f"{path} (described by the table's row, {options.quantization})"
+
+    row = dataclasses.replace(formats.TFLITE, write=write, describe=describe)
+    monkeypatch.setitem(formats.FORMATS, "tflite", row)
     monkeypatch.setattr(model_card, "to_markdown", lambda card, graph_name: "a card\n")
     config = retrain.RetrainConfig(
         image_dir=tmp_path,
@@ -70,9 +79,26 @@ def test_the_writers_are_the_tables(written, tmp_path, monkeypatch):
     )
     retrain.write_outputs(config, written[1], ["a", "b", "c"], {"model_card": {}})
     assert (tmp_path / "p.tflite").read_bytes() == b"written by the table's row"
+    assert f"wrote {tmp_path / 'p.tflite'} (described by the table's row, float32)\n" in capsys.readouterr().out
     assert [(options.class_names, options.quantization, options.final_tensor_name) for options in calls] == [
         (["a", "b", "c"], "float32", "final_result")
     ]
+
+
+def test_each_file_written_is_said_once_each_model_by_its_row(written, tmp_path):
+    paths, model, printed = written
+    size = LITE0.size
+    assert printed.splitlines() == [
+        f"wrote {paths['graph']} (frozen graph: input 'image:0' uint8 [batch, height, width, 3], "
+        "output 'final_result:0')",
+        f"wrote {paths['keras']} (Keras model: input uint8 [batch, height, width, 3], output the probabilities)",
+        f"wrote {paths['saved_model']} (SavedModel: signature 'serving_default', "
+        "input 'image' uint8 [batch, height, width, 3], output 'final_result')",
+        f"wrote {paths['tflite']} (TFLite float32, uint8 in: input uint8 RGB [1, {size}, {size}, 3], resized outside)",
+        f"wrote {paths['labels']}, {paths['report']}, {paths['model_card']}",
+    ]
+    int8 = formats.TFLITE.describe(model, tmp_path / "q.tflite", formats.WriteOptions(quantization="int8"))
+    assert int8.startswith(f"{tmp_path / 'q.tflite'} (TFLite full-integer int8, uint8 in and out: ")
 
 
 def test_a_new_format_is_one_row_for_the_labeller(tmp_path, monkeypatch):
@@ -83,7 +109,8 @@ def test_a_new_format_is_one_row_for_the_labeller(tmp_path, monkeypatch):
         assert path.read_text() == "a model"
         return formats.Classifier(lambda images: np.repeat(scores, len(images), axis=0))
 
-    monkeypatch.setitem(formats.FORMATS, "toy", formats.ModelFormat("toy", ".toy", write=None, load=load))
+    toy = formats.ModelFormat("toy", ".toy", write=None, describe=None, load=load)
+    monkeypatch.setitem(formats.FORMATS, "toy", toy)
     (tmp_path / "m.toy").write_text("a model")
     (tmp_path / "labels.txt").write_text("daisy\nrose\ntulip\n")
     (tmp_path / "photo.png").write_bytes(_png(random_images(1)[0]))

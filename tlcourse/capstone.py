@@ -39,7 +39,7 @@ AUDIT = "audit.json"
 IMAGES = "images"
 CURVE = "learning_curve.json"
 MODEL = "model"
-GRAPH = "model.pb"  # retrain writes model.keras, model.report.json beside it
+GRAPH = "model.pb"  # retrain writes model.keras, model.report.json, ... beside it (``model_paths``)
 LABELS = "labels.txt"
 INT8_MODEL = "model_int8.tflite"
 THRESHOLD = "threshold.json"
@@ -86,15 +86,13 @@ def _write_json(path: Path, content: dict) -> Path:
 
 
 def model_paths(project: str | Path) -> dict[str, Path]:
+    """The files step 3 writes in ``model/``, named as ``retrain`` names them; "int8" is the int8 TFLite model."""
+    from tlcourse import retrain
+
     folder = Path(project) / MODEL
-    graph = folder / GRAPH
-    return {
-        "graph": graph,
-        "keras": graph.with_suffix(".keras"),
-        "report": graph.with_suffix(".report.json"),
-        "labels": folder / LABELS,
-        "int8": folder / INT8_MODEL,
-    }
+    paths = retrain.output_paths(folder / GRAPH, folder / LABELS, output_tflite=folder / INT8_MODEL)
+    paths["int8"] = paths.pop("tflite")
+    return paths
 
 
 # --- 1. Audit ------------------------------------------------------------------------------------

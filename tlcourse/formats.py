@@ -1,10 +1,11 @@
-"""The model formats the course writes and reads: one table, ``FORMATS`` (suffix, writer, loader).
+"""The model formats the course writes and reads: one table, ``FORMATS`` (suffix, writer, description, loader).
 
-``retrain.write_outputs`` writes each format a run asks for with its row's ``write``;
-``label_image.py`` reads a model with the ``load`` of its path's row (``format_of``): a folder is
-a SavedModel, a file is known by its suffix, and any other file is read as a frozen graph, as the
-tutorial's ``--output_graph`` was, whatever its name. A new format is a new row, plus the
-``RetrainConfig`` setting that names its path (``RetrainConfig.model_paths``).
+``retrain.write_outputs`` writes each format a run asks for with its row's ``write``, and prints
+what its row's ``describe`` says of the file (what goes in and out); ``label_image.py`` reads a
+model with the ``load`` of its path's row (``format_of``): a folder is a SavedModel, a file is
+known by its suffix, and any other file is read as a frozen graph, as the tutorial's
+``--output_graph`` was, whatever its name. A new format is a new row, plus the ``RetrainConfig``
+setting that names its path (``retrain.output_paths``).
 
 A model file is a program, and no loader here runs one before it is checked: a frozen graph's and
 a SavedModel's operations are checked by ``tlcourse.safe_graph`` first (a SavedModel's from its
@@ -102,11 +103,12 @@ class WriteOptions:
 
 @dataclass(frozen=True)
 class ModelFormat:
-    """One row of ``FORMATS``: how a model is written to a path of this format, and read back."""
+    """One row of ``FORMATS``: how a model is written to a path of this format, described, and read back."""
 
-    name: str  # its key in ``RetrainConfig.model_paths`` and ``FORMATS``
+    name: str  # its key in ``retrain.output_paths`` and ``FORMATS``
     suffix: str  # of its file; "" for a folder
     write: Callable  # (Keras model, path, WriteOptions) -> None, in place (``retrain.write_outputs`` makes it atomic)
+    describe: Callable  # (Keras model, path, WriteOptions) -> what ``write`` wrote there, for "wrote ..." lines
     load: Callable  # (path, final_tensor_name) -> Classifier, the file checked first where it holds operations
     labeller: Callable | None = None  # (path) -> LiteRTLabeller, if a file of it is labelled without TensorFlow
 
@@ -136,10 +138,19 @@ def _tensorflow():
     return import_tensorflow()
 
 
+_ANY_SIZE = "uint8 [batch, height, width, 3]"  # the images every model but a .tflite one takes, resized inside
+
+
 def _write_graph(model, path: Path, options: WriteOptions) -> None:
     from tlcourse import export
 
     export.write_frozen_graph(model, path, options.final_tensor_name)
+
+
+def _describe_graph(model, path: Path, options: WriteOptions) -> str:
+    from tlcourse import export
+
+    return f"{path} (frozen graph: input '{export.INPUT_NAME}:0' {_ANY_SIZE}, output '{options.final_tensor_name}:0')"
 
 
 def _load_graph(path: Path, final_tensor_name: str) -> Classifier:
@@ -174,6 +185,10 @@ def _write_keras(model, path: Path, options: WriteOptions) -> None:
     model.save(path)
 
 
+def _describe_keras(model, path: Path, options: WriteOptions) -> str:
+    return f"{path} (Keras model: input {_ANY_SIZE}, output the probabilities)"
+
+
 def _load_keras(path: Path, final_tensor_name: str) -> Classifier:
     tf = _tensorflow()
     import keras
@@ -198,6 +213,15 @@ def _write_saved_model(model, path: Path, options: WriteOptions) -> None:
     export.write_saved_model(model, path, options.final_tensor_name)
 
 
+def _describe_saved_model(model, path: Path, options: WriteOptions) -> str:
+    from tlcourse import export
+
+    return (
+        f"{path} (SavedModel: signature 'serving_default', input '{export.INPUT_NAME}' {_ANY_SIZE}, "
+        f"output '{options.final_tensor_name}')"
+    )
+
+
 def _load_saved_model(path: Path, final_tensor_name: str) -> Classifier:
     tf = _tensorflow()
     safe_graph.check_saved_model(path)  # before loading, which runs some of it
@@ -215,6 +239,12 @@ def _write_tflite(model, path: Path, options: WriteOptions) -> None:
     tflite.write_tflite(model, path, options.quantization, options.representative_data, options.class_names)
 
 
+def _describe_tflite(model, path: Path, options: WriteOptions) -> str:
+    size = tflite.model_preprocessing(model).size
+    kind = "full-integer int8, uint8 in and out" if options.quantization == "int8" else "float32, uint8 in"
+    return f"{path} (TFLite {kind}: input uint8 RGB [1, {size}, {size}, 3], resized outside)"
+
+
 def _load_tflite(path: Path, final_tensor_name: str) -> Classifier:
     """Through LiteRT; the fixed-size input is made outside the model, by the preprocessing in its metadata."""
     model = tflite.TFLiteClassifier(path)
@@ -226,8 +256,8 @@ def _tflite_labeller(path: Path) -> LiteRTLabeller:
     return LiteRTLabeller(model.prepare, model, model.labels)
 
 
-GRAPH = ModelFormat("graph", ".pb", _write_graph, _load_graph)
-KERAS = ModelFormat("keras", ".keras", _write_keras, _load_keras)
-SAVED_MODEL = ModelFormat("saved_model", "", _write_saved_model, _load_saved_model)
-TFLITE = ModelFormat("tflite", ".tflite", _write_tflite, _load_tflite, _tflite_labeller)
+GRAPH = ModelFormat("graph", ".pb", _write_graph, _describe_graph, _load_graph)
+KERAS = ModelFormat("keras", ".keras", _write_keras, _describe_keras, _load_keras)
+SAVED_MODEL = ModelFormat("saved_model", "", _write_saved_model, _describe_saved_model, _load_saved_model)
+TFLITE = ModelFormat("tflite", ".tflite", _write_tflite, _describe_tflite, _load_tflite, _tflite_labeller)
 FORMATS = {model_format.name: model_format for model_format in (GRAPH, KERAS, SAVED_MODEL, TFLITE)}

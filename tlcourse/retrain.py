@@ -320,31 +320,33 @@ class RetrainConfig:
         return [pipeline.HeadRecipe("new layer", self.train_config(), fit=self.image_fit)]
 
     def output_paths(self) -> dict[str, Path]:
-        """The files ``retrain`` writes: graph, keras, labels, report, model card, and the other models asked for."""
-        graph, models = Path(self.output_graph), self.model_paths()
-        return {
-            "graph": models.pop("graph"),
-            "keras": models.pop("keras"),
-            "labels": Path(self.output_labels),
-            "report": graph.with_suffix(".report.json"),
-            "model_card": model_card.card_path(graph),
-            **models,  # the SavedModel and the TFLite model, when asked for
-        }
+        """The files ``retrain`` writes for these settings (``output_paths``)."""
+        return output_paths(self.output_graph, self.output_labels, self.saved_model_dir, self.output_tflite)
 
     def model_paths(self) -> dict[str, Path]:
         """The model files ``retrain`` writes, by format (``formats.FORMATS``); SavedModel and TFLite when asked for."""
-        graph = Path(self.output_graph)
-        asked = {
-            "graph": graph,
-            "keras": graph.with_suffix(formats.KERAS.suffix),
-            "saved_model": self.saved_model_dir,
-            "tflite": self.output_tflite,
-        }
-        return {name: Path(path) for name, path in asked.items() if path}
+        return {name: path for name, path in self.output_paths().items() if name in formats.FORMATS}
 
     def to_json(self) -> dict:
         """The settings, as the report stores them."""
         return {setting.name: getattr(self, setting.name) for setting in settings()}
+
+
+def output_paths(output_graph, output_labels, saved_model_dir="", output_tflite="") -> dict[str, Path]:
+    """The files ``retrain`` writes: graph, keras, labels, report, model card, and the other models asked for.
+
+    Every file name beside ``output_graph`` is made here, once (``capstone.model_paths`` asks too).
+    """
+    graph = Path(output_graph)
+    asked = {"saved_model": saved_model_dir, "tflite": output_tflite}
+    return {
+        "graph": graph,
+        "keras": graph.with_suffix(formats.KERAS.suffix),
+        "labels": Path(output_labels),
+        "report": graph.with_suffix(".report.json"),
+        "model_card": model_card.card_path(graph),
+        **{name: Path(path) for name, path in asked.items() if path},
+    }
 
 
 def _recording_given(init):
@@ -527,7 +529,8 @@ def write_outputs(
     ``calibration_records`` (training images) calibrate an int8 TFLite model (``tflite_quantization``).
     ``report["model_card"]`` (``model_card.build``) gets the model files' hashes and, for an int8
     model, its agreement with ``model`` on ``test_records``; it is written beside the model too.
-    Returns the paths written (``config.output_paths()``); the model files' writers are ``formats.FORMATS``'.
+    Returns the paths written (``config.output_paths()``); the model files' writers, and the lines
+    that say what each holds, are ``formats.FORMATS``'.
     """
     paths = config.output_paths()
     representative = None
@@ -559,15 +562,9 @@ def write_outputs(
             f"could not write the model files next to {paths['graph']} ({error.strerror or error}); {advice} "
             "and run again. Earlier outputs there were left as they were."
         ) from error
-    tensors = f"input 'image:0' uint8 [batch, height, width, 3], output '{config.final_tensor_name}:0'"
-    print(f"wrote {paths['graph']} ({tensors})")
-    print(f"wrote {paths['labels']}, {paths['keras']}, {paths['report']}, {paths['model_card']}")
-    if "saved_model" in paths:
-        print(f"wrote SavedModel {paths['saved_model']}")
-    if "tflite" in paths:
-        size = tflite.model_preprocessing(model).size
-        kind = "full-integer int8, uint8 in and out" if config.tflite_quantization == "int8" else "float32, uint8 in"
-        print(f"wrote {paths['tflite']} (TFLite {kind}: input uint8 RGB [1, {size}, {size}, 3], resized outside)")
+    for name, path in models.items():
+        print(f"wrote {formats.FORMATS[name].describe(model, path, options)}")
+    print(f"wrote {paths['labels']}, {paths['report']}, {paths['model_card']}")
     return paths
 
 
