@@ -99,8 +99,8 @@ def test_rank_by_loss_puts_flipped_labels_first():
     assert flipped[top].mean() > 0.8
 
 
-def test_out_of_fold_losses_find_flipped_labels_that_the_layer_memorised():
-    vectors, labels = clusters(num_classes=4, per_class=40, dim=64, spread=2.0)
+def test_out_of_fold_losses_put_flipped_labels_first():
+    vectors, labels = clusters(num_classes=4, per_class=40, dim=256, spread=3.0)
     noisy, flipped = your_data.flip_labels(labels, 0.2, 4, seed=0)
     losses = your_data.out_of_fold_losses(vectors, noisy, 4)
     top = np.argsort(-losses)[: flipped.sum()]
