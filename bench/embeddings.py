@@ -3,7 +3,7 @@
     python bench/embeddings.py            # 10,000 and 100,000 vectors of 1,280 values (Lite0's bottleneck)
     python bench/embeddings.py --quick    # 1,000 and 10,000: a fast check
 
-The search is the course's own (``tlcourse.embeddings.nearest``, what ``python -m tlcourse.search``
+The search is the course's own (``tlcourse.search.nearest``, what ``python -m tlcourse.search``
 and ``SearchIndex.query`` run): every query against every indexed vector, a matrix product in
 numpy, then the top 5. The vectors are random unit vectors: the time of a brute-force search does
 not depend on what they hold. Each figure is the median of several repeats, for one query at a time
@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tlcourse import embeddings  # noqa: E402
+from tlcourse import search  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DIMENSIONS = 1280  # EfficientNet-Lite0's bottleneck
@@ -55,10 +55,10 @@ def median_seconds(function, repeats: int = REPEATS) -> float:
 
 
 def measure(size: int, rng: np.random.Generator) -> dict:
-    index = embeddings.normalize(rng.normal(size=(size, DIMENSIONS)).astype(np.float32))
-    queries = embeddings.normalize(rng.normal(size=(BATCH, DIMENSIONS)).astype(np.float32))
-    one = median_seconds(lambda: embeddings.nearest(queries[:1], index, TOP_K, normalized=True))
-    batch = median_seconds(lambda: embeddings.nearest(queries, index, TOP_K, normalized=True), repeats=5)
+    index = search.normalize(rng.normal(size=(size, DIMENSIONS)).astype(np.float32))
+    queries = search.normalize(rng.normal(size=(BATCH, DIMENSIONS)).astype(np.float32))
+    one = median_seconds(lambda: search.nearest(queries[:1], index, TOP_K, normalized=True))
+    batch = median_seconds(lambda: search.nearest(queries, index, TOP_K, normalized=True), repeats=5)
     return {
         "vectors": size,
         "index_mb": index.nbytes / 1e6,
@@ -95,7 +95,7 @@ def main() -> int:
         "",
         f"`{summary['command']}` on {summary['date']} ({summary['machine']}, numpy {np.__version__}); "
         f"1-minute load average {summary['load_average_1_min']:.1f} at the end; "
-        f"{DIMENSIONS}-value unit vectors, top {TOP_K}, `tlcourse.embeddings.nearest` on a normalised index "
+        f"{DIMENSIONS}-value unit vectors, top {TOP_K}, `tlcourse.search.nearest` on a normalised index "
         "(as `SearchIndex.query` runs it); medians of repeats.",
         "",
         "| indexed vectors | index in memory | one query | per query, in batches of 100 |",

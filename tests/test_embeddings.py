@@ -23,9 +23,9 @@ def clusters(num_labels=4, per_label=30, dimensions=16, spread=0.3, seed=0) -> B
 def test_nearest_finds_the_most_similar_rows_in_order_across_chunks(monkeypatch):
     rng = np.random.default_rng(1)
     index, queries = rng.normal(size=(50, 8)), rng.normal(size=(7, 8))
-    monkeypatch.setattr(embeddings, "CHUNK", 3)  # several chunks
-    indices, similarities = embeddings.nearest(queries, index, 4)
-    full = embeddings.normalize(queries) @ embeddings.normalize(index).T
+    monkeypatch.setattr(search, "CHUNK", 3)  # several chunks
+    indices, similarities = search.nearest(queries, index, 4)
+    full = search.normalize(queries) @ search.normalize(index).T
     assert np.array_equal(indices, np.argsort(-full, axis=1)[:, :4])
     assert np.allclose(similarities, np.sort(full, axis=1)[:, ::-1][:, :4], atol=1e-6)
     assert np.all(np.diff(similarities, axis=1) <= 0)
@@ -33,14 +33,14 @@ def test_nearest_finds_the_most_similar_rows_in_order_across_chunks(monkeypatch)
 
 def test_nearest_can_leave_each_row_out_of_its_own_neighbours():
     vectors = np.random.default_rng(2).normal(size=(20, 5))
-    indices, similarities = embeddings.nearest(vectors, vectors, 1, exclude_self=True)
+    indices, similarities = search.nearest(vectors, vectors, 1, exclude_self=True)
     assert not np.any(indices[:, 0] == np.arange(20)) and np.all(similarities < 1 - 1e-6)
-    assert np.array_equal(embeddings.nearest(vectors, vectors, 1)[0][:, 0], np.arange(20))
+    assert np.array_equal(search.nearest(vectors, vectors, 1)[0][:, 0], np.arange(20))
 
 
 def test_cosine_ignores_length():
     vectors = np.array([[1.0, 0.0], [0.0, 1.0]])
-    indices, similarities = embeddings.nearest([[10.0, 0.1]], vectors, 2)
+    indices, similarities = search.nearest([[10.0, 0.1]], vectors, 2)
     assert indices.tolist() == [[0, 1]] and similarities[0, 0] == pytest.approx(10 / np.hypot(10, 0.1))
 
 
@@ -132,22 +132,22 @@ def test_farthest_first_picks_the_outlier():
 # --- The index file and the command line ----------------------------------------------------------------
 
 
-def toy_index(fingerprint="abc") -> embeddings.SearchIndex:
-    return embeddings.SearchIndex(np.eye(3, dtype=np.float32) * 2, ["a.jpg", "b.jpg", "c.jpg"], ["1", "2", "3"],
-                                  "efficientnet_lite0", fingerprint)  # fmt: skip
+def toy_index(fingerprint="abc") -> search.SearchIndex:
+    return search.SearchIndex(np.eye(3, dtype=np.float32) * 2, ["a.jpg", "b.jpg", "c.jpg"], ["1", "2", "3"],
+                              "efficientnet_lite0", fingerprint)  # fmt: skip
 
 
 def test_the_index_round_trips_normalised_and_refuses_a_damaged_file(tmp_path):
     path = toy_index().save(tmp_path / "i.npz")
-    loaded = embeddings.SearchIndex.load(path)
+    loaded = search.SearchIndex.load(path)
     assert loaded.paths == ["a.jpg", "b.jpg", "c.jpg"] and np.allclose(loaded.vectors, np.eye(3))
     assert loaded.query([[0.0, 1.0, 0.1]], 2)[0][0][0] == "b.jpg"
     assert not list(tmp_path.glob(".*tmp*"))  # written atomically: no temporary left
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(embeddings.SearchIndexError, match="build it again"):
-        embeddings.SearchIndex.load(path)
+    with pytest.raises(search.SearchIndexError, match="build it again"):
+        search.SearchIndex.load(path)
     with pytest.raises(FileNotFoundError, match="tlcourse.search index"):
-        embeddings.SearchIndex.load(tmp_path / "missing.npz")
+        search.SearchIndex.load(tmp_path / "missing.npz")
 
 
 def test_an_index_of_another_backbone_is_refused(lite0):
@@ -173,7 +173,7 @@ def indexed(tmp_path_factory, stamps_dir):
 def test_the_command_line_indexes_a_folder_and_finds_an_image_itself_first(indexed, capsys):
     folder, index_path, bottleneck_dir, status = indexed
     assert status == 0
-    index = embeddings.SearchIndex.load(index_path)
+    index = search.SearchIndex.load(index_path)
     assert len(index.paths) == 8  # the text file is skipped
     query = sorted(folder.glob("birds-*"))[0]
     argv = ["query", str(query), "--index", str(index_path), "--bottleneck_dir", str(bottleneck_dir), "--json"]
@@ -188,7 +188,7 @@ def test_the_command_line_reports_a_bad_query_and_a_foreign_index(indexed, tmp_p
     folder, index_path, bottleneck_dir, _ = indexed
     status = search.main(["query", str(folder / "notes.txt"), "--index", str(index_path)])
     assert status == 1 and "notes.txt: error: not an image" in capsys.readouterr().err
-    foreign = embeddings.SearchIndex.load(index_path)
+    foreign = search.SearchIndex.load(index_path)
     foreign.fingerprint = "0000000000000000"
     foreign.save(tmp_path / "foreign.npz")
     assert search.main(["query", str(folder), "--index", str(tmp_path / "foreign.npz")]) == 1

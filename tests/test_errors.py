@@ -12,7 +12,7 @@ from tlcourse import label
 from tlcourse.data import ImageFolderError
 from tlcourse.datasets import DatasetError
 from tlcourse.download import DownloadError
-from tlcourse.embeddings import SearchIndexError
+from tlcourse.search import SearchIndexError
 from tlcourse.errors import ModelFileError, SettingError, TLCourseError, UsageError, command_line
 from tlcourse.images import ImageError
 from tlcourse.safe_graph import UnsafeModelError

@@ -1,10 +1,9 @@
 """The bottleneck as an embedding: nearest neighbours, image search, few-shot labels, unknown images,
 and which image to label next.
 
-Every function here works on cached bottlenecks (``tlcourse.train.cached_splits``) in numpy:
+Every function here works on cached bottlenecks (``tlcourse.train.cached_splits``) in numpy, with
+the cosine similarity of the tool's image search (``tlcourse.search.normalize`` / ``nearest``):
 
-- ``normalize`` / ``nearest``: cosine similarity by brute force, in chunks (enough up to about
-  100,000 images: ``bench/embeddings.py`` measures it).
 - ``knn_predict`` and ``class_means`` / ``nearest_mean_predict``: two classifiers with no training,
   set beside the trained layer along lesson 06's learning curve (``compare_on_curve``).
 - ``retrieval_scores``: precision@k and mean average precision of an image search (the lesson's
@@ -13,77 +12,30 @@ Every function here works on cached bottlenecks (``tlcourse.train.cached_splits`
 - ``auroc`` / ``auroc_interval``: how well a score separates known images from images of none of
   the labels, whatever the threshold.
 - ``active_labelling``: which image to label next, against random choice.
-- ``SearchIndex``: a file of normalised bottlenecks keyed by the backbone's fingerprint, written
-  atomically; the command line ``python -m tlcourse.search`` builds and queries it.
+- ``show_neighbours``: a mistake explained by the nearest training images.
+
+The search index on disk (``tlcourse.search.SearchIndex``) and its command line belong to the tool.
 
 Taught in ``notebooks/08_embeddings.ipynb``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from tlcourse import stats
-from tlcourse.atomic import atomic_path
-from tlcourse.errors import TLCourseError
+from tlcourse import search, stats
 from tlcourse.exercises.embeddings import retrieval_scores
 from tlcourse.train import Bottlenecks, fit_linear
 from tlcourse.your_data import accuracy_of, per_label_sample, take
-
-CHUNK = 4096  # queries compared at once: a [CHUNK, N] block of similarities stays in memory
-
-
-# --- Cosine similarity and the nearest images ----------------------------------------------------
-
-
-def normalize(vectors) -> np.ndarray:
-    """Each row divided by its length (float32): the dot product of two rows is then their cosine."""
-    vectors = np.asarray(vectors, np.float32)
-    lengths = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(lengths, 1e-12)
-
-
-def nearest(
-    queries, index_vectors, k: int, exclude_self: bool = False, normalized: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` most similar rows of ``index_vectors`` for each query, by cosine similarity.
-
-    Returns ``(indices [Q, k], similarities [Q, k])``, most similar first. Brute force: every query
-    against every indexed vector, ``CHUNK`` queries at a time. ``exclude_self`` leaves out the
-    query's own row when the queries are the index itself (leave-one-out). ``normalized`` says the
-    index rows are unit vectors already (a ``SearchIndex``'s are), which saves a pass over them.
-    """
-    queries = normalize(np.atleast_2d(queries))
-    index_vectors = np.atleast_2d(index_vectors) if normalized else normalize(np.atleast_2d(index_vectors))
-    if queries.shape[1] != index_vectors.shape[1]:
-        raise ValueError(f"queries have {queries.shape[1]} values each, the index {index_vectors.shape[1]}")
-    k = min(int(k), len(index_vectors) - int(exclude_self))
-    if k < 1:
-        raise ValueError("the index holds no other image to compare with")
-    all_indices, all_similarities = [], []
-    for start in range(0, len(queries), CHUNK):
-        similarities = queries[start : start + CHUNK] @ index_vectors.T
-        if exclude_self:
-            rows = np.arange(len(similarities))
-            similarities[rows, rows + start] = -np.inf
-        top = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(similarities, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        all_indices.append(top)
-        all_similarities.append(np.take_along_axis(similarities, top, axis=1))
-    return np.concatenate(all_indices), np.concatenate(all_similarities)
-
 
 # --- Two classifiers without training ------------------------------------------------------------
 
 
 def knn_predict(train: Bottlenecks, queries, num_classes: int, k: int = 5) -> np.ndarray:
     """The label each query's ``k`` nearest training images vote for, each vote weighted by its similarity."""
-    indices, similarities = nearest(queries, train.vectors, k)
+    indices, similarities = search.nearest(queries, train.vectors, k)
     votes = np.zeros((len(indices), num_classes))
     np.add.at(votes, (np.arange(len(indices))[:, None], train.labels[indices]), np.maximum(similarities, 0) + 1e-6)
     return votes.argmax(axis=1)
@@ -91,15 +43,15 @@ def knn_predict(train: Bottlenecks, queries, num_classes: int, k: int = 5) -> np
 
 def class_means(vectors, labels, num_classes: int) -> np.ndarray:
     """One unit vector per label: the mean direction of its images (a row of zeros for a label without any)."""
-    vectors, labels = normalize(vectors), np.asarray(labels)
+    vectors, labels = search.normalize(vectors), np.asarray(labels)
     means = np.zeros((num_classes, vectors.shape[1]), np.float32)
     np.add.at(means, labels, vectors)
-    return normalize(means)
+    return search.normalize(means)
 
 
 def mean_similarities(means: np.ndarray, queries) -> np.ndarray:
     """Cosine similarity of every query to every class mean, ``[Q, C]``; -inf for a label without images."""
-    similarities = normalize(np.atleast_2d(queries)) @ means.T
+    similarities = search.normalize(np.atleast_2d(queries)) @ means.T
     similarities[:, ~means.any(axis=1)] = -np.inf
     return similarities
 
@@ -187,7 +139,7 @@ def search_scores(index: Bottlenecks, queries: Bottlenecks, k: int = 5, scorer=r
     """(precision@k, mean average precision) of searching ``index`` with each query image: an indexed
     image is relevant when it has the query's label. ``scorer`` is the function that scores the ranking
     (the lesson passes the learner's own)."""
-    similarities = normalize(queries.vectors) @ normalize(index.vectors).T
+    similarities = search.normalize(queries.vectors) @ search.normalize(index.vectors).T
     return scorer(similarities, queries.labels, index.labels, k)
 
 
@@ -264,7 +216,7 @@ def auroc_interval(known_scores, unknown_scores, num_resamples: int = 1000, seed
 
 def nearest_similarity(index_vectors, queries, k: int = 1) -> np.ndarray:
     """Each query's mean cosine similarity to its ``k`` nearest indexed images: low for an unfamiliar image."""
-    return nearest(queries, index_vectors, k)[1].mean(axis=1)
+    return search.nearest(queries, index_vectors, k)[1].mean(axis=1)
 
 
 # --- Which image to label next ----------------------------------------------------------------------
@@ -356,7 +308,7 @@ def show_neighbours(queries: Bottlenecks, index: Bottlenecks, class_names: list[
 
     from tlcourse.images import load_image
 
-    indices, similarities = nearest(queries.vectors, index.vectors, k)
+    indices, similarities = search.nearest(queries.vectors, index.vectors, k)
     rows = len(queries)
     figure, axes = plt.subplots(rows, k + 1, figsize=(1.9 * (k + 1), 2.1 * rows), squeeze=False)
     for row in range(rows):
@@ -373,85 +325,3 @@ def show_neighbours(queries: Bottlenecks, index: Bottlenecks, class_names: list[
         axis.axis("off")
     figure.tight_layout()
     return figure
-
-
-# --- A search index on disk ------------------------------------------------------------------------------
-
-INDEX_FORMAT = 1
-
-
-class SearchIndexError(TLCourseError, ValueError):
-    """A search index that cannot be used: damaged, another format, or made by another backbone."""
-
-
-@dataclass
-class SearchIndex:
-    """Normalised bottlenecks of a folder's images, with the backbone that made them.
-
-    ``paths`` are the images' paths as given when the index was built; ``sha256`` their content
-    hashes (the bottleneck cache's keys); ``fingerprint`` the backbone's (``Backbone.fingerprint``):
-    vectors of another backbone would be compared with nonsense, so ``check_backbone`` refuses them.
-    """
-
-    vectors: np.ndarray
-    paths: list[str]
-    sha256: list[str]
-    backbone: str
-    fingerprint: str
-    source: str = "the index"  # the file it was loaded from, for messages
-
-    def __post_init__(self):
-        self.vectors = normalize(self.vectors)  # stored as unit vectors: a query is then one matrix product
-
-    def save(self, path: str | Path) -> Path:
-        """Write the index to ``path`` (``.npz``) atomically: a killed run leaves the old index whole."""
-        path = Path(path)
-        header = {"format": INDEX_FORMAT, "backbone": self.backbone, "fingerprint": self.fingerprint}
-        with atomic_path(path, keep_suffix=True) as temporary:
-            with open(temporary, "wb") as file:
-                np.savez(
-                    file,
-                    header=np.array(json.dumps(header)),
-                    vectors=self.vectors,
-                    paths=np.array(self.paths, dtype=str),
-                    sha256=np.array(self.sha256, dtype=str),
-                )
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> SearchIndex:
-        path = Path(path)
-        if not path.is_file():
-            hint = "build one with: python -m tlcourse.search index FOLDER"
-            raise FileNotFoundError(f"{path}: no search index here; {hint}")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                header = json.loads(str(data["header"]))
-                vectors, paths, sha256 = data["vectors"], data["paths"].tolist(), data["sha256"].tolist()
-        except Exception as error:  # zip, numpy and JSON errors alike: a damaged or foreign file, named
-            raise SearchIndexError(
-                f"{path}: not a search index this course can read ({type(error).__name__}: {error}); "
-                f"build it again with: python -m tlcourse.search index FOLDER --index {path}"
-            ) from error
-        if header.get("format") != INDEX_FORMAT or not len(vectors) == len(paths) == len(sha256):
-            found = header.get("format")
-            raise SearchIndexError(f"{path}: index format {found!r}, expected {INDEX_FORMAT}; build the index again")
-        return cls(vectors, paths, sha256, header["backbone"], header["fingerprint"], str(path))
-
-    def check_backbone(self, backbone) -> None:
-        """Refuse a backbone other than the one that made the index: its vectors mean other things."""
-        if backbone.name != self.backbone or backbone.fingerprint != self.fingerprint:
-            raise SearchIndexError(
-                f"{self.source} was built with {self.backbone} (fingerprint {self.fingerprint}), but the backbone "
-                f"here is {backbone.name} (fingerprint {backbone.fingerprint}): their vectors cannot be compared. "
-                f"Query with --architecture {self.backbone} where that backbone is unchanged, or build the index "
-                f"again with this one."
-            )
-
-    def query(self, vectors, k: int = 5) -> list[list[tuple[str, float]]]:
-        """For each query vector, the ``k`` nearest indexed images as (path, cosine similarity)."""
-        indices, similarities = nearest(vectors, self.vectors, k, normalized=True)
-        return [
-            [(self.paths[i], float(s)) for i, s in zip(row, scores, strict=True)]
-            for row, scores in zip(indices, similarities, strict=True)
-        ]
