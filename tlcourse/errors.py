@@ -8,7 +8,8 @@ keeps the built-in base it has always had (``ValueError``, ``RuntimeError``), so
 
 ``command_line(main)`` wraps a ``main(argv) -> int`` entry point, with one exit-code policy for
 every command (``retrain.py``, ``label_image.py``, ``python -m tlcourse.search``, ``.compare``,
-``.datasets``, ``.backbones``, ``.exercises``, ``.demo``):
+``.datasets``, ``.backbones``, ``.exercises``, ``.demo``, ``.book``; ``tests/test_errors.py`` finds
+them all):
 
 - 0: done;
 - 1: a user's mistake in what the command was given (one of the course's errors, a missing or
