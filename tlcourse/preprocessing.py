@@ -52,7 +52,9 @@ class Preprocessing:
 
 # Lite: bicubic resize of a 224/256 centre crop, then (x - 127) / 128 reproduces the ImageNet
 # predictions of the original checkpoints. Inception-v3: 299 px, scaled to [-1, 1].
-# Here, not in ``backbones.REGISTRY`` only, so that a .tflite file is labelled without TensorFlow.
+# Here, not in ``backbones.REGISTRY`` only: ``label`` imports without TensorFlow (``backbones`` imports it),
+# and picks among these the one that reproduces a converted model's own preprocessing, kept beside its
+# LiteRT conversion for the next runs (``label._checked_preprocessing``). A .tflite file carries its own.
 PREPROCESSINGS = {
     "efficientnet_lite0": Preprocessing(224, 224 / 256, "bicubic", 127.0, 128.0),
     "efficientnet_lite2": Preprocessing(260, 224 / 256, "bicubic", 127.0, 128.0),

@@ -215,8 +215,10 @@ class TFLiteClassifier:
 
     ``classifier.prepare(image)`` is ``resize_for_model`` for this model's input; ``input_size``,
     ``input_dtype`` and ``runtime`` say what an app must feed it and what ran it here. The
-    preprocessing and ``labels`` come from the file's metadata; a file without metadata gets the
-    preprocessing of the course backbone of its input size, and no labels (None).
+    preprocessing and ``labels`` come from the file's TFLite metadata (``tflite_metadata``), which
+    ``write_tflite`` stores; a ``preprocessing`` given here is used instead of the metadata's. A file
+    without that metadata is refused (``ModelFileError``: nothing says how to crop, resize and scale
+    its images) unless ``preprocessing`` is given, and then it has no labels (None).
     """
 
     def __init__(self, path: str | Path, preprocessing: Preprocessing | None = None, num_threads: int | None = None):
