@@ -118,3 +118,12 @@ def test_no_module_of_the_tools_core_imports_a_lesson_helper_even_lazily():
     assert not [chain for chain in chains if chain], "\n".join(" -> ".join(c) for c in chains if c)
     toy = {"a": {"b"}, "b": {"c", "d"}, "c": set(), "d": set()}
     assert chain_to(toy, "a", {"d"}) == ["a", "b", "d"]  # the check itself finds one
+
+
+def test_every_module_is_reachable_as_an_attribute_of_the_package():
+    """``tlc.name`` loads any module of the package on first use, a new one included."""
+    import tlcourse
+
+    modules = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"} | {"exercises"}
+    assert set(tlcourse.SUBMODULES) == modules
+    assert tlcourse.errors.TLCourseError and tlcourse.preprocessing.PREPROCESSINGS

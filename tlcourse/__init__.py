@@ -6,48 +6,14 @@ Use it as ``import tlcourse as tlc``; submodules load on first use (``tlc.backbo
 
 import importlib
 import os
+import pkgutil
 
 # TensorFlow's C++ start-up chatter (CPU feature lines, CUDA probes) hides what matters to a learner.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-SUBMODULES = (
-    "atomic",
-    "backbones",
-    "book",
-    "bottlenecks",
-    "calibration",
-    "capstone",
-    "compare",
-    "course",
-    "config",
-    "data",
-    "datasets",
-    "depths",
-    "download",
-    "embeddings",
-    "exercises",
-    "export",
-    "finetune",
-    "formats",
-    "hardware",
-    "images",
-    "label",
-    "litert",
-    "many_classes",
-    "model_card",
-    "pipeline",
-    "plots",
-    "retrain",
-    "search",
-    "stats",
-    "tflite",
-    "torch_weights",
-    "train",
-    "widgets",
-    "your_data",
-)
+SUBMODULES = tuple(module.name for module in pkgutil.iter_modules(__path__))  # every one, found on disk
 
 
 def __getattr__(name):

@@ -6,8 +6,8 @@ the cosine similarity of the tool's image search (``tlcourse.search.normalize`` 
 
 - ``knn_predict`` and ``class_means`` / ``nearest_mean_predict``: two classifiers with no training,
   set beside the trained layer along lesson 06's learning curve (``compare_on_curve``).
-- ``retrieval_scores``: precision@k and mean average precision of an image search (the lesson's
-  graded exercise; its reference is ``tlcourse.exercises.embeddings.retrieval_scores``).
+- ``search_scores``: precision@k and mean average precision of an image search, scored by the
+  lesson's graded exercise (``tlcourse.exercises.embeddings.retrieval_scores``, or yours).
 - ``add_labels_experiment``: new labels from five images each, by class means or by retraining.
 - ``auroc`` / ``auroc_interval``: how well a score separates known images from images of none of
   the labels, whatever the threshold.
