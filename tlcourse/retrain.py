@@ -40,7 +40,6 @@ import_tensorflow()  # first, so that a command line shows none of TensorFlow's 
 from tlcourse import (  # noqa: E402
     backbones,
     bottlenecks,
-    efficientnet_lite,
     finetune,
     formats,
     hardware,
@@ -251,9 +250,9 @@ class RetrainConfig:
             return f"{{distribution_strategy}}: {who} fine-tunes on one device here; leave it out"
         if self.num_shards > 1 or self.is_set("shard_index"):
             return f"{{num_shards}}/{{shard_index}} cache the frozen layer's bottlenecks; not with {who}"
-        if self.fine_tune_blocks and self.architecture and self.architecture not in efficientnet_lite.VARIANTS:
-            lite = " or ".join(efficientnet_lite.VARIANTS)
-            return f"{{architecture}}={self.architecture}: {{fine_tune_blocks}} is built for {lite}"
+        if self.fine_tune_blocks and self.architecture and not backbones.REGISTRY[self.architecture].fine_tunable:
+            fine_tunable = " or ".join(backbones.fine_tunable_names())
+            return f"{{architecture}}={self.architecture}: {{fine_tune_blocks}} is built for {fine_tunable}"
         if self.fine_tune_blocks < 0 or self.fine_tune_epochs < 1:
             return "{fine_tune_blocks} must be positive and {fine_tune_epochs} at least 1"
         if self.fine_tune_blocks and self.train_batch_size < 1:
@@ -325,7 +324,8 @@ class RetrainConfig:
 
     def recipes(self, backbone_name: str) -> list[pipeline.Recipe]:
         """The recipes this run trains: one as the flags say, or under ``recipe=auto`` several, cheapest first."""
-        fine_tunable = backbone_name in efficientnet_lite.VARIANTS
+        spec = backbones.REGISTRY.get(backbone_name)
+        fine_tunable = spec is not None and spec.fine_tunable
         if self.recipe == "auto":
             return pipeline.auto_recipes(self.train_config(), self.fine_tune_config() if fine_tunable else None)
         if self.fine_tune_blocks:
