@@ -35,6 +35,22 @@ def test_the_split_backbone_computes_the_same_bottleneck(lite0, unfolded, photo,
     assert lower.fingerprint != lite0.fingerprint  # cached activations never pass for bottlenecks
 
 
+def test_a_backbone_can_be_fine_tuned_when_its_spec_says_how_it_is_cut(monkeypatch, capsys):
+    assert backbones.fine_tunable_names() == ["efficientnet_lite0", "efficientnet_lite2"]
+    assert finetune.num_blocks("efficientnet_lite0") == 16 and finetune.num_blocks("efficientnet_lite2") == 21
+    with pytest.raises(ValueError, match="built for the efficientnet_lite0 and efficientnet_lite2 backbones, not inc"):
+        finetune.num_blocks("inception_v3")
+    with pytest.raises(SystemExit):
+        retrain.main(["--image_dir=d", "--fine_tune_blocks=2", "--architecture=inception_v3"])
+    assert "is built for efficientnet_lite0 or efficientnet_lite2" in capsys.readouterr().err
+    # A new family: its specs say how its network is cut, and retrain and finetune take it as it is.
+    cut = backbones.Blocks(7, lambda index: f"blocks.{index}.out", lambda start: None)
+    monkeypatch.setitem(backbones.REGISTRY, "new_family", backbones.BackboneSpec("new_family", 8, None, "", blocks=cut))
+    assert finetune.num_blocks("new_family") == 7 and "new_family" in backbones.fine_tunable_names()
+    recipes = retrain.RetrainConfig(image_dir="d", recipe="auto").recipes("new_family")
+    assert isinstance(recipes[3], pipeline.FineTuneRecipe)
+
+
 def test_fine_tuning_is_refused_for_too_many_blocks(lite0, unfolded):
     with pytest.raises(ValueError, match="between 1 and 15"):
         finetune.split_backbone(lite0, 16, unfolded)

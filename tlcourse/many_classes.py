@@ -28,7 +28,7 @@ L2_GRID = pipeline.L2_GRID
 TUTORIAL = train.TrainConfig(how_many_training_steps=1000, train_batch_size=100, learning_rate=0.01)
 # A better optimiser and schedule, early stopping on the whole validation set, standardised
 # bottlenecks: what retrain.py's --recipe=auto tries as its tuned new layer (with its L2 chosen).
-TUNED = train.TrainConfig(**pipeline.TUNED_HEAD_SETTINGS)
+TUNED = pipeline.TUNED_HEAD
 AUGMENT = train.Distortions(flip_left_right=True, random_crop=10, random_scale=15, random_brightness=15)
 LITE0 = "efficientnet_lite0"
 

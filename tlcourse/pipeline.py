@@ -382,17 +382,17 @@ def search(
 
 # The tuned new layer of notebooks/09_many_classes.ipynb: Adam, a cosine schedule, early stopping on
 # the whole validation split, standardised bottlenecks; its L2 penalty chosen from L2_GRID.
-TUNED_HEAD_SETTINGS = {
-    "optimizer": "adam",
-    "learning_rate": 0.001,
-    "learning_rate_schedule": "cosine",
-    "how_many_training_steps": 3000,
-    "train_batch_size": 100,
-    "validation_batch_size": -1,
-    "eval_step_interval": 50,
-    "early_stopping_patience": 10,
-    "standardize_bottlenecks": True,
-}
+TUNED_HEAD = train.TrainConfig(
+    optimizer="adam",
+    learning_rate=0.001,
+    learning_rate_schedule="cosine",
+    how_many_training_steps=3000,
+    train_batch_size=100,
+    validation_batch_size=-1,
+    eval_step_interval=50,
+    early_stopping_patience=10,
+    standardize_bottlenecks=True,
+)
 L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
 
 
@@ -402,9 +402,7 @@ def auto_recipes(given: train.TrainConfig, fine_tune: finetune.FineTuneConfig | 
     can be fine-tuned) the top blocks fine-tuned, then averaged with the tuned new layer (which costs
     seconds once both have run), both seeing the images as the best new layer did."""
     shared = {"seed": given.seed, "final_tensor_name": given.final_tensor_name, "summaries_dir": given.summaries_dir}
-    tuned = HeadRecipe(
-        "tuned new layer (L2 chosen on validation)", train.TrainConfig(**TUNED_HEAD_SETTINGS, **shared), L2_GRID
-    )
+    tuned = HeadRecipe("tuned new layer (L2 chosen on validation)", dataclasses.replace(TUNED_HEAD, **shared), L2_GRID)
     recipes: list[Recipe] = [HeadRecipe("new layer, as the flags say", given), tuned, tuned.with_fit("pad")]
     if fine_tune is not None:
         fine_tuned = FineTuneRecipe(f"top {fine_tune.blocks} blocks fine-tuned", fine_tune, fit=None)

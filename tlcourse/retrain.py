@@ -40,7 +40,6 @@ import_tensorflow()  # first, so that a command line shows none of TensorFlow's 
 from tlcourse import (  # noqa: E402
     backbones,
     bottlenecks,
-    efficientnet_lite,
     finetune,
     formats,
     hardware,
@@ -59,8 +58,16 @@ BEYOND = "beyond the tutorial (lesson 09: many classes)"
 
 
 def _setting(default, help: str, choices=None, group: str | None = None):
-    """A field of ``RetrainConfig``: its classic default and one line saying what it does (the flag's help)."""
+    """A field of ``RetrainConfig``: its classic default and one line saying what it does (the flag's help).
+
+    A setting that a stage's config takes too reads its default from that config (``_TRAIN.l2``), so
+    the default is written once, where the stage is.
+    """
     return field(default=default, metadata={"help": help, "choices": choices, "group": group})
+
+
+_TRAIN = train.TrainConfig()  # the new layer's defaults: the classic tutorial's
+_DISTORTIONS = _TRAIN.distortions  # none, as in the tutorial
 
 
 # Settings that do not apply with fine_tune_blocks, and why (lesson 10). The others apply: see fine_tune_config.
@@ -90,24 +97,24 @@ class RetrainConfig:
     output_graph: str | Path = _setting("retrained_graph.pb", "frozen graph to write (a .keras file goes beside it)")
     output_labels: str | Path = _setting("retrained_labels.txt", "labels file to write, one per line")
     summaries_dir: str | Path = _setting("retrain_logs", "TensorBoard summaries ('' to skip)")
-    how_many_training_steps: int = _setting(4000, "training steps")
-    learning_rate: float = _setting(0.01, "SGD learning rate")
+    how_many_training_steps: int = _setting(_TRAIN.how_many_training_steps, "training steps")
+    learning_rate: float = _setting(_TRAIN.learning_rate, "SGD learning rate")
     testing_percentage: float = _setting(10.0, "percentage of images for the test split")
     validation_percentage: float = _setting(10.0, "percentage of images for validation")
-    eval_step_interval: int = _setting(10, "evaluate on validation every N steps")
+    eval_step_interval: int = _setting(_TRAIN.eval_step_interval, "evaluate on validation every N steps")
     train_batch_size: int = _setting(
-        100, "images per training step (-1: every training image, each label weighing the same)"
+        _TRAIN.train_batch_size, "images per training step (-1: every training image, each label weighing the same)"
     )
     test_batch_size: int = _setting(-1, "test images to evaluate (-1: all)")
-    validation_batch_size: int = _setting(100, "validation images per evaluation (-1: all)")
+    validation_batch_size: int = _setting(_TRAIN.validation_batch_size, "validation images per evaluation (-1: all)")
     print_misclassified_test_images: bool = _setting(False, "list the test images it got wrong")
     model_dir: str | Path | None = _setting(None, "where pretrained weights are downloaded or converted")
     bottleneck_dir: str | Path = _setting("bottlenecks", "bottleneck cache folder")
-    final_tensor_name: str = _setting("final_result", "name of the output tensor in the graph")
-    flip_left_right: bool = _setting(False, "randomly mirror training images")
-    random_crop: float = _setting(0.0, "random crop margin, in percent")
-    random_scale: float = _setting(0.0, "random zoom, in percent")
-    random_brightness: float = _setting(0.0, "random brightness change, in percent")
+    final_tensor_name: str = _setting(_TRAIN.final_tensor_name, "name of the output tensor in the graph")
+    flip_left_right: bool = _setting(_DISTORTIONS.flip_left_right, "randomly mirror training images")
+    random_crop: float = _setting(_DISTORTIONS.random_crop, "random crop margin, in percent")
+    random_scale: float = _setting(_DISTORTIONS.random_scale, "random zoom, in percent")
+    random_brightness: float = _setting(_DISTORTIONS.random_brightness, "random brightness change, in percent")
     architecture: str | None = _setting(
         None, "backbone (default: Inception-v3 if fetched, else efficientnet_lite0)", sorted(backbones.REGISTRY)
     )
@@ -118,8 +125,8 @@ class RetrainConfig:
         "int8: a full-integer TFLite model (uint8 in and out), calibrated on training images",
         list(tflite.QUANTIZATIONS),
     )
-    num_distorted_variants: int = _setting(4, "distorted copies cached per training image")
-    seed: int = _setting(0, "random seed: the same seed and data give the same model")
+    num_distorted_variants: int = _setting(_TRAIN.num_distorted_variants, "distorted copies cached per training image")
+    seed: int = _setting(_TRAIN.seed, "random seed: the same seed and data give the same model")
     num_shards: int = _setting(1, "split bottleneck caching into N shards ...", group=SCALING)
     shard_index: int = _setting(0, "... and cache only shard K, then stop", group=SCALING)
     distribution_strategy: str = _setting(
@@ -135,20 +142,26 @@ class RetrainConfig:
         ["float32", "bfloat16"],
         SCALING,
     )
-    optimizer: str = _setting("sgd", "optimizer of the new layer", train.OPTIMIZERS, BEYOND)
+    optimizer: str = _setting(_TRAIN.optimizer, "optimizer of the new layer", train.OPTIMIZERS, BEYOND)
     learning_rate_schedule: str = _setting(
-        "constant", "constant, or cosine decay to 0", train.LEARNING_RATE_SCHEDULES, BEYOND
+        _TRAIN.learning_rate_schedule, "constant, or cosine decay to 0", train.LEARNING_RATE_SCHEDULES, BEYOND
     )
-    l2: float = _setting(0.0, "L2 penalty on the new layer's weights", group=BEYOND)
-    label_smoothing: float = _setting(0.0, "e.g. 0.1", group=BEYOND)
-    early_stopping_patience: int = _setting(0, "stop after N evaluations without progress; keep the best", group=BEYOND)
-    standardize_bottlenecks: bool = _setting(False, "scale each feature by the training mean and std", group=BEYOND)
+    l2: float = _setting(_TRAIN.l2, "L2 penalty on the new layer's weights", group=BEYOND)
+    label_smoothing: float = _setting(_TRAIN.label_smoothing, "e.g. 0.1", group=BEYOND)
+    early_stopping_patience: int = _setting(
+        _TRAIN.early_stopping_patience, "stop after N evaluations without progress; keep the best", group=BEYOND
+    )
+    standardize_bottlenecks: bool = _setting(
+        _TRAIN.standardize_bottlenecks, "scale each feature by the training mean and std", group=BEYOND
+    )
     fine_tune_blocks: int = _setting(
         0,
         "also train the backbone's last N blocks (EfficientNet-Lite) on cached augmented views (lesson 10)",
         group=BEYOND,
     )
-    fine_tune_epochs: int = _setting(8, "epochs of fine-tuning (the best on validation is kept)", group=BEYOND)
+    fine_tune_epochs: int = _setting(
+        finetune.FineTuneConfig.epochs, "epochs of fine-tuning (the best on validation is kept)", group=BEYOND
+    )
     image_fit: str = _setting(
         "crop",
         "how an image becomes the backbone's square: its centre cropped (ImageNet's way) or the whole image "
@@ -237,9 +250,9 @@ class RetrainConfig:
             return f"{{distribution_strategy}}: {who} fine-tunes on one device here; leave it out"
         if self.num_shards > 1 or self.is_set("shard_index"):
             return f"{{num_shards}}/{{shard_index}} cache the frozen layer's bottlenecks; not with {who}"
-        if self.fine_tune_blocks and self.architecture and self.architecture not in efficientnet_lite.VARIANTS:
-            lite = " or ".join(efficientnet_lite.VARIANTS)
-            return f"{{architecture}}={self.architecture}: {{fine_tune_blocks}} is built for {lite}"
+        if self.fine_tune_blocks and self.architecture and not backbones.REGISTRY[self.architecture].fine_tunable:
+            fine_tunable = " or ".join(backbones.fine_tunable_names())
+            return f"{{architecture}}={self.architecture}: {{fine_tune_blocks}} is built for {fine_tunable}"
         if self.fine_tune_blocks < 0 or self.fine_tune_epochs < 1:
             return "{fine_tune_blocks} must be positive and {fine_tune_epochs} at least 1"
         if self.fine_tune_blocks and self.train_batch_size < 1:
@@ -311,7 +324,8 @@ class RetrainConfig:
 
     def recipes(self, backbone_name: str) -> list[pipeline.Recipe]:
         """The recipes this run trains: one as the flags say, or under ``recipe=auto`` several, cheapest first."""
-        fine_tunable = backbone_name in efficientnet_lite.VARIANTS
+        spec = backbones.REGISTRY.get(backbone_name)
+        fine_tunable = spec is not None and spec.fine_tunable
         if self.recipe == "auto":
             return pipeline.auto_recipes(self.train_config(), self.fine_tune_config() if fine_tunable else None)
         if self.fine_tune_blocks:
