@@ -1,7 +1,7 @@
 """The bottleneck as an embedding: nearest neighbours, image search, few-shot labels, unknown images,
 and which image to label next.
 
-Every function here works on cached bottlenecks (``tlcourse.train.cached_splits``) in numpy:
+Every function here works on cached bottlenecks (``tlcourse.bottlenecks.cached_splits``) in numpy:
 
 - ``normalize`` / ``nearest``: cosine similarity by brute force, in chunks (enough up to about
   100,000 images: ``bench/embeddings.py`` measures it).
@@ -29,9 +29,10 @@ import numpy as np
 
 from tlcourse import stats
 from tlcourse.atomic import atomic_path
+from tlcourse.bottlenecks import Bottlenecks
 from tlcourse.errors import TLCourseError
 from tlcourse.exercises.embeddings import retrieval_scores
-from tlcourse.train import Bottlenecks, fit_linear
+from tlcourse.train import fit_linear
 from tlcourse.your_data import accuracy_of, per_label_sample, take
 
 CHUNK = 4096  # queries compared at once: a [CHUNK, N] block of similarities stays in memory
