@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tlcourse import embeddings, search
+from tlcourse.bottlenecks import Bottlenecks
 from tlcourse.errors import TLCourseError
-from tlcourse.train import Bottlenecks
 
 
 def clusters(num_labels=4, per_label=30, dimensions=16, spread=0.3, seed=0) -> Bottlenecks:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.test_retrain import config_for, small_stamps
-from tlcourse import backbones, data, finetune, label, pipeline, retrain, train
+from tlcourse import backbones, bottlenecks, data, finetune, label, pipeline, retrain
 from tlcourse.images import load_image
 
 
@@ -110,13 +110,13 @@ def test_fine_tuning_trains_on_views_and_keeps_its_best_epoch(stamps_dir, tmp_pa
     validation = prepared.splits["validation"]
     no_validation = {
         **prepared.splits,
-        "validation": train.Bottlenecks(validation.vectors[:0], validation.labels[:0], []),
+        "validation": bottlenecks.Bottlenecks(validation.vectors[:0], validation.labels[:0], []),
     }
     blind = finetune.fine_tune(
         dataset, lite0, tmp_path / "bn", config, False, prepared=dataclasses.replace(prepared, splits=no_validation)
     )
     assert blind.best_epoch == config.epochs  # nothing to choose by: the last epoch is kept
-    other = dataclasses.replace(config, distortions=train.Distortions(flip_left_right=True))
+    other = dataclasses.replace(config, distortions=bottlenecks.Distortions(flip_left_right=True))
     with pytest.raises(ValueError, match="prepare again"):
         finetune.fine_tune(dataset, lite0, tmp_path / "bn", other, False, prepared=prepared)
 
@@ -173,7 +173,7 @@ def test_flags_map_onto_the_fine_tuning_config():
     assert (config.head_learning_rate, config.learning_rate) == (0.02, pytest.approx(0.002))
     assert (config.label_smoothing, config.batch_size) == (0.0, 32)
     assert (config.distortions, str(config.summaries_dir), config.seed) == (
-        train.Distortions(random_crop=10),
+        bottlenecks.Distortions(random_crop=10),
         "logs",
         3,
     )

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tlcourse import data, train, your_data
-from tlcourse.train import Bottlenecks
+from tlcourse.bottlenecks import Bottlenecks
 
 
 def clusters(num_classes=4, per_class=30, dim=32, spread=0.6, seed=0):

@@ -8,19 +8,27 @@
 - Storage: one small binary file per entry (magic, size, CRC-32, float32 values), written to a
   temporary name and renamed into place. A run killed at any moment leaves nothing that reads as
   valid; a damaged entry fails its CRC and is recomputed; concurrent runs agree.
+- Gathering: a split's cached vectors with their labels (``Bottlenecks``, ``gather``), every
+  split cached and gathered in one call (``cached_splits``, where most lessons start).
+- Distortions (``Distortions``): applied once per training image and variant, their bottlenecks
+  cached like the plain ones (``cache_distorted_variants``, ``gather_distorted``), so training
+  samples among the variants at cached speed.
 
-Taught in ``notebooks/02_cache_bottlenecks.ipynb``.
+Taught in ``notebooks/02_cache_bottlenecks.ipynb``; cached distortions in
+``notebooks/09_many_classes.ipynb``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import struct
 import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +36,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tlcourse.atomic import atomic_path, remove_stale_temporaries
-from tlcourse.data import ImageRecord, SkippedFile
+from tlcourse.data import SPLITS, Dataset, ImageRecord, SkippedFile
 from tlcourse.images import ImageError, load_image, plain_jpeg_scale
 
 MAGIC = b"TLBN\x00\x01\x00\x00"  # format version 1
@@ -232,7 +240,7 @@ def cache_bottlenecks(
 ) -> CacheReport:
     """Make sure every image in ``records`` has a valid cached bottleneck; compute the missing ones.
 
-    ``variant`` and ``transform`` cache distorted copies instead (see ``tlcourse.train.Distortions``).
+    ``variant`` and ``transform`` cache distorted copies instead (see ``cache_distorted_variants``).
     ``num_shards`` and ``shard_index`` take only this run's stable share of the images, so that
     several processes or machines can fill one bottleneck folder together. ``options``: see
     ``CachingOptions`` (for benches).
@@ -295,3 +303,108 @@ def load_bottlenecks(records: list[ImageRecord], backbone, bottleneck_dir, varia
             kept.append(record)
     matrix = np.stack(vectors) if vectors else np.zeros((0, backbone.bottleneck_size), np.float32)
     return matrix, kept
+
+
+@dataclass
+class Bottlenecks:
+    """Cached vectors of one split, with their labels (indices into ``class_names``) and records."""
+
+    vectors: np.ndarray
+    labels: np.ndarray
+    records: list[ImageRecord]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def gather(dataset: Dataset, split: str, backbone, bottleneck_dir, variant: str = "plain") -> Bottlenecks:
+    """The cached bottlenecks of one split (images that failed to decode are left out)."""
+    index = {name: i for i, name in enumerate(dataset.class_names)}
+    vectors, records = load_bottlenecks(dataset.split(split), backbone, bottleneck_dir, variant)
+    labels = np.array([index[record.label] for record in records], dtype=np.int64)
+    return Bottlenecks(vectors, labels, records)
+
+
+def cached_splits(dataset: Dataset, backbone, bottleneck_dir=None, progress: bool = False) -> dict[str, Bottlenecks]:
+    """Every split's bottlenecks, cached first where missing: the set-up most lessons start from.
+
+    The same as ``cache_bottlenecks`` on all the images followed by ``gather`` on each split
+    (``notebooks/02_cache_bottlenecks.ipynb`` does the two steps by hand). The bottleneck folder
+    defaults to ``<project>/runs/bottlenecks``, shared by every lesson.
+    """
+    from tlcourse import config
+
+    bottleneck_dir = bottleneck_dir or config.project_root() / "runs" / "bottlenecks"
+    cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)
+    return {name: gather(dataset, name, backbone, bottleneck_dir) for name in SPLITS}
+
+
+@dataclass(frozen=True)
+class Distortions:
+    """retrain.py's distortion flags: a flip, a crop margin, a zoom and a brightness change (in %)."""
+
+    flip_left_right: bool = False
+    random_crop: float = 0.0
+    random_scale: float = 0.0
+    random_brightness: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.flip_left_right or self.random_crop > 0 or self.random_scale > 0 or self.random_brightness > 0
+
+    def variant_name(self, index: int) -> str:
+        """The cache folder of variant ``index``: a new folder for every other setting."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return f"distorted-{digest}-{index}"
+
+    def apply(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """One random distortion of a uint8 image, fully determined by ``seed`` (shape [2], int)."""
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
+        shape = tf.shape(image)
+        crop = tf.random.stateless_uniform([], seeds[0], 0.0, self.random_crop / 100.0)
+        scale = tf.random.stateless_uniform([], seeds[1], 0.0, self.random_scale / 100.0)
+        keep = 1.0 / ((1.0 + crop) * (1.0 + scale))  # fraction of each side kept
+        height = tf.maximum(1, tf.cast(tf.cast(shape[0], tf.float32) * keep, tf.int32))
+        width = tf.maximum(1, tf.cast(tf.cast(shape[1], tf.float32) * keep, tf.int32))
+        image = tf.image.stateless_random_crop(image, tf.stack([height, width, 3]), seeds[2])
+        if self.flip_left_right:
+            image = tf.image.stateless_random_flip_left_right(image, seeds[3])
+        if self.random_brightness > 0:
+            factor = tf.random.stateless_uniform(
+                [], seeds[4], 1.0 - self.random_brightness / 100.0, 1.0 + self.random_brightness / 100.0
+            )
+            image = tf.cast(tf.clip_by_value(tf.cast(image, tf.float32) * factor, 0.0, 255.0), tf.uint8)
+        return image
+
+
+def cache_distorted_variants(
+    dataset: Dataset, backbone, bottleneck_dir, distortions: Distortions, num_variants: int, progress=True
+):
+    """Cache ``num_variants`` bottlenecks of every training image seen through ``distortions`` (once).
+
+    Variant ``k`` of an image is the same on every run: its randomness comes from the image's
+    content and ``k``, so the cache stays valid and training with distortions stays fast.
+    """
+    for variant in range(num_variants):
+
+        def transform(image, seed, variant=variant):
+            return distortions.apply(image, tf.stack([seed, tf.constant(variant, tf.int64)]))
+
+        cache_bottlenecks(
+            dataset.split("train"),
+            backbone,
+            bottleneck_dir,
+            progress=progress,
+            variant=distortions.variant_name(variant),
+            transform=transform,
+        )
+
+
+def gather_distorted(
+    dataset: Dataset, backbone, bottleneck_dir, distortions: Distortions, num_variants: int
+) -> list[Bottlenecks]:
+    """The ``num_variants`` cached distorted variants of the training split (``cache_distorted_variants``)."""
+    return [
+        gather(dataset, "train", backbone, bottleneck_dir, distortions.variant_name(variant))
+        for variant in range(num_variants)
+    ]

@@ -144,14 +144,14 @@ def audit(
     ``num_suspects`` training images of the largest out-of-fold loss (lesson 06). The labels in
     ``unknown_labels`` are audited too: they will choose and test the threshold for unknown images.
     """
-    from tlcourse import train, your_data
+    from tlcourse import bottlenecks, your_data
 
     missing = sorted(set(unknown_labels) - set(dataset.class_names))
     if missing:
         raise CapstoneError(f"{dataset.root}: no label folder {', '.join(missing)} to set aside as unknown images")
     if len(dataset.class_names) - len(set(unknown_labels)) < 2:
         raise CapstoneError(f"{dataset.root}: set aside fewer labels as unknown; at least 2 must stay to learn")
-    splits = train.cached_splits(dataset, backbone, bottleneck_dir)
+    splits = bottlenecks.cached_splits(dataset, backbone, bottleneck_dir)
     leaks = find_leaks(your_data.join(*(splits[name] for name in SPLITS)), near_copy_threshold)
     training = splits["train"]
     losses = your_data.out_of_fold_losses(training.vectors, training.labels, len(dataset.class_names))

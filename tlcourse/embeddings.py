@@ -1,8 +1,8 @@
 """The bottleneck as an embedding: nearest neighbours, image search, few-shot labels, unknown images,
 and which image to label next.
 
-Every function here works on cached bottlenecks (``tlcourse.train.cached_splits``) in numpy, with
-the cosine similarity of the tool's image search (``tlcourse.search.normalize`` / ``nearest``):
+Every function here works on cached bottlenecks (``tlcourse.bottlenecks.cached_splits``) in numpy,
+with the cosine similarity of the tool's image search (``tlcourse.search.normalize`` / ``nearest``):
 
 - ``knn_predict`` and ``class_means`` / ``nearest_mean_predict``: two classifiers with no training,
   set beside the trained layer along lesson 06's learning curve (``compare_on_curve``).
@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from tlcourse import search, stats
+from tlcourse.bottlenecks import Bottlenecks
 from tlcourse.exercises.embeddings import retrieval_scores
-from tlcourse.train import Bottlenecks, fit_linear
+from tlcourse.train import fit_linear
 from tlcourse.your_data import accuracy_of, per_label_sample, take
 
 # --- Two classifiers without training ------------------------------------------------------------

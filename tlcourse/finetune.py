@@ -45,7 +45,7 @@ from tlcourse.data import SPLITS, Dataset
 BATCH_NORM_MODES = ("frozen", "training")
 # Random views of each training image: a crop keeping 59-100% of each side (35-100% of the area) and a
 # mirror image half the time. Set flip_left_right=False where a flip changes the label (letters, signs).
-DEFAULT_DISTORTIONS = train.Distortions(flip_left_right=True, random_crop=30, random_scale=30)
+DEFAULT_DISTORTIONS = bottlenecks.Distortions(flip_left_right=True, random_crop=30, random_scale=30)
 
 
 @dataclass
@@ -74,7 +74,7 @@ class FineTuneConfig:
     seed: int = 0
     summaries_dir: str | Path | None = None  # TensorBoard logs: training loss, validation accuracy
     final_tensor_name: str = "final_result"
-    distortions: train.Distortions = field(default_factory=lambda: DEFAULT_DISTORTIONS)
+    distortions: bottlenecks.Distortions = field(default_factory=lambda: DEFAULT_DISTORTIONS)
     num_distorted_variants: int = 4
 
     def __post_init__(self):
@@ -286,8 +286,8 @@ class Views:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def plain(self) -> train.Bottlenecks:
-        return train.Bottlenecks(self.views[0], self.labels, self.records)
+    def plain(self) -> bottlenecks.Bottlenecks:
+        return bottlenecks.Bottlenecks(self.views[0], self.labels, self.records)
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator, epoch: int = 0) -> np.ndarray:
         """One view of each image in ``indices`` (at random, or epoch ``epoch``'s), as a float32 batch."""
@@ -304,7 +304,7 @@ class Views:
 class FineTuned:
     model: keras.Model  # preprocessed images -> probabilities (last layer ``final_result``)
     trainable: keras.Model  # cached activations -> probabilities
-    splits: dict[str, train.Bottlenecks]  # cached (plain) activations of each split
+    splits: dict[str, bottlenecks.Bottlenecks]  # cached (plain) activations of each split
     history: dict[str, list[float]]  # per epoch: training loss, validation accuracy, seconds
     best_epoch: int  # the epoch kept (best validation accuracy)
     cache_report: bottlenecks.CacheReport  # of the lower part's activations
@@ -328,12 +328,12 @@ class Prepared:
     lower: Backbone
     top: keras.Model  # pretrained, never trained itself (each run trains a copy)
     cache_report: bottlenecks.CacheReport
-    splits: dict[str, train.Bottlenecks]  # plain activations of every split
+    splits: dict[str, bottlenecks.Bottlenecks]  # plain activations of every split
     train_views: Views  # the training images' plain and distorted activations
-    distortions: train.Distortions
-    _bottlenecks: dict[str, train.Bottlenecks] | None = None
+    distortions: bottlenecks.Distortions
+    _bottlenecks: dict[str, bottlenecks.Bottlenecks] | None = None
 
-    def bottlenecks(self) -> dict[str, train.Bottlenecks]:
+    def bottlenecks(self) -> dict[str, bottlenecks.Bottlenecks]:
         """Each split's bottlenecks: the cached activations through the pretrained top (computed once)."""
         if self._bottlenecks is None:
             self._bottlenecks = {name: bottlenecks_through_top(self.top, s) for name, s in self.splits.items()}
@@ -345,12 +345,12 @@ def prepare(dataset: Dataset, backbone, bottleneck_dir, config: FineTuneConfig, 
     of every image, and of ``config.num_distorted_variants`` distorted views of each training image."""
     lower, top = split_backbone(backbone, config.blocks, unfolded)
     report = bottlenecks.cache_bottlenecks(dataset.images, lower, bottleneck_dir, progress=progress)
-    splits = {name: train.gather(dataset, name, lower, bottleneck_dir) for name in SPLITS}
+    splits = {name: bottlenecks.gather(dataset, name, lower, bottleneck_dir) for name in SPLITS}
     views = [splits["train"]]
     if config.distortions.active and config.num_distorted_variants > 0:
         distorted = config.distortions, config.num_distorted_variants
-        train.cache_distorted_variants(dataset, lower, bottleneck_dir, *distorted, progress)
-        views += train.gather_distorted(dataset, lower, bottleneck_dir, *distorted)
+        bottlenecks.cache_distorted_variants(dataset, lower, bottleneck_dir, *distorted, progress)
+        views += bottlenecks.gather_distorted(dataset, lower, bottleneck_dir, *distorted)
     # An image whose view failed to decode is left out of training, so that every view lines up.
     common = set.intersection(*({r.sha256 for r in view.records} for view in views))
     keep = [[i for i, r in enumerate(view.records) if r.sha256 in common] for view in views]
@@ -362,12 +362,12 @@ def prepare(dataset: Dataset, backbone, bottleneck_dir, config: FineTuneConfig, 
     return Prepared(config.blocks, lower, top, report, splits, train_views, config.distortions)
 
 
-def bottlenecks_through_top(top: keras.Model, split: train.Bottlenecks) -> train.Bottlenecks:
+def bottlenecks_through_top(top: keras.Model, split: bottlenecks.Bottlenecks) -> bottlenecks.Bottlenecks:
     """Bottlenecks of cached activations through the frozen top (inference mode): the same vectors as
     the whole backbone's, within float rounding."""
     images = split.vectors.reshape((-1, *top.input.shape[1:]))
     vectors = top.predict(images, batch_size=256, verbose=0) if len(split) else np.zeros((0, top.output.shape[-1]))
-    return train.Bottlenecks(vectors.astype(np.float32), split.labels, split.records)
+    return bottlenecks.Bottlenecks(vectors.astype(np.float32), split.labels, split.records)
 
 
 def pretrained_copy(top: keras.Model) -> keras.Model:

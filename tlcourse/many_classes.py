@@ -29,7 +29,7 @@ TUTORIAL = train.TrainConfig(how_many_training_steps=1000, train_batch_size=100,
 # A better optimiser and schedule, early stopping on the whole validation set, standardised
 # bottlenecks: what retrain.py's --recipe=auto tries as its tuned new layer (with its L2 chosen).
 TUNED = pipeline.TUNED_HEAD
-AUGMENT = train.Distortions(flip_left_right=True, random_crop=10, random_scale=15, random_brightness=15)
+AUGMENT = bottlenecks.Distortions(flip_left_right=True, random_crop=10, random_scale=15, random_brightness=15)
 LITE0 = "efficientnet_lite0"
 
 
@@ -179,8 +179,8 @@ class Experiment:
             self._backbones[name] = backbone
         return self._backbones[name]
 
-    def splits(self, dataset: Dataset, backbone) -> dict[str, train.Bottlenecks]:
-        return {split: train.gather(dataset, split, backbone, self.bottleneck_dir) for split in SPLITS}
+    def splits(self, dataset: Dataset, backbone) -> dict[str, bottlenecks.Bottlenecks]:
+        return {split: bottlenecks.gather(dataset, split, backbone, self.bottleneck_dir) for split in SPLITS}
 
     def run(self, backbone_name: str, recipe: pipeline.Recipe, dataset: Dataset | None = None):
         """Train ``recipe`` on ``dataset`` (default: the whole one); returns (RecipeResult, Evaluation).

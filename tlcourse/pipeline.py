@@ -39,7 +39,7 @@ class Trained:
     name: str
     model: keras.Model  # preprocessed images -> probabilities (``backbone.exported_classifier`` wraps it)
     classifier: keras.Model  # what ``splits`` hold (bottlenecks or activations) -> probabilities
-    splits: dict[str, train.Bottlenecks]
+    splits: dict[str, bottlenecks.Bottlenecks]
     class_names: list[str]
     seconds: float
     settings: dict  # the recipe's config, as the report stores it
@@ -88,9 +88,9 @@ class HeadRecipe:
         distorted = None
         if config.distortions.active and config.num_distorted_variants > 0:
             views = config.distortions, config.num_distorted_variants
-            train.cache_distorted_variants(dataset, backbone, bottleneck_dir, *views, progress)
-            distorted = train.gather_distorted(dataset, backbone, bottleneck_dir, *views)
-        splits = {name: train.gather(dataset, name, backbone, bottleneck_dir) for name in SPLITS}
+            bottlenecks.cache_distorted_variants(dataset, backbone, bottleneck_dir, *views, progress)
+            distorted = bottlenecks.gather_distorted(dataset, backbone, bottleneck_dir, *views)
+        splits = {name: bottlenecks.gather(dataset, name, backbone, bottleneck_dir) for name in SPLITS}
         notes = {}
         if self.l2_grid:
             scores = {}

@@ -280,8 +280,10 @@ class RetrainConfig:
             num_distorted_variants=self.num_distorted_variants,
         )
 
-    def distortions(self) -> train.Distortions:
-        return train.Distortions(self.flip_left_right, self.random_crop, self.random_scale, self.random_brightness)
+    def distortions(self) -> bottlenecks.Distortions:
+        return bottlenecks.Distortions(
+            self.flip_left_right, self.random_crop, self.random_scale, self.random_brightness
+        )
 
     def train_config(self) -> train.TrainConfig:
         """The settings of the new layer's training (``train.train_head``)."""
@@ -528,11 +530,11 @@ def retrain(config: RetrainConfig, progress: bool = True) -> RetrainResult:
     return RetrainResult(paths, evaluation, final_validation_accuracy, report)
 
 
-def _sample(split: train.Bottlenecks, size: int, seed: int) -> train.Bottlenecks:
+def _sample(split: bottlenecks.Bottlenecks, size: int, seed: int) -> bottlenecks.Bottlenecks:
     if size < 0 or size >= len(split):
         return split
     chosen = np.sort(np.random.default_rng(seed).choice(len(split), size, replace=False))
-    return train.Bottlenecks(split.vectors[chosen], split.labels[chosen], [split.records[i] for i in chosen])
+    return bottlenecks.Bottlenecks(split.vectors[chosen], split.labels[chosen], [split.records[i] for i in chosen])
 
 
 def write_outputs(

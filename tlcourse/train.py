@@ -6,17 +6,16 @@
   and (optionally) as TensorBoard summaries under ``summaries_dir/train`` and ``/validation``.
 - Seeded: the same data and settings give the same layer.
 
-Distortions (``Distortions``) are applied once per image and variant, and their bottlenecks are
-cached like the plain ones: training then samples among the variants, at cached speed.
+What it trains on comes from the cache (``tlcourse.bottlenecks``): each split's
+``bottlenecks.Bottlenecks``, and the training images' distorted variants to sample among, which
+``TrainConfig`` names (``bottlenecks.Distortions``, ``num_distorted_variants``).
 
 Taught in ``notebooks/03_retrain.ipynb``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -24,48 +23,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tlcourse import bottlenecks as bottleneck_cache
-from tlcourse.data import SPLITS, Dataset, ImageRecord
+from tlcourse import bottlenecks
+from tlcourse.data import ImageRecord
 from tlcourse.errors import SettingError
-
-
-@dataclass(frozen=True)
-class Distortions:
-    """retrain.py's distortion flags: a flip, a crop margin, a zoom and a brightness change (in %)."""
-
-    flip_left_right: bool = False
-    random_crop: float = 0.0
-    random_scale: float = 0.0
-    random_brightness: float = 0.0
-
-    @property
-    def active(self) -> bool:
-        return self.flip_left_right or self.random_crop > 0 or self.random_scale > 0 or self.random_brightness > 0
-
-    def variant_name(self, index: int) -> str:
-        """The cache folder of variant ``index``: a new folder for every other setting."""
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
-        return f"distorted-{digest}-{index}"
-
-    def apply(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """One random distortion of a uint8 image, fully determined by ``seed`` (shape [2], int)."""
-        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
-        shape = tf.shape(image)
-        crop = tf.random.stateless_uniform([], seeds[0], 0.0, self.random_crop / 100.0)
-        scale = tf.random.stateless_uniform([], seeds[1], 0.0, self.random_scale / 100.0)
-        keep = 1.0 / ((1.0 + crop) * (1.0 + scale))  # fraction of each side kept
-        height = tf.maximum(1, tf.cast(tf.cast(shape[0], tf.float32) * keep, tf.int32))
-        width = tf.maximum(1, tf.cast(tf.cast(shape[1], tf.float32) * keep, tf.int32))
-        image = tf.image.stateless_random_crop(image, tf.stack([height, width, 3]), seeds[2])
-        if self.flip_left_right:
-            image = tf.image.stateless_random_flip_left_right(image, seeds[3])
-        if self.random_brightness > 0:
-            factor = tf.random.stateless_uniform(
-                [], seeds[4], 1.0 - self.random_brightness / 100.0, 1.0 + self.random_brightness / 100.0
-            )
-            image = tf.cast(tf.clip_by_value(tf.cast(image, tf.float32) * factor, 0.0, 255.0), tf.uint8)
-        return image
-
 
 OPTIMIZERS = ("sgd", "adam")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")  # cosine: decays to 0 over the training
@@ -89,7 +49,7 @@ class TrainConfig:
     validation_batch_size: int = 100  # -1: the whole validation set
     seed: int = 0
     summaries_dir: str | Path | None = None
-    distortions: Distortions = field(default_factory=Distortions)
+    distortions: bottlenecks.Distortions = field(default_factory=bottlenecks.Distortions)
     num_distorted_variants: int = 4
     final_tensor_name: str = "final_result"
     # Beyond the tutorial (lesson 09, many classes); the defaults reproduce the tutorial.
@@ -115,73 +75,6 @@ class TrainingHistory:
     train_cross_entropy: list[float] = field(default_factory=list)
     validation_accuracy: list[float] = field(default_factory=list)
     validation_cross_entropy: list[float] = field(default_factory=list)
-
-
-@dataclass
-class Bottlenecks:
-    """Cached vectors of one split, with their labels (indices into ``class_names``) and records."""
-
-    vectors: np.ndarray
-    labels: np.ndarray
-    records: list[ImageRecord]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def gather(dataset: Dataset, split: str, backbone, bottleneck_dir, variant: str = "plain") -> Bottlenecks:
-    """The cached bottlenecks of one split (images that failed to decode are left out)."""
-    index = {name: i for i, name in enumerate(dataset.class_names)}
-    vectors, records = bottleneck_cache.load_bottlenecks(dataset.split(split), backbone, bottleneck_dir, variant)
-    labels = np.array([index[record.label] for record in records], dtype=np.int64)
-    return Bottlenecks(vectors, labels, records)
-
-
-def cached_splits(dataset: Dataset, backbone, bottleneck_dir=None, progress: bool = False) -> dict[str, Bottlenecks]:
-    """Every split's bottlenecks, cached first where missing: the set-up most lessons start from.
-
-    The same as ``bottlenecks.cache_bottlenecks`` on all the images followed by ``gather`` on
-    each split (``notebooks/02_cache_bottlenecks.ipynb`` does the two steps by hand). The
-    bottleneck folder defaults to ``<project>/runs/bottlenecks``, shared by every lesson.
-    """
-    from tlcourse import config
-
-    bottleneck_dir = bottleneck_dir or config.project_root() / "runs" / "bottlenecks"
-    bottleneck_cache.cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)
-    return {name: gather(dataset, name, backbone, bottleneck_dir) for name in SPLITS}
-
-
-def cache_distorted_variants(
-    dataset: Dataset, backbone, bottleneck_dir, distortions: Distortions, num_variants: int, progress=True
-):
-    """Cache ``num_variants`` bottlenecks of every training image seen through ``distortions`` (once).
-
-    Variant ``k`` of an image is the same on every run: its randomness comes from the image's
-    content and ``k``, so the cache stays valid and training with distortions stays fast.
-    """
-    for variant in range(num_variants):
-
-        def transform(image, seed, variant=variant):
-            return distortions.apply(image, tf.stack([seed, tf.constant(variant, tf.int64)]))
-
-        bottleneck_cache.cache_bottlenecks(
-            dataset.split("train"),
-            backbone,
-            bottleneck_dir,
-            progress=progress,
-            variant=distortions.variant_name(variant),
-            transform=transform,
-        )
-
-
-def gather_distorted(
-    dataset: Dataset, backbone, bottleneck_dir, distortions: Distortions, num_variants: int
-) -> list[Bottlenecks]:
-    """The ``num_variants`` cached distorted variants of the training split (``cache_distorted_variants``)."""
-    return [
-        gather(dataset, "train", backbone, bottleneck_dir, distortions.variant_name(variant))
-        for variant in range(num_variants)
-    ]
 
 
 def new_head(
@@ -242,11 +135,11 @@ def _batches(rng: np.random.Generator, vectors: np.ndarray, labels: np.ndarray, 
 
 
 def train_head(
-    train: Bottlenecks,
-    validation: Bottlenecks,
+    train: bottlenecks.Bottlenecks,
+    validation: bottlenecks.Bottlenecks,
     num_classes: int,
     config: TrainConfig,
-    distorted: list[Bottlenecks] | None = None,
+    distorted: list[bottlenecks.Bottlenecks] | None = None,
     progress: bool = True,
     strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[keras.Model, TrainingHistory]:
@@ -401,14 +294,14 @@ def fit_linear(
         l2=l2,
         standardize_bottlenecks=True,
     )
-    nothing = Bottlenecks(np.zeros((0, vectors.shape[1]), np.float32), np.zeros(0, np.int64), [])
-    head, _ = train_head(Bottlenecks(vectors, labels, []), nothing, num_classes, config, progress=False)
+    nothing = bottlenecks.Bottlenecks(np.zeros((0, vectors.shape[1]), np.float32), np.zeros(0, np.int64), [])
+    head, _ = train_head(bottlenecks.Bottlenecks(vectors, labels, []), nothing, num_classes, config, progress=False)
     layer = LinearLayer.of(head)
     layer.biases[np.bincount(labels, minlength=num_classes) == 0] = -1e9
     return layer
 
 
-def _evaluate_sample(head, split: Bottlenecks, batch_size: int, rng) -> tuple[float, float]:
+def _evaluate_sample(head, split: bottlenecks.Bottlenecks, batch_size: int, rng) -> tuple[float, float]:
     if len(split) == 0:
         return float("nan"), float("nan")
     chosen = np.arange(len(split)) if batch_size < 0 else rng.integers(0, len(split), batch_size)
@@ -483,6 +376,6 @@ class Evaluation:
         }
 
 
-def evaluate(head: keras.Model, split: Bottlenecks, class_names: list[str]) -> Evaluation:
+def evaluate(head: keras.Model, split: bottlenecks.Bottlenecks, class_names: list[str]) -> Evaluation:
     probabilities = head.predict(split.vectors, verbose=0) if len(split) else np.zeros((0, len(class_names)))
     return Evaluation(class_names, split.labels, probabilities.argmax(axis=1), probabilities, split.records)

@@ -25,10 +25,11 @@ import numpy as np
 from PIL import Image
 
 from tlcourse.atomic import atomic_path
+from tlcourse.bottlenecks import Bottlenecks
 from tlcourse.data import Dataset
 from tlcourse.exercises.data_quality import folds_for  # lesson 07 has the learner write it: one function
 from tlcourse.images import load_image
-from tlcourse.train import Bottlenecks, LinearLayer, fit_linear
+from tlcourse.train import LinearLayer, fit_linear
 
 # --- Scores and splits ---------------------------------------------------------------------------
 
@@ -112,11 +113,11 @@ def curve_data(dataset: Dataset, backbone, num_labels: int | None = None, seed: 
     """(training bottlenecks, held-out bottlenecks, label names) for a learning curve on ``dataset``,
     restricted to ``num_labels`` labels drawn at random (all when None). Held out: the validation and
     test images together, since a learning curve chooses no setting. Bottlenecks are cached first."""
-    from tlcourse import many_classes, train
+    from tlcourse import bottlenecks, many_classes
 
     if num_labels is not None and num_labels < len(dataset.class_names):
         dataset = many_classes.restrict(dataset, many_classes.class_subset(dataset, num_labels, seed))
-    splits = train.cached_splits(dataset, backbone)
+    splits = bottlenecks.cached_splits(dataset, backbone)
     return splits["train"], join(splits["validation"], splits["test"]), dataset.class_names
 
 
