@@ -1,7 +1,9 @@
 """Train a new final layer on cached bottlenecks, the way retrain.py does, and evaluate it.
 
 - A softmax layer on the frozen bottleneck, plain SGD at the tutorial's learning rate.
-- Class-balanced batches: pick a label at random, then an image of that label.
+- Class-balanced batches: pick a label at random, then an image of that label; or, with
+  ``train_batch_size=-1``, every image in every step, weighted so that each label weighs the same.
+  ``fit_linear`` (the data lessons' layer, read out as numpy arrays: ``LinearLayer``) trains that way.
 - Validation accuracy and cross-entropy every ``eval_step_interval`` steps, on a progress line
   and (optionally) as TensorBoard summaries under ``summaries_dir/train`` and ``/validation``.
 - Seeded: the same data and settings give the same layer.
