@@ -83,9 +83,10 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|" for cells in lines)
 
 
-def recipes_table(techniques: list[dict]) -> str:
+def recipes_table(results: dict) -> str:
+    """The recipes of one many-label set, the one chosen on validation in bold."""
     rows = []
-    for row in techniques:
+    for row in results["techniques"]:
         if row["name"] not in WHAT_IT_CHANGES:
             raise SystemExit(f"error: recipe {row['name']!r} has no entry in WHAT_IT_CHANGES of {__file__}: add one")
         comparison = row.get("comparison")
@@ -96,19 +97,58 @@ def recipes_table(techniques: list[dict]) -> str:
             against = f"{difference} vs {row['compared_with']}: {verdict}"
         top1 = interval(row["accuracy"], row["interval"]["low"], row["interval"]["high"])
         what = WHAT_IT_CHANGES[row["name"]]
+        name = row["name"] + (" (**chosen on validation**)" if row["name"] == results["chosen_on_validation"] else "")
+        train = percent(row["train_accuracy"])
         rows.append(
-            [row["name"], what, top1, percent(row["top5_accuracy"]), percent(row["validation_accuracy"]), against]
+            [name, what, top1, percent(row["top5_accuracy"]), train, percent(row["validation_accuracy"]), against]
         )
-    header = ["recipe", "what it changes", "top-1 [95% interval]", "top-5", "validation", "against the row it changes"]
-    return table(header, rows)
+    header = ["recipe", "what it changes", "top-1 [95% interval]", "top-5", "train", "validation"]
+    return table([*header, "against the row it changes"], rows)
 
 
 def many_classes() -> str:
-    return recipes_table(load("many_classes.json")["techniques"])
+    return recipes_table(load("many_classes.json"))
 
 
 def many_classes_150() -> str:
-    return recipes_table(load("many_classes.json")["seed_scale"]["techniques"])
+    return recipes_table(load("many_classes.json")["seed_scale"])
+
+
+def speed_targets() -> str:
+    rows = [
+        [name, rounded(figures["measured"], 2), rounded(figures["target"], 2), "met" if figures["met"] else "not met"]
+        for name, figures in load("summary.json")["targets"].items()
+    ]
+    return table(["speed target (`targets` in summary.json)", "measured", "target", ""], rows)
+
+
+def speed_jobs() -> str:
+    """A warm rerun and training (summary.json), and labelling one image three ways (label_one_image.json)."""
+    summary, one_image = load("summary.json"), load("label_one_image.json")
+    seconds = {
+        way: one_image[f"label_one_image_{way}_process_seconds"] for way in ("tensorflow", "kept_litert", "tflite")
+    }
+    speedups = {
+        "kept_litert": one_image["label_one_image_speedup"],
+        "tflite": one_image["label_one_image_tflite_speedup"],
+    }
+    warm = f"{summary['warm_speedup']}x faster than cold"
+    training = f"{summary['head_training_seconds_1000_steps_batch_100']} s"
+    rows = [
+        ["a folder cached again, every bottleneck already cached", warm, summary["machine"]],
+        ["1,000 training steps of batch 100 on cached bottlenecks", training, summary["machine"]],
+        [
+            "`label_image.py IMAGE` with a `.pb` model, through TensorFlow",
+            f"{seconds['tensorflow']} s",
+            one_image["machine"],
+        ],
+    ]
+    for way, what in (
+        ("kept_litert", "the `.pb` model's kept LiteRT conversion"),
+        ("tflite", "the `.tflite` model"),
+    ):
+        rows.append([f"the same with {what}", f"{seconds[way]} s ({speedups[way]}x faster)", one_image["machine"]])
+    return table(["job (labelling: a whole process, start-up included)", "time", "machine"], rows)
 
 
 def speed() -> str:
@@ -137,6 +177,28 @@ def deploy_formats() -> str:
         )
         rows.append([name, f"{figures['mb']:.2f}", f"{figures['ms_per_image']:.2f}", agrees])
     return table(["format", "MB", "ms per image", "agrees with Keras: stamps test / held out / all"], rows)
+
+
+def deploy_int8() -> str:
+    """The TFLite models' agreement with Keras on many_classes, by how the new layer was trained."""
+    rows = []
+    names = {"tutorial": "the tutorial's recipe", "tuned": "lesson 09's tuned recipe"}
+    for key, recipe in load("deploy.json")["many_classes_recipes"].items():
+        agreement = recipe["agreement"]
+        agrees = [
+            f"{agreement[form]['test']['agree']} of {agreement[form]['test']['images']}"
+            for form in ("tflite_float", "tflite_int8")
+        ]
+        rows.append(
+            [
+                names.get(key, key),
+                percent(recipe["keras_test_accuracy"]),
+                f"{recipe['median_top_probability']}",
+                *agrees,
+            ]
+        )
+    header = ["new layer on `many_classes`", "Keras test top-1", "median top probability", "TFLite float agrees"]
+    return table([*header, "TFLite int8 agrees"], rows)
 
 
 def deploy_backbones() -> str:
@@ -227,10 +289,13 @@ TABLES: dict[str, Callable[[], str]] = {
     "fine_tuning_stamps": fine_tuning_stamps,
     "fine_tuning_runs": fine_tuning_runs,
     "deploy_formats": deploy_formats,
+    "deploy_int8": deploy_int8,
     "deploy_backbones": deploy_backbones,
     "many_classes": many_classes,
     "many_classes_150": many_classes_150,
     "speed": speed,
+    "speed_targets": speed_targets,
+    "speed_jobs": speed_jobs,
 }
 
 
