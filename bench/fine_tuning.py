@@ -91,6 +91,37 @@ def answers(r: dict) -> np.ndarray:
     return np.array([c == "1" for c in r["correct"]])
 
 
+def ablation_recipes(fine_tune: finetune.FineTuneConfig, fit: str) -> list[pipeline.FineTuneRecipe]:
+    """The fine-tuning recipe with one thing changed, each a recipe of its own, seeing the images through ``fit``."""
+    changes = {
+        "no augmentation (plain images only)": {"num_distorted_variants": 0},
+        # A new random view of every image each epoch, as augmentation drawn inside the training graph gives:
+        # one distorted view cached per epoch (the recipe's own views are the first of them), shown in turn.
+        "a new random view every epoch (fresh augmentation, computed ahead)": {
+            "num_distorted_variants": fine_tune.epochs,
+            "fresh_views": True,
+        },
+        "batch norms frozen": {"batch_norms": "frozen"},
+    }
+    return [
+        pipeline.FineTuneRecipe(f"fine-tuned, {name}", dataclasses.replace(fine_tune, **change), fit)
+        for name, change in changes.items()
+    ]
+
+
+def ablations(
+    dataset, backbone, bottleneck_dir, fine_tune: finetune.FineTuneConfig, fit: str
+) -> tuple[list[pipeline.Trained], finetune.Prepared]:
+    """Each ablation trained by the pipeline on one preparation (the activations and the most distorted views
+    any of them shows, the recipe's own among them), and that preparation."""
+    recipes = ablation_recipes(fine_tune, fit)
+    most = max(config.num_distorted_variants for config in [fine_tune, *(recipe.config for recipe in recipes)])
+    every_view = dataclasses.replace(fine_tune, num_distorted_variants=most)
+    prepared = finetune.prepare(dataset, backbone.fitting(fit), bottleneck_dir, every_view, progress=True)
+    trained = [pipeline.run(recipe, dataset, backbone, bottleneck_dir, prepared=prepared) for recipe in recipes]
+    return trained, prepared
+
+
 def precision_speed(prepared: finetune.Prepared, num_classes: int, steps: int = 20) -> dict:
     """Training images per second of the recipe's model in float32 and in mixed bfloat16 (same batches)."""
     config = finetune.FineTuneConfig()
@@ -104,7 +135,7 @@ def precision_speed(prepared: finetune.Prepared, num_classes: int, steps: int = 
             model = finetune.fine_tuning_model(top, head, config.blocks, config.batch_norms)
             optimizers = finetune.optimizers_by_depth(model, head, config, lambda peak: peak)
             step = finetune.training_step(model, optimizers, num_classes, config.label_smoothing)
-            views, rng = prepared.train_views, np.random.default_rng(0)
+            views, rng = prepared.views(config), np.random.default_rng(0)
             batches = [rng.choice(len(views), config.batch_size, replace=False) for _ in range(steps + 2)]
             for batch in batches[:2]:  # trace and warm up
                 step(views.batch(batch, rng), views.labels[batch])
@@ -222,47 +253,11 @@ def main() -> int:
     summary["target_met"] = bool(summary["target"] and chosen_row["accuracy"] >= summary["target"])
 
     if not args.no_ablations:
-        backbone = backbone.fitting(next(t for t in search.trained if t.whole_network).fit)  # as the recipe saw
-        prepared = finetune.prepare(dataset, backbone, bottleneck_dir, fine_tune, pipeline._unfolded(backbone))
+        fit = next(t for t in search.trained if t.whole_network).fit  # as the recipe saw the images
+        trained, prepared = ablations(dataset, backbone, bottleneck_dir, fine_tune, fit)
         recipe_row = next(r for r in rows if r["fine_tuned"])
-        plain = finetune.Views(
-            [prepared.train_views.views[0]], prepared.train_views.labels, prepared.train_views.records
-        )
-        # A new random view of every image each epoch, as augmentation drawn inside the training graph gives:
-        # one distorted view cached per epoch (the recipe's own views are the first of them), shown in turn.
-        every_epoch = dataclasses.replace(fine_tune, num_distorted_variants=fine_tune.epochs)
-        fresh = finetune.prepare(dataset, backbone, bottleneck_dir, every_epoch, pipeline._unfolded(backbone), True)
-        fresh = dataclasses.replace(fresh, train_views=dataclasses.replace(fresh.train_views, one_per_epoch=True))
-        ablations = {
-            "no augmentation (plain images only)": ({}, dataclasses.replace(prepared, train_views=plain)),
-            "a new random view every epoch (fresh augmentation, computed ahead)": (
-                {"num_distorted_variants": fine_tune.epochs},
-                fresh,
-            ),
-            "batch norms frozen": ({"batch_norms": "frozen"}, prepared),
-        }
-        for name, (change, views) in ablations.items():
-            config = dataclasses.replace(fine_tune, **change)
-            t = time.perf_counter()
-            tuned = finetune.fine_tune(dataset, backbone, bottleneck_dir, config, True, prepared=views)
-            trained = pipeline.Trained(
-                f"fine-tuned, {name}",
-                tuned.model,
-                tuned.trainable,
-                tuned.splits,
-                dataset.class_names,
-                time.perf_counter() - t,
-                {"change": change or name},
-                whole_network=True,
-                fit=backbone.spec.preprocessing.fit,
-                notes={
-                    "epochs_run": len(tuned.history["loss"]),
-                    "best_epoch": tuned.best_epoch,
-                    "validation_accuracy_by_epoch": tuned.history["val_accuracy"],
-                },
-            )
-            r = row(trained)
-            r["fine_tuned"] = True
+        for t in trained:
+            r = row(t, fine_tuned=True)
             r["against_the_recipe"] = stats.paired_comparison(answers(recipe_row), answers(r)).to_json()
             rows.append(r)
             print(r["name"], f"{r['accuracy']:.1%}", flush=True)

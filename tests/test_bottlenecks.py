@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from tests.images_factory import encoded, jpeg, labelled_folder, rgb
+from tlcourse import bottlenecks
 from tlcourse.bottlenecks import BottleneckStore, CachingOptions, cache_bottlenecks, load_bottlenecks, store_for
 from tlcourse.data import scan_dataset
 
@@ -21,6 +22,22 @@ def test_cold_then_warm_run(small_dataset, lite0, tmp_path):
     assert vectors.shape == (12, 1280) and len(kept) == 12
     fresh = lite0.bottlenecks(np.asarray(__import__("tlcourse").images.load_image(kept[3].path)))
     np.testing.assert_allclose(vectors[3], fresh, atol=1e-4)
+
+
+def test_cache_and_gather_is_the_steps_by_hand_in_one_call(small_dataset, lite0, tmp_path):
+    distortions = bottlenecks.Distortions(flip_left_right=True, random_crop=20)
+    gathered = bottlenecks.cache_and_gather(small_dataset, lite0, tmp_path / "bn", distortions, 2, progress=False)
+    assert (gathered.report.hits, gathered.report.computed) == (0, 12)
+    for split, values in gathered.splits.items():
+        by_hand = bottlenecks.gather(small_dataset, split, lite0, tmp_path / "bn")
+        assert np.array_equal(values.vectors, by_hand.vectors) and np.array_equal(values.labels, by_hand.labels)
+    by_hand = bottlenecks.gather_distorted(small_dataset, lite0, tmp_path / "bn", distortions, 2)
+    assert len(gathered.distorted) == 2
+    assert all(np.array_equal(a.vectors, b.vectors) for a, b in zip(gathered.distorted, by_hand, strict=True))
+    again = bottlenecks.cache_and_gather(small_dataset, lite0, tmp_path / "bn", progress=False)  # no distortions
+    assert (again.report.hits, again.report.computed, again.distorted) == (12, 0, [])
+    inactive = bottlenecks.cache_and_gather(small_dataset, lite0, tmp_path / "bn", bottlenecks.Distortions(), 2, False)
+    assert inactive.distorted == []
 
 
 def test_damaged_and_truncated_entries_are_recomputed(small_dataset, lite0, tmp_path):

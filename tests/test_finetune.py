@@ -119,6 +119,13 @@ def test_fine_tuning_trains_on_views_and_keeps_its_best_epoch(stamps_dir, tmp_pa
     other = dataclasses.replace(config, distortions=bottlenecks.Distortions(flip_left_right=True))
     with pytest.raises(ValueError, match="prepare again"):
         finetune.fine_tune(dataset, lite0, tmp_path / "bn", other, False, prepared=prepared)
+    # The pipeline trains on a shared preparation as fine_tune does (bench/fine_tuning.py's ablations)
+    recipe = pipeline.FineTuneRecipe("the recipe", config)
+    trained = pipeline.run(recipe, dataset, lite0, tmp_path / "bn", False, prepared=prepared)
+    pairs = zip(trained.classifier.get_weights(), tuned.trainable.get_weights(), strict=True)
+    assert all(np.array_equal(a, b) for a, b in pairs)
+    with pytest.raises(ValueError, match="another way"):  # prepared through the crop, trained on padded images
+        pipeline.run(recipe.with_fit("pad"), dataset, lite0, tmp_path / "bn", False, prepared=prepared)
 
 
 def test_the_range_test_raises_the_rate_until_the_loss_climbs(stamps_dir, tmp_path, lite0, unfolded):
@@ -271,6 +278,24 @@ def test_the_lesson_09_flags_parse():
     )
     assert (args.early_stopping_patience, args.standardize_bottlenecks) == (5, True)
     assert (args.fine_tune_epochs, args.recipe, args.time_budget) == (4, "auto", 5.0)
+
+
+def test_one_preparation_serves_every_config_that_shows_fewer_views():
+    views = finetune.Views([np.full((4, 2), k, np.float16) for k in range(3)], np.zeros(4, int), [None] * 4)
+    prepared = finetune.Prepared(1, None, None, bottlenecks.CacheReport(), {}, views, finetune.DEFAULT_DISTORTIONS)
+    config = finetune.FineTuneConfig(blocks=1, epochs=2, num_distorted_variants=1)
+    shown = prepared.views(config)
+    assert [v[0, 0] for v in shown.views] == [0, 1] and not shown.one_per_epoch  # the plain image, variant 0
+    assert len(prepared.views(dataclasses.replace(config, num_distorted_variants=0)).views) == 1
+    plain = dataclasses.replace(config, distortions=bottlenecks.Distortions())
+    with pytest.raises(ValueError, match="prepare again"):
+        prepared.views(plain)
+    fresh = prepared.views(dataclasses.replace(config, num_distorted_variants=2, fresh_views=True))
+    assert len(fresh.views) == 3 and fresh.one_per_epoch
+    with pytest.raises(ValueError, match="prepare again"):
+        prepared.views(dataclasses.replace(config, num_distorted_variants=3))
+    with pytest.raises(ValueError, match="a distorted view per epoch"):
+        finetune.FineTuneConfig(epochs=8, num_distorted_variants=4, fresh_views=True)
 
 
 def test_views_one_per_epoch_show_every_image_its_next_distorted_view():

@@ -13,6 +13,8 @@
 - Distortions (``Distortions``): applied once per training image and variant, their bottlenecks
   cached like the plain ones (``cache_distorted_variants``, ``gather_distorted``), so training
   samples among the variants at cached speed.
+- ``cache_and_gather``: all of it in one call, every split and the training images' distorted
+  views, with the cache report: how the pipeline's recipes, fine-tuning and the experiments start.
 
 Taught in ``notebooks/02_cache_bottlenecks.ipynb``; cached distortions in
 ``notebooks/09_many_classes.ipynb``.
@@ -335,8 +337,7 @@ def cached_splits(dataset: Dataset, backbone, bottleneck_dir=None, progress: boo
     from tlcourse import config
 
     bottleneck_dir = bottleneck_dir or config.project_root() / "runs" / "bottlenecks"
-    cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)
-    return {name: gather(dataset, name, backbone, bottleneck_dir) for name in SPLITS}
+    return cache_and_gather(dataset, backbone, bottleneck_dir, progress=progress).splits
 
 
 @dataclass(frozen=True)
@@ -408,3 +409,36 @@ def gather_distorted(
         gather(dataset, "train", backbone, bottleneck_dir, distortions.variant_name(variant))
         for variant in range(num_variants)
     ]
+
+
+@dataclass
+class Gathered:
+    """Every split's cached bottlenecks, the training images' distorted views, and how caching went."""
+
+    splits: dict[str, Bottlenecks]
+    distorted: list[Bottlenecks]  # variant k of the training split, k = 0 .. num_variants - 1 (none: empty)
+    report: CacheReport  # of the plain bottlenecks of every image
+
+
+def cache_and_gather(
+    dataset: Dataset,
+    backbone,
+    bottleneck_dir,
+    distortions: Distortions | None = None,
+    num_variants: int = 0,
+    progress: bool = True,
+) -> Gathered:
+    """Cache what is missing, then gather: every split's bottlenecks and, when ``distortions`` are
+    active, ``num_variants`` distorted views of each training image (``cache_distorted_variants``).
+
+    The one way everything that trains starts: ``pipeline``'s recipes, ``finetune.prepare`` (with
+    the activations below the trained blocks as its backbone), ``many_classes.Experiment`` and
+    ``cached_splits``.
+    """
+    report = cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)
+    distorted = []
+    if distortions is not None and distortions.active and num_variants > 0:
+        cache_distorted_variants(dataset, backbone, bottleneck_dir, distortions, num_variants, progress)
+        distorted = gather_distorted(dataset, backbone, bottleneck_dir, distortions, num_variants)
+    splits = {name: gather(dataset, name, backbone, bottleneck_dir) for name in SPLITS}
+    return Gathered(splits, distorted, report)

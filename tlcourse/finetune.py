@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from tlcourse import backbones, bottlenecks, train
 from tlcourse.backbones import Backbone, load_backbone
-from tlcourse.data import SPLITS, Dataset
+from tlcourse.data import Dataset
 
 BATCH_NORM_MODES = ("frozen", "training")
 # Random views of each training image: a crop keeping 59-100% of each side (35-100% of the area) and a
@@ -57,7 +57,8 @@ class FineTuneConfig:
     the new layer learns at ``head_learning_rate``, the top block at ``learning_rate`` and each
     block below it ``layer_decay`` times slower; the batch norms train (``"training"``) or stay as
     pretrained (``"frozen"``); the training images are seen through ``distortions``, as
-    ``num_distorted_variants`` cached views each plus the plain image, one view of each image per epoch.
+    ``num_distorted_variants`` cached views each plus the plain image, one view of each image per epoch
+    (drawn at random; with ``fresh_views``, epoch ``e``'s own distorted view).
     """
 
     blocks: int = 5  # how many of the backbone's last blocks train (the head convolution always does)
@@ -76,10 +77,13 @@ class FineTuneConfig:
     final_tensor_name: str = "final_result"
     distortions: bottlenecks.Distortions = field(default_factory=lambda: DEFAULT_DISTORTIONS)
     num_distorted_variants: int = 4
+    fresh_views: bool = False  # epoch e shows every image its distorted view e: a new one each epoch (``Views``)
 
     def __post_init__(self):
         if self.batch_norms not in BATCH_NORM_MODES:
             raise ValueError(f"batch_norms must be one of {BATCH_NORM_MODES}, not {self.batch_norms!r}")
+        if self.fresh_views and (not self.distortions.active or self.num_distorted_variants < self.epochs):
+            raise ValueError("fresh_views needs distortions and a distorted view per epoch (num_distorted_variants)")
         if self.epochs < 1 or self.batch_size < 1 or self.blocks < 1:
             raise ValueError("blocks, epochs and batch size must be at least 1")
         if not 0 <= self.warmup < 1 or self.layer_decay <= 0 or min(self.learning_rate, self.head_learning_rate) <= 0:
@@ -339,18 +343,30 @@ class Prepared:
             self._bottlenecks = {name: bottlenecks_through_top(self.top, s) for name, s in self.splits.items()}
         return self._bottlenecks
 
+    def views(self, config: FineTuneConfig) -> Views:
+        """The training views ``config`` shows: the plain image and its first ``num_distorted_variants``
+        distorted views (the plain image alone without distortions), in turn with ``fresh_views``.
+        Variant ``k`` of an image is the same however many were cached, so one preparation with the
+        most views serves every config that shows fewer (``bench/fine_tuning.py``'s ablations)."""
+        if self.blocks != config.blocks or self.distortions != config.distortions:
+            raise ValueError("prepared for other blocks or distortions than config asks for: prepare again")
+        shown = 1 + (config.num_distorted_variants if config.distortions.active else 0)
+        if shown > len(self.train_views.views):
+            raise ValueError(
+                f"config shows {shown} views of each training image, {len(self.train_views.views)} were prepared:"
+                " prepare again with its num_distorted_variants"
+            )
+        views = self.train_views.views[:shown]
+        return dataclasses.replace(self.train_views, views=views, one_per_epoch=config.fresh_views)
+
 
 def prepare(dataset: Dataset, backbone, bottleneck_dir, config: FineTuneConfig, unfolded=None, progress=False):
     """Split the backbone below its top ``config.blocks`` blocks and cache the activations there:
     of every image, and of ``config.num_distorted_variants`` distorted views of each training image."""
     lower, top = split_backbone(backbone, config.blocks, unfolded)
-    report = bottlenecks.cache_bottlenecks(dataset.images, lower, bottleneck_dir, progress=progress)
-    splits = {name: bottlenecks.gather(dataset, name, lower, bottleneck_dir) for name in SPLITS}
-    views = [splits["train"]]
-    if config.distortions.active and config.num_distorted_variants > 0:
-        distorted = config.distortions, config.num_distorted_variants
-        bottlenecks.cache_distorted_variants(dataset, lower, bottleneck_dir, *distorted, progress)
-        views += bottlenecks.gather_distorted(dataset, lower, bottleneck_dir, *distorted)
+    distorted = config.distortions, config.num_distorted_variants
+    gathered = bottlenecks.cache_and_gather(dataset, lower, bottleneck_dir, *distorted, progress)
+    views = [gathered.splits["train"], *gathered.distorted]
     # An image whose view failed to decode is left out of training, so that every view lines up.
     common = set.intersection(*({r.sha256 for r in view.records} for view in views))
     keep = [[i for i, r in enumerate(view.records) if r.sha256 in common] for view in views]
@@ -359,7 +375,7 @@ def prepare(dataset: Dataset, backbone, bottleneck_dir, config: FineTuneConfig, 
         views[0].labels[keep[0]],
         [views[0].records[i] for i in keep[0]],
     )
-    return Prepared(config.blocks, lower, top, report, splits, train_views, config.distortions)
+    return Prepared(config.blocks, lower, top, gathered.report, gathered.splits, train_views, config.distortions)
 
 
 def bottlenecks_through_top(top: keras.Model, split: bottlenecks.Bottlenecks) -> bottlenecks.Bottlenecks:
@@ -397,14 +413,14 @@ def fine_tune(
     value) ends training after the epoch that passes it. Command line: ``retrain.py --fine_tune_blocks=N``.
     """
     prepared = prepared or prepare(dataset, backbone, bottleneck_dir, config, unfolded, progress)
-    if prepared.blocks != config.blocks or prepared.distortions != config.distortions:
-        raise ValueError("prepared for other blocks or distortions than config asks for: prepare again")
+    if prepared.lower.spec.preprocessing != backbone.spec.preprocessing:
+        raise ValueError("prepared with the images seen another way (fit) than backbone sees them: prepare again")
+    views, validation = prepared.views(config), prepared.splits["validation"]
     keras.utils.set_random_seed(config.seed)
     num_classes = len(dataset.class_names)
     top = pretrained_copy(prepared.top)
     head = new_layer(top.output.shape[-1], num_classes, config.dropout, config.final_tensor_name)
     model = fine_tuning_model(top, head, config.blocks, config.batch_norms)
-    views, validation = prepared.train_views, prepared.splits["validation"]
     if len(views) == 0:
         raise ValueError("no training images: cache them first (is the dataset empty?)")
     steps_per_epoch = int(np.ceil(len(views) / config.batch_size))
@@ -456,7 +472,7 @@ def learning_rate_range_test(
     model = fine_tuning_model(top, head, config.blocks, config.batch_norms)
     schedule = lambda peak: RisingRate(low * peak / config.learning_rate, high * peak / config.learning_rate, steps)  # noqa: E731
     step = training_step(model, optimizers_by_depth(model, head, config, schedule), num_classes, config.label_smoothing)
-    views, rng = prepared.train_views, np.random.default_rng(config.seed)
+    views, rng = prepared.views(config), np.random.default_rng(config.seed)
     rates, losses, smoothed = [], [], 0.0
     for i in tqdm(range(steps), desc="learning-rate range test", unit="step", leave=False):
         batch = rng.choice(len(views), min(config.batch_size, len(views)), replace=False)

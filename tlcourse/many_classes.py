@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tlcourse import backbones, bottlenecks, finetune, pipeline, stats, train
-from tlcourse.data import SPLITS, Dataset
+from tlcourse.data import Dataset
 from tlcourse.exercises.tuning import choose_on_validation as choose  # lesson 09 has the learner write it: one rule
 
 L2_GRID = pipeline.L2_GRID
@@ -173,14 +173,16 @@ class Experiment:
         self._backbones = {}
 
     def backbone(self, name: str):
+        """The backbone ``name``, loaded once; the first time, every image of the dataset is cached for it."""
         if name not in self._backbones:
             backbone = backbones.load_backbone(name, precision=self.precision)
-            bottlenecks.cache_bottlenecks(self.dataset.images, backbone, self.bottleneck_dir, progress=self.progress)
+            self.splits(self.dataset, backbone)  # cached here, with progress; each run gathers its own dataset
             self._backbones[name] = backbone
         return self._backbones[name]
 
     def splits(self, dataset: Dataset, backbone) -> dict[str, bottlenecks.Bottlenecks]:
-        return {split: bottlenecks.gather(dataset, split, backbone, self.bottleneck_dir) for split in SPLITS}
+        """Every split of ``dataset`` (the whole one, or a subset of its labels) through ``backbone``."""
+        return bottlenecks.cache_and_gather(dataset, backbone, self.bottleneck_dir, progress=self.progress).splits
 
     def run(self, backbone_name: str, recipe: pipeline.Recipe, dataset: Dataset | None = None):
         """Train ``recipe`` on ``dataset`` (default: the whole one); returns (RecipeResult, Evaluation).

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from tlcourse import bottlenecks, finetune, stats, train
-from tlcourse.data import SPLITS, Dataset, SkippedFile
+from tlcourse.data import Dataset, SkippedFile
 
 
 @dataclass
@@ -79,18 +79,22 @@ class HeadRecipe:
     with_fit = _with_fit
 
     def train(
-        self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None, earlier=None
+        self,
+        dataset: Dataset,
+        backbone,
+        bottleneck_dir,
+        progress=True,
+        strategy=None,
+        deadline=None,
+        earlier=None,
+        prepared: finetune.Prepared | None = None,  # fine-tuning's activations: a new layer trains on bottlenecks
     ) -> Trained:
         started = time.perf_counter()
         config = self.config
         backbone = backbone.fitting(self.fit)
-        report = bottlenecks.cache_bottlenecks(dataset.images, backbone, bottleneck_dir, progress=progress)
-        distorted = None
-        if config.distortions.active and config.num_distorted_variants > 0:
-            views = config.distortions, config.num_distorted_variants
-            bottlenecks.cache_distorted_variants(dataset, backbone, bottleneck_dir, *views, progress)
-            distorted = bottlenecks.gather_distorted(dataset, backbone, bottleneck_dir, *views)
-        splits = {name: bottlenecks.gather(dataset, name, backbone, bottleneck_dir) for name in SPLITS}
+        views = config.distortions, config.num_distorted_variants
+        gathered = bottlenecks.cache_and_gather(dataset, backbone, bottleneck_dir, *views, progress)
+        splits, distorted = gathered.splits, gathered.distorted
         notes = {}
         if self.l2_grid:
             scores = {}
@@ -114,7 +118,7 @@ class HeadRecipe:
             dataset.class_names,
             time.perf_counter() - started,
             {**_settings(config), "fit": self.fit},
-            report.failures,
+            gathered.report.failures,
             notes=notes,
             history=history,
             fit=self.fit,
@@ -132,13 +136,20 @@ class FineTuneRecipe:
     with_fit = _with_fit
 
     def train(
-        self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None, earlier=None
+        self,
+        dataset: Dataset,
+        backbone,
+        bottleneck_dir,
+        progress=True,
+        strategy=None,
+        deadline=None,
+        earlier=None,
+        prepared: finetune.Prepared | None = None,
     ) -> Trained:
         started = time.perf_counter()
         backbone = backbone.fitting(self.fit)
-        unfolded = _unfolded(backbone)
         tuned = finetune.fine_tune(
-            dataset, backbone, bottleneck_dir, self.config, progress, unfolded, deadline=deadline
+            dataset, backbone, bottleneck_dir, self.config, progress, prepared=prepared, deadline=deadline
         )
         notes = {
             "epochs_run": len(tuned.history["loss"]),
@@ -198,7 +209,15 @@ class AveragedRecipe:
         return dataclasses.replace(self, name=name, head=self.head.with_fit(fit), fine_tuned=fine_tuned)
 
     def train(
-        self, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None, deadline=None, earlier=None
+        self,
+        dataset: Dataset,
+        backbone,
+        bottleneck_dir,
+        progress=True,
+        strategy=None,
+        deadline=None,
+        earlier=None,
+        prepared: finetune.Prepared | None = None,
     ) -> Trained:
         started = time.perf_counter()
         if self.fit is None:
@@ -206,11 +225,12 @@ class AveragedRecipe:
         backbone = backbone.fitting(self.fit)
         earlier = earlier or {}
         members = [
-            earlier.get(recipe.name) or recipe.train(dataset, backbone, bottleneck_dir, progress, strategy, deadline)
+            earlier.get(recipe.name)
+            or recipe.train(dataset, backbone, bottleneck_dir, progress, strategy, deadline, prepared=prepared)
             for recipe in self.members()
         ]
         head, tuned = members[0], members[1:]
-        lower, top = finetune.split_backbone(backbone, self.fine_tuned[0].config.blocks, _unfolded(backbone))
+        lower, top = finetune.split_backbone(backbone, self.fine_tuned[0].config.blocks)
         # On the fine-tuned models' inputs (the cached activations), the frozen layer sees its bottleneck
         # through the pretrained top, which is the whole backbone's bottleneck within float rounding.
         activations = keras.Input(tuned[0].classifier.input.shape[1:], name="activations")
@@ -268,20 +288,27 @@ def _weighted_average(inputs, parts: list[keras.Model], weights: list[float]) ->
 Recipe = HeadRecipe | FineTuneRecipe | AveragedRecipe
 
 
-def _unfolded(backbone):
-    from tlcourse import backbones  # a backbone is loaded only when a fine-tuning recipe runs
-
-    return backbones.load_backbone(backbone.name, fold_batch_norms=False)
-
-
 def _settings(config) -> dict:
     return {key: value for key, value in dataclasses.asdict(config).items() if key != "summaries_dir"}
 
 
-def run(recipe: Recipe, dataset: Dataset, backbone, bottleneck_dir, progress=True, strategy=None) -> Trained:
-    """Train ``recipe`` on ``dataset``: the one way every caller trains (a fit left to choose: cropped)."""
+def run(
+    recipe: Recipe,
+    dataset: Dataset,
+    backbone,
+    bottleneck_dir,
+    progress=True,
+    strategy=None,
+    prepared: finetune.Prepared | None = None,
+) -> Trained:
+    """Train ``recipe`` on ``dataset``: the one way every caller trains (a fit left to choose: cropped).
+
+    ``prepared`` (``finetune.prepare``, through the recipe's fit): activations already cached and
+    gathered, shared by several fine-tuning recipes on one dataset (``bench/fine_tuning.py``'s
+    ablations); a new layer on frozen features does not use them.
+    """
     recipe = recipe if recipe.fit else recipe.with_fit("crop")
-    return recipe.train(dataset, backbone, Path(bottleneck_dir), progress, strategy)
+    return recipe.train(dataset, backbone, Path(bottleneck_dir), progress, strategy, prepared=prepared)
 
 
 def best_fit(trained: list[Trained], validation: list[stats.Interval]) -> str:
