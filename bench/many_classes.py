@@ -65,11 +65,16 @@ class NotRemembered(LookupError):
     """A row --only did not name, and no earlier run measured."""
 
 
+def done_path(key: dict) -> Path:
+    """Where the result measured with ``key`` is remembered."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return DONE / f"{digest}.json"
+
+
 def remembered(key: dict, measure) -> RecipeResult:
     """``measure()``, or its result from an earlier run with exactly the same ``key`` (dataset, recipe, subset)."""
     DONE.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = DONE / f"{digest}.json"
+    path = done_path(key)
     if path.is_file():
         return RecipeResult.from_json(json.loads(path.read_text()))
     if ONLY is not None and key["recipe"] not in ONLY:
@@ -100,6 +105,18 @@ def run_rows(experiment: Experiment, recipes: dict, label: str) -> tuple[list[Re
             flush=True,
         )
     return table, failed
+
+
+def forgotten(experiment: Experiment, recipes: dict) -> list[str]:
+    """The rows of the committed results file that --only would drop: measured there, not remembered here."""
+    path = RESULTS / "many_classes.json"
+    held = {row["name"] for row in json.loads(path.read_text())["techniques"]} if path.is_file() else set()
+    labels = sorted(experiment.dataset.class_names)
+    return [
+        name
+        for name, row in recipes.items()
+        if name in held and name not in ONLY and not done_path(key_of(labels, row)).is_file()
+    ]
 
 
 def key_of(labels: list[str], row: Row, **extra) -> dict:
@@ -253,8 +270,8 @@ def main() -> int:
         action="append",
         metavar="RECIPE",
         choices=list(RECIPES),
-        help="measure only this recipe (repeatable); every other row must be remembered from an earlier run, "
-        "or it is reported as not run",
+        help="measure only this recipe (repeatable); every other row comes from an earlier run on this machine, "
+        "and the run is refused if a row of the results file would be lost",
     )
     args = parser.parse_args()
     global ONLY  # one run, one setting
@@ -270,6 +287,13 @@ def main() -> int:
     if args.quick:
         experiment.dataset = restrict(dataset, class_subset(dataset, 25))
         recipes, sizes = {name: RECIPES[name] for name in list(RECIPES)[:3]}, (5, 10)
+
+    if ONLY and not args.quick and (lost := forgotten(experiment, recipes)):
+        parser.error(
+            f"--only goes on from the rows an earlier run measured on this machine ({DONE}), and the rows "
+            f"{', '.join(lost)} of bench/results/many_classes.json are not there: the results file would lose "
+            "them. Run `python bench/many_classes.py` (the whole table) instead."
+        )
 
     # Work is done in order of importance, one row at a time, and the results files are rewritten after
     # each: on a busy machine an interrupted run still leaves the rows, the curve and the seed's scale
