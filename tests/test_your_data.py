@@ -1,6 +1,8 @@
 """Lessons 06 and 07's helpers: the layer they train (``train.fit_linear``), learning curves, planted
 signals, flipped labels, near-copies that leak across the split, and activations at several depths."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -57,6 +59,9 @@ def test_fit_linear_is_train_head_read_out_as_arrays():
     head, _ = train.train_head(as_split(vectors, labels), as_split(vectors, labels), 3, config, progress=False)
     expected = head.predict(vectors, verbose=0)
     assert np.allclose(train.LinearLayer.of(head).probabilities(vectors), expected, atol=1e-5)
+    plain = dataclasses.replace(config, standardize_bottlenecks=False)
+    head, _ = train.train_head(as_split(vectors, labels), as_split(vectors, labels), 3, plain, progress=False)
+    assert np.allclose(train.LinearLayer.of(head).probabilities(vectors), head.predict(vectors, verbose=0), atol=1e-5)
 
 
 def test_fit_linear_refuses_mismatched_inputs():

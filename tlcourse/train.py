@@ -243,7 +243,7 @@ class LinearLayer:
         dense = head.layers[-1]
         kernel, biases = (np.asarray(w, np.float32) for w in dense.get_weights())
         mean, scale = np.zeros(kernel.shape[0], np.float32), np.ones(kernel.shape[0], np.float32)
-        if len(head.layers) > 1:
+        if "standardize" in [layer.name for layer in head.layers]:
             standardize = head.get_layer("standardize")
             mean = np.asarray(standardize.mean, np.float32).reshape(-1)
             scale = np.sqrt(np.asarray(standardize.variance, np.float32)).reshape(-1)
