@@ -279,8 +279,8 @@ def fit_linear(
 
     Adam from the same seed every time, the features standardised, every label weighing the same
     whatever its number of images, and no validation split: the same data give the same layer, in
-    a second or two even for thousands of images, so a learning curve of dozens of layers takes
-    a minute. A label without training images is never predicted. Taught in
+    about a second for hundreds of images and a few seconds for thousands, so a learning curve of
+    dozens of layers takes minutes at most. A label without training images is never predicted. Taught in
     ``notebooks/06_your_data.ipynb``.
     """
     vectors = np.asarray(vectors, np.float32)

@@ -2,7 +2,7 @@
 
 The experiments of ``notebooks/06_your_data.ipynb``, each a plain function on cached bottlenecks
 training the new layer with ``train.fit_linear`` (lesson 03's trainer on every training vector in
-every step: the same data give the same layer, in a second or two):
+every step: the same data give the same layer, in seconds):
 
 - ``learning_curve``: accuracy against training images per label, several random draws each.
 - ``tint`` / ``on_background`` / ``write_copies``: a hidden signal planted in one label's images.
