@@ -87,10 +87,10 @@ def _write_json(path: Path, content: dict) -> Path:
 
 def model_paths(project: str | Path) -> dict[str, Path]:
     """The files step 3 writes in ``model/``, named as ``retrain`` names them; "int8" is the int8 TFLite model."""
-    from tlcourse import retrain
+    from tlcourse import formats
 
     folder = Path(project) / MODEL
-    paths = retrain.output_paths(folder / GRAPH, folder / LABELS, output_tflite=folder / INT8_MODEL)
+    paths = formats.output_paths(folder / GRAPH, folder / LABELS, output_tflite=folder / INT8_MODEL)
     paths["int8"] = paths.pop("tflite")
     return paths
 

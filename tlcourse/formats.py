@@ -5,7 +5,7 @@ what its row's ``describe`` says of the file (what goes in and out); ``label_ima
 model with the ``load`` of its path's row (``format_of``): a folder is a SavedModel, a file is
 known by its suffix, and any other file is read as a frozen graph, as the tutorial's
 ``--output_graph`` was, whatever its name. A new format is a new row, plus the ``RetrainConfig``
-setting that names its path (``retrain.output_paths``).
+setting that names its path (``output_paths``).
 
 A model file is a program, and no loader here runs one before it is checked: a frozen graph's and
 a SavedModel's operations are checked by ``tlcourse.safe_graph`` first (a SavedModel's from its
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcourse import safe_graph, tflite
+from tlcourse import model_card, safe_graph, tflite
 from tlcourse.errors import ModelFileError
 from tlcourse.quiet import import_tensorflow
 
@@ -105,7 +105,7 @@ class WriteOptions:
 class ModelFormat:
     """One row of ``FORMATS``: how a model is written to a path of this format, described, and read back."""
 
-    name: str  # its key in ``retrain.output_paths`` and ``FORMATS``
+    name: str  # its key in ``output_paths`` and ``FORMATS``
     suffix: str  # of its file; "" for a folder
     write: Callable  # (Keras model, path, WriteOptions) -> None, in place (``retrain.write_outputs`` makes it atomic)
     describe: Callable  # (Keras model, path, WriteOptions) -> what ``write`` wrote there, for "wrote ..." lines
@@ -261,3 +261,20 @@ KERAS = ModelFormat("keras", ".keras", _write_keras, _describe_keras, _load_kera
 SAVED_MODEL = ModelFormat("saved_model", "", _write_saved_model, _describe_saved_model, _load_saved_model)
 TFLITE = ModelFormat("tflite", ".tflite", _write_tflite, _describe_tflite, _load_tflite, _tflite_labeller)
 FORMATS = {model_format.name: model_format for model_format in (GRAPH, KERAS, SAVED_MODEL, TFLITE)}
+
+
+def output_paths(output_graph, output_labels, saved_model_dir="", output_tflite="") -> dict[str, Path]:
+    """The files ``retrain`` writes: graph, keras, labels, report, model card, and the other models asked for.
+
+    Every file name beside ``output_graph`` is made here, once (``capstone.model_paths`` asks too).
+    """
+    graph = Path(output_graph)
+    asked = {"saved_model": saved_model_dir, "tflite": output_tflite}
+    return {
+        "graph": graph,
+        "keras": graph.with_suffix(KERAS.suffix),
+        "labels": Path(output_labels),
+        "report": graph.with_suffix(".report.json"),
+        "model_card": model_card.card_path(graph),
+        **{name: Path(path) for name, path in asked.items() if path},
+    }

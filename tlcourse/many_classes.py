@@ -176,7 +176,7 @@ class Experiment:
         """The backbone ``name``, loaded once; the first time, every image of the dataset is cached for it."""
         if name not in self._backbones:
             backbone = backbones.load_backbone(name, precision=self.precision)
-            self.splits(self.dataset, backbone)  # cached here, with progress; each run gathers its own dataset
+            bottlenecks.cache_bottlenecks(self.dataset.images, backbone, self.bottleneck_dir, progress=self.progress)
             self._backbones[name] = backbone
         return self._backbones[name]
 

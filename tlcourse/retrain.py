@@ -336,8 +336,8 @@ class RetrainConfig:
         return [pipeline.HeadRecipe("new layer", self.train_config(), fit=self.image_fit)]
 
     def output_paths(self) -> dict[str, Path]:
-        """The files ``retrain`` writes for these settings (``output_paths``)."""
-        return output_paths(self.output_graph, self.output_labels, self.saved_model_dir, self.output_tflite)
+        """The files ``retrain`` writes for these settings (``formats.output_paths``)."""
+        return formats.output_paths(self.output_graph, self.output_labels, self.saved_model_dir, self.output_tflite)
 
     def model_paths(self) -> dict[str, Path]:
         """The model files ``retrain`` writes, by format (``formats.FORMATS``); SavedModel and TFLite when asked for."""
@@ -346,23 +346,6 @@ class RetrainConfig:
     def to_json(self) -> dict:
         """The settings, as the report stores them."""
         return {setting.name: getattr(self, setting.name) for setting in settings()}
-
-
-def output_paths(output_graph, output_labels, saved_model_dir="", output_tflite="") -> dict[str, Path]:
-    """The files ``retrain`` writes: graph, keras, labels, report, model card, and the other models asked for.
-
-    Every file name beside ``output_graph`` is made here, once (``capstone.model_paths`` asks too).
-    """
-    graph = Path(output_graph)
-    asked = {"saved_model": saved_model_dir, "tflite": output_tflite}
-    return {
-        "graph": graph,
-        "keras": graph.with_suffix(formats.KERAS.suffix),
-        "labels": Path(output_labels),
-        "report": graph.with_suffix(".report.json"),
-        "model_card": model_card.card_path(graph),
-        **{name: Path(path) for name, path in asked.items() if path},
-    }
 
 
 def _recording_given(init):
